@@ -1,0 +1,49 @@
+// swift-tools-version:6.2
+// 6.2 at most: Debian's arm64 toolchain (swiftlang 6.2.3) must build this manifest.
+import PackageDescription
+
+let package = Package(
+    name: "edge-agent",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Communicator", targets: ["Communicator"]),
+        .executable(name: "mqtt-example", targets: ["mqtt-example"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // The MQTT library: codec (pure), session state machine (pure), NIO transport, public API.
+        .target(
+            name: "Communicator",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "mqtt-example",
+            dependencies: ["Communicator"]
+        ),
+        .testTarget(
+            name: "CommunicatorTests",
+            dependencies: [
+                "Communicator",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "Communicator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,671 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The connection's state, as the application sees it.
+public enum ConnectionState: Sendable, Equatable, CustomStringConvertible {
+    case idle
+    case connecting
+    case connected
+    /// Waiting `nextDelay` seconds before reconnect attempt number `attempt`.
+    case reconnecting(attempt: Int, nextDelay: Double)
+    case disconnected(reason: String?)
+
+    public var description: String {
+        switch self {
+        case .idle: "idle"
+        case .connecting: "connecting"
+        case .connected: "connected"
+        case .reconnecting(let a, let d): "reconnecting (attempt \(a) in \((d * 10).rounded() / 10) s)"
+        case .disconnected(let r): "disconnected" + (r.map { ": \($0)" } ?? "")
+        }
+    }
+}
+
+/// A message delivered to a subscription.
+public struct MQTTMessage: Sendable {
+    public let topic: String
+    public let payload: ByteBuffer
+    public let qos: QoS
+    public let retain: Bool
+    /// 5.0 properties of the PUBLISH (empty on 3.1.1).
+    public let properties: MQTTProperties
+
+    public var bytes: [UInt8] { Array(payload.readableBytesView) }
+    /// The payload as UTF-8 text (invalid sequences replaced).
+    public var string: String { String(decoding: payload.readableBytesView, as: UTF8.self) }
+}
+
+typealias MessageHandler = @Sendable (MQTTMessage) -> Void
+
+/// What a finished request reports back to its caller.
+enum Completion: Sendable {
+    case none
+    case done(@Sendable (Result<Void, any Error>) -> Void)
+    case granted(filters: [String], @Sendable (Result<[UInt8], any Error>) -> Void)
+    /// Subscriptions restored after a reconnect: results only logged.
+    case restore(filters: [String])
+}
+
+/// Requests from any thread to the loop that owns the session.
+enum Command: Sendable {
+    case connect(Completion)
+    case publish(MQTTPacket.Publish, Completion)
+    case subscribe([(filter: String, qos: QoS, handler: MessageHandler)], Completion)
+    case unsubscribe([String], Completion)
+    case disconnect(Completion)
+    case setWill(MQTTPacket.Will?)
+}
+
+/// The engine behind `MQTTProtocol`. All session state is owned by one event loop; other threads
+/// reach it only through `submit`, which queues a command and wakes the loop once per batch.
+final class ClientCore: @unchecked Sendable {
+    struct Inbox {
+        var commands: [Command] = []
+        var loop: EventLoop?
+        var drainScheduled = false
+        /// Publishes accepted and not yet completed.
+        var outstanding = 0
+    }
+
+    struct Subscription {
+        var qos: QoS
+        var handler: MessageHandler
+        /// The broker acknowledged it on the current session.
+        var confirmed: Bool
+        /// 5.0 Subscription Identifier: the broker tags each copy of a message with the
+        /// identifiers of the subscriptions it matched, so each callback gets its copy once.
+        var id: UInt32
+    }
+
+    let config: MQTTConfig
+    let logger: Logger
+    private let inbox = NIOLockedValueBox(Inbox())
+    private let tlsContext: NIOSSLContext?
+    private let stateListeners = NIOLockedValueBox<[@Sendable (ConnectionState) -> Void]>([])
+    private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
+
+    // Owned by the loop:
+    private var loop: EventLoop?
+    private var machine: SessionMachine<Completion>
+    private var actions: [SessionMachine<Completion>.Action] = []
+    private var spareActions: [SessionMachine<Completion>.Action] = []
+    private var channel: Channel?
+    private var attempt: UInt64 = 0
+    private var out = ByteBuffer()
+    private var needsFlush = false
+    private var inReadBatch = false
+    private var subscriptions: [String: Subscription] = [:]
+    private var nextSubscriptionID: UInt32 = 1
+    private var wantConnected = false
+    private var userDisconnect = false
+    private var connectedThisAttempt = false
+    private var everConnected = false
+    private var triedFallback = false
+    private var connectWaiters: [Completion] = []
+    private var disconnectWaiters: [Completion] = []
+    private var reconnectAttempt = 0
+    private var lastFailure: (any CommunicatorError)?
+    private var tickTask: RepeatedTask?
+    private var attemptTimeout: Scheduled<Void>?
+    private var reconnectTask: Scheduled<Void>?
+    private var onLoopEnd: (() -> Void)?
+
+    init(config: MQTTConfig, clientID: String, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        self.tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
+        let password = config.password.map { ByteBuffer(string: $0) }
+        machine = SessionMachine(
+            options: .init(
+                version: config.protocolVersion, clientID: clientID, cleanStart: config.cleanStart,
+                keepAliveSeconds: UInt16(clamping: config.keepalive), heartbeatCheckRatio: config.heartbeatCheckRatio,
+                username: config.username, password: password, will: nil,
+                sessionExpirySeconds: config.sessionExpiryInterval, maxInflight: config.maxInflight,
+                maxPacketSize: config.maxPacketSize, queueLimit: config.publishQueueMaxsize,
+                queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected))
+    }
+
+    var state: ConnectionState { publicState.withLockedValue { $0 } }
+
+    func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
+        stateListeners.withLockedValue { $0.append(listener) }
+    }
+
+    var clientID: String { machine.options.clientID }
+
+    // MARK: - Entry from any thread
+
+    /// Accepts a publish if the bound on outstanding messages allows it.
+    func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion) -> Bool {
+        let limit = config.publishQueueMaxsize
+        let (accepted, loop, schedule) = inbox.withLockedValue { box -> (Bool, EventLoop?, Bool) in
+            guard box.outstanding < limit else { return (false, nil, false) }
+            box.outstanding += 1
+            box.commands.append(.publish(publish, completion))
+            let schedule = box.loop != nil && !box.drainScheduled
+            if schedule { box.drainScheduled = true }
+            return (true, box.loop, schedule)
+        }
+        if schedule, let loop { loop.execute { self.drain() } }
+        return accepted
+    }
+
+    func submit(_ command: Command) {
+        let (loop, schedule) = inbox.withLockedValue { box -> (EventLoop?, Bool) in
+            box.commands.append(command)
+            let schedule = box.loop != nil && !box.drainScheduled
+            if schedule { box.drainScheduled = true }
+            return (box.loop, schedule)
+        }
+        if schedule, let loop { loop.execute { self.drain() } }
+    }
+
+    var currentLoop: EventLoop? { inbox.withLockedValue { $0.loop } }
+
+    // MARK: - Loop attachment
+
+    /// Gives the core its loop; queued commands run on it from now on.
+    func attach(_ loop: EventLoop, onLoopEnd: (() -> Void)? = nil) {
+        loop.preconditionInEventLoop()
+        self.loop = loop
+        self.onLoopEnd = onLoopEnd
+        out = ByteBuffer()
+        inbox.withLockedValue {
+            $0.loop = loop
+            $0.drainScheduled = true
+        }
+        drain()
+    }
+
+    private func detach() {
+        inbox.withLockedValue {
+            $0.loop = nil
+            $0.drainScheduled = false
+        }
+        loop = nil
+        if let end = onLoopEnd {
+            onLoopEnd = nil
+            end()
+        }
+    }
+
+    private func drain() {
+        let commands = inbox.withLockedValue { box -> [Command] in
+            box.drainScheduled = false
+            defer { box.commands.removeAll(keepingCapacity: true) }
+            return box.commands
+        }
+        let now = Self.now()
+        for command in commands {
+            switch command {
+            case .connect(let c): startConnect(c)
+            case .publish(let p, let c): machine.publish(p, token: c, now: now, into: &actions)
+            case .subscribe(let entries, let c): subscribe(entries, c, now: now)
+            case .unsubscribe(let filters, let c): unsubscribe(filters, c, now: now)
+            case .disconnect(let c): startDisconnect(c, now: now)
+            case .setWill(let w): machine.setWill(w)
+            }
+        }
+        runActions()
+    }
+
+    private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    // MARK: - Connect / disconnect
+
+    private func setState(_ s: ConnectionState) {
+        let changed = publicState.withLockedValue { old -> Bool in
+            guard old != s else { return false }
+            old = s
+            return true
+        }
+        guard changed else { return }
+        logger.info("MQTT \(s)", metadata: ["broker": "\(config.brokerAddress):\(config.port)"])
+        for l in stateListeners.withLockedValue({ $0 }) { l(s) }
+    }
+
+    private func startConnect(_ completion: Completion) {
+        if machine.isConnected {
+            complete(completion, .success(()))
+            return
+        }
+        connectWaiters.append(completion)
+        if wantConnected { return }  // an attempt or back-off is already under way
+        wantConnected = true
+        userDisconnect = false
+        everConnected = false
+        reconnectAttempt = 0
+        triedFallback = false
+        startAttempt()
+    }
+
+    private func startAttempt() {
+        guard let loop else { return }
+        attempt &+= 1
+        let thisAttempt = attempt
+        connectedThisAttempt = false
+        lastFailure = nil
+        setState(everConnected ? .reconnecting(attempt: reconnectAttempt, nextDelay: 0) : .connecting)
+        if everConnected { setState(.connecting) }
+        if config.tlsInsecureSkipVerify && tlsContext != nil {
+            logger.warning("TLS certificate verification is OFF (tls_insecure_skip_verify): the broker's identity is not checked")
+        }
+        attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
+            guard attempt == thisAttempt, !connectedThisAttempt else { return }
+            fail(ProtocolConnectionError(
+                "no answer from \(config.brokerAddress):\(config.port) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up"))
+        }
+        Transport.connect(
+            on: loop, config: config, tlsContext: tlsContext, version: machine.options.version, core: self,
+            attempt: thisAttempt
+        ).whenComplete { [self] result in
+            guard attempt == thisAttempt else {
+                if case .success(let ch) = result { ch.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let ch):
+                channel = ch
+            case .failure(let error):
+                lastFailure = lastFailure ?? mapTransportError(error)
+                attemptEnded()
+            }
+        }
+    }
+
+    private func fail(_ error: any CommunicatorError) {
+        if lastFailure == nil { lastFailure = error }
+        if let channel { channel.close(promise: nil) } else { attemptEnded() }
+    }
+
+    private func startDisconnect(_ completion: Completion, now: UInt64) {
+        userDisconnect = true
+        wantConnected = false
+        reconnectTask?.cancel()
+        reconnectTask = nil
+        if channel == nil {
+            attemptTimeout?.cancel()
+            if case .reconnecting = state {
+                machine.failAll(.connectionLost, into: &actions)
+            }
+            for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
+            connectWaiters.removeAll()
+            setState(.disconnected(reason: "disconnect requested"))
+            complete(completion, .success(()))
+            if config.mode == .blocking { endLoop() }
+            return
+        }
+        disconnectWaiters.append(completion)
+        machine.disconnect(now: now, into: &actions)
+        if !machine.isConnected && machine.state != .closing {
+            channel?.close(promise: nil)
+        }
+    }
+
+    private func endLoop() {
+        guard let loop, config.mode == .blocking else { return }
+        detach()
+        loop.shutdownGracefully { _ in }
+    }
+
+    // MARK: - Transport events (on the loop)
+
+    func transportUp(channel: Channel, attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        self.channel = channel
+        out = channel.allocator.buffer(capacity: 256)
+        machine.connectionEstablished(now: Self.now(), into: &actions)
+        runActions()
+    }
+
+    func packetReceived(_ packet: MQTTPacket, attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        inReadBatch = true
+        machine.received(packet, now: Self.now(), into: &actions)
+        runActions()
+    }
+
+    func readBatchComplete(attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        inReadBatch = false
+        writeOut()
+    }
+
+    func transportError(_ error: Error, attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        if lastFailure == nil { lastFailure = mapTransportError(error) }
+        logger.debug("MQTT transport error: \(error)")
+    }
+
+    func transportDown(attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        channel = nil
+        inReadBatch = false
+        machine.connectionLost(into: &actions)
+        runActions()
+        attemptEnded()
+    }
+
+    /// The connection attempt or the connection ended: report, reconnect or stop.
+    private func attemptEnded() {
+        attemptTimeout?.cancel()
+        attemptTimeout = nil
+        tickTask?.cancel()
+        tickTask = nil
+        let failure = lastFailure
+        if userDisconnect {
+            wantConnected = false
+            setState(.disconnected(reason: "disconnect requested"))
+            for w in disconnectWaiters { complete(w, .success(())) }
+            disconnectWaiters.removeAll()
+            if config.mode == .blocking { endLoop() }
+            return
+        }
+        guard wantConnected else { return }
+        let reason = failure?.message ?? "connection closed by the broker"
+        if !everConnected {
+            // 5.0 refused as an unsupported protocol version: optionally try 3.1.1 once.
+            if let f = failure, f.code == 0x84 || (f.code == 1 && machine.options.version == .v3_1_1),
+                config.fallbackToV311, machine.options.version == .v5_0, !triedFallback
+            {
+                triedFallback = true
+                logger.warning("broker refused MQTT 5.0 (\(f.message)); falling back to 3.1.1 as configured")
+                machine.options.version = .v3_1_1
+                startAttempt()
+                return
+            }
+            wantConnected = false
+            let error = failure ?? ProtocolConnectionError("connection to \(config.brokerAddress):\(config.port) closed before CONNACK")
+            setState(.disconnected(reason: error.message))
+            for w in connectWaiters { complete(w, .failure(error)) }
+            connectWaiters.removeAll()
+            return
+        }
+        logger.warning("MQTT connection lost: \(reason)")
+        if failure is ProtocolAuthenticationError {
+            giveUp(failure!)
+            return
+        }
+        scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        guard let loop else { return }
+        reconnectAttempt += 1
+        if config.maxReconnectAttempts > 0 && reconnectAttempt > config.maxReconnectAttempts {
+            giveUp(ProtocolConnectionError(
+                "gave up after \(config.maxReconnectAttempts) reconnect attempts to \(config.brokerAddress):\(config.port); last error: \(lastFailure?.message ?? "connection lost")"))
+            return
+        }
+        let base = min(config.reconnectMaxDelay, config.reconnectInitialDelay * Double(1 << min(reconnectAttempt - 1, 30)))
+        let delay = base * Double.random(in: 0.8...1.2)
+        setState(.reconnecting(attempt: reconnectAttempt, nextDelay: delay))
+        reconnectTask = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { [self] in
+            reconnectTask = nil
+            guard wantConnected else { return }
+            startAttempt()
+        }
+    }
+
+    private func giveUp(_ error: any CommunicatorError) {
+        wantConnected = false
+        logger.error("MQTT stopped reconnecting: \(error.message)")
+        machine.failAll(.connectionLost, into: &actions)
+        runActions()
+        setState(.disconnected(reason: error.message))
+        for w in connectWaiters { complete(w, .failure(error)) }
+        connectWaiters.removeAll()
+    }
+
+    // MARK: - Subscriptions
+
+    private func subscribe(_ entries: [(filter: String, qos: QoS, handler: MessageHandler)], _ completion: Completion, now: UInt64) {
+        for e in entries {
+            let id = subscriptions[e.filter]?.id ?? nextSubscriptionIdentifier()
+            subscriptions[e.filter] = Subscription(qos: e.qos, handler: e.handler, confirmed: false, id: id)
+        }
+        guard machine.isConnected else {
+            // Sent when the connection comes up (with the others being restored).
+            complete(completion, .success(()), granted: entries.map { $0.qos.rawValue })
+            return
+        }
+        sendSubscribe(entries.map { $0.filter }, token: completion, now: now)
+    }
+
+    private func nextSubscriptionIdentifier() -> UInt32 {
+        defer { nextSubscriptionID = nextSubscriptionID >= 268_435_455 ? 1 : nextSubscriptionID + 1 }
+        return nextSubscriptionID
+    }
+
+    /// Whether SUBSCRIBE carries our Subscription Identifiers (5.0, unless the broker said no).
+    private var usesSubscriptionIDs: Bool {
+        machine.options.version == .v5_0 && (machine.connectionInfo?.properties.subscriptionIdentifierAvailable ?? 1) == 1
+    }
+
+    /// One SUBSCRIBE for `filters`; with identifiers, one per filter (a packet carries one id).
+    private func sendSubscribe(_ filters: [String], token: Completion, now: UInt64) {
+        let subs = filters.compactMap { f in subscriptions[f].map { (f, $0) } }
+        if usesSubscriptionIDs && subs.count == 1, let (f, sub) = subs.first {
+            var props = MQTTProperties()
+            props.subscriptionIdentifiers = [sub.id]
+            machine.subscribe([.init(filter: f, qos: sub.qos)], properties: props, token: token, now: now, into: &actions)
+        } else {
+            machine.subscribe(subs.map { .init(filter: $0.0, qos: $0.1.qos) }, token: token, now: now, into: &actions)
+        }
+    }
+
+    private func unsubscribe(_ filters: [String], _ completion: Completion, now: UInt64) {
+        for f in filters { subscriptions[f] = nil }
+        guard machine.isConnected else {
+            complete(completion, .success(()))
+            return
+        }
+        machine.unsubscribe(filters, token: completion, now: now, into: &actions)
+    }
+
+    private func restoreSubscriptions(sessionPresent: Bool, now: UInt64) {
+        let filters = subscriptions.filter { !sessionPresent || !$0.value.confirmed }.map(\.key).sorted()
+        guard !filters.isEmpty else { return }
+        // Batches keep each SUBSCRIBE well under any packet size limit.
+        let batch = usesSubscriptionIDs ? 1 : 32
+        var i = 0
+        while i < filters.count {
+            let chunk = Array(filters[i..<min(i + batch, filters.count)])
+            sendSubscribe(chunk, token: .restore(filters: chunk), now: now)
+            i += batch
+        }
+    }
+
+    // MARK: - Actions
+
+    private func runActions() {
+        while !actions.isEmpty {
+            swap(&actions, &spareActions)
+            var completed = 0
+            for action in spareActions { completed += perform(action) }
+            spareActions.removeAll(keepingCapacity: true)
+            if completed > 0 { inbox.withLockedValue { $0.outstanding -= completed } }
+        }
+        if needsFlush && !inReadBatch { writeOut() }
+    }
+
+    private func writeOut() {
+        guard needsFlush else { return }
+        needsFlush = false
+        guard let channel, out.readableBytes > 0 else { return }
+        let buffer = out
+        out = channel.allocator.buffer(capacity: 256)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// Returns 1 when the action completed a publish.
+    private func perform(_ action: SessionMachine<Completion>.Action) -> Int {
+        switch action {
+        case .send(let packet):
+            packet.encode(version: machine.options.version, into: &out)
+        case .flush:
+            needsFlush = true
+        case .deliver(let p):
+            let message = MQTTMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
+            let ids = p.properties.subscriptionIdentifiers
+            for (filter, sub) in subscriptions
+            where ids.isEmpty ? Topic.matches(filter: filter, topic: p.topic) : ids.contains(sub.id) {
+                sub.handler(message)
+            }
+        case .connected(let info):
+            connectedThisAttempt = true
+            everConnected = true
+            reconnectAttempt = 0
+            attemptTimeout?.cancel()
+            attemptTimeout = nil
+            // Later connects of this client resume the session ([MQTT-3.1.2-4] / 5.0 §3.1.2.4).
+            machine.options.cleanStart = false
+            if !info.sessionPresent { for k in subscriptions.keys { subscriptions[k]!.confirmed = false } }
+            startTicking()
+            setState(.connected)
+            logger.debug(
+                "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)")
+            let now = Self.now()
+            restoreSubscriptions(sessionPresent: info.sessionPresent, now: now)
+            machine.sendQueued(now: now, into: &actions)
+            for w in connectWaiters { complete(w, .success(())) }
+            connectWaiters.removeAll()
+        case .publishCompleted(let token, let result):
+            switch result {
+            case .success: complete(token, .success(()))
+            case .failure(let f):
+                let error = mapFailure(f)
+                if case .none = token { logger.warning("publish failed: \(error.message)") }
+                complete(token, .failure(error))
+            }
+            return 1
+        case .subscribeCompleted(let token, let result):
+            switch result {
+            case .success(let codes):
+                if case .granted(let filters, _) = token { markSubscribed(filters, codes) }
+                if case .restore(let filters) = token { markSubscribed(filters, codes) }
+                complete(token, .success(()), granted: codes)
+            case .failure(let f):
+                complete(token, .failure(mapFailure(f)))
+            }
+        case .unsubscribeCompleted(let token, let result):
+            complete(token, result.mapError { mapFailure($0) as any Error })
+        case .close(let failure):
+            if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
+            writeOut()
+            channel?.close(promise: nil)
+        }
+        return 0
+    }
+
+    private func markSubscribed(_ filters: [String], _ codes: [UInt8]) {
+        for (filter, code) in zip(filters, codes) {
+            if code < 0x80 {
+                subscriptions[filter]?.confirmed = true
+            } else {
+                logger.error("broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
+                subscriptions[filter] = nil
+            }
+        }
+    }
+
+    private func startTicking() {
+        guard let loop else { return }
+        tickTask?.cancel()
+        let interval = machine.tickIntervalNanoseconds
+        tickTask = loop.scheduleRepeatedTask(initialDelay: .nanoseconds(Int64(interval)), delay: .nanoseconds(Int64(interval))) {
+            [self] _ in
+            machine.tick(now: Self.now(), into: &actions)
+            runActions()
+        }
+    }
+
+    private func complete(_ completion: Completion, _ result: Result<Void, any Error>, granted: [UInt8] = []) {
+        switch completion {
+        case .none, .restore: break
+        case .done(let cb): cb(result)
+        case .granted(let filters, let cb):
+            switch result {
+            case .failure(let e): cb(.failure(e))
+            case .success:
+                if let (i, code) = granted.enumerated().first(where: { $0.element >= 0x80 }) {
+                    let filter = i < filters.count ? filters[i] : "?"
+                    cb(.failure(ProtocolValidationError(
+                        "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version))): check the filter and the broker's ACL",
+                        code: code)))
+                } else {
+                    cb(.success(granted))
+                }
+            }
+        }
+    }
+
+    // MARK: - Errors
+
+    private func mapFailure(_ f: SessionMachine<Completion>.Failure) -> any CommunicatorError {
+        let v = machine.options.version
+        let broker = "\(config.brokerAddress):\(config.port)"
+        switch f {
+        case .connectionRefused(let code, let props):
+            let what = ReasonCode.describe(code, version: v, connack: true)
+            let extra = props.reasonString.map { " (\($0))" } ?? ""
+            let isAuth = v == .v3_1_1 ? (code == 4 || code == 5) : [0x86, 0x87, 0x8A, 0x8C].contains(code)
+            if isAuth {
+                let who = config.username.map { "user \"\($0)\"" } ?? "an anonymous client"
+                return ProtocolAuthenticationError(
+                    "broker \(broker) refused \(who) (CONNACK \(what))\(extra): check username/password and the broker's ACL",
+                    code: code)
+            }
+            let isVersion = v == .v3_1_1 ? code == 1 : code == 0x84
+            if isVersion {
+                return ProtocolError(
+                    "broker \(broker) does not accept MQTT \(v) (CONNACK \(what))\(extra): set protocol_version to 3.1.1 or enable fallback",
+                    code: code)
+            }
+            return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code)
+        case .protocolViolation(let what):
+            return ProtocolError("broker \(broker) broke the MQTT protocol: \(what)")
+        case .rejected(let packet, let code, let reason):
+            return ProtocolValidationError(
+                "broker refused the message (\(packet) \(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
+                code: code)
+        case .keepAliveTimeout(let seconds):
+            return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead")
+        case .serverDisconnected(let code, let reason):
+            return ProtocolError(
+                "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
+                code: code)
+        case .refused(let what):
+            return ProtocolValidationError(what)
+        case .connectionLost:
+            return ProtocolConnectionError("connection to \(broker) was lost before the request completed")
+        }
+    }
+
+    func mapTransportError(_ error: Error) -> any CommunicatorError {
+        if let e = error as? any CommunicatorError { return e }
+        let broker = "\(config.brokerAddress):\(config.port)"
+        if let d = error as? MQTTDecodeError {
+            return ProtocolError("broker \(broker) sent a \(d)")
+        }
+        if let e = error as? NIOSSLError, case .uncleanShutdown = e {
+            return ProtocolConnectionError("broker \(broker) closed the TLS connection without close_notify")
+        }
+        if error is NIOSSLError || error is BoringSSLError || "\(type(of: error))".contains("SSL") {
+            return ProtocolConnectionError(
+                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)")
+        }
+        if let c = error as? NIOConnectionError {
+            let causes = c.connectionErrors.map { "\($0.error)" }
+            let cause = causes.first ?? (c.dnsAError.map { "\($0)" } ?? c.dnsAAAAError.map { "\($0)" } ?? "\(error)")
+            return ProtocolConnectionError("cannot reach broker \(broker): \(cause). Is the broker running and listening there?")
+        }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError {
+            return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s")
+        }
+        return ProtocolConnectionError("connection to \(broker) failed: \(error)")
+    }
+}

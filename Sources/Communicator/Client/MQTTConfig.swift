@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Every parameter of the seed's `MQTTConfig`, with the seed's defaults, plus what a real
+/// deployment needs. Times are in seconds.
+public struct MQTTConfig: Sendable {
+    /// Where the network loop runs (seed: `mode`).
+    public enum Mode: String, Sendable {
+        /// The network runs on a thread of its own; calls return at once (seed default).
+        case nonBlocking = "non-blocking"
+        /// `loopForever()` runs the network on the calling thread until `stopLoop()`.
+        case blocking
+    }
+
+    /// Minimum TLS version (seed: `tls_version`; its default `ssl.PROTOCOL_TLS` negotiates the
+    /// highest both sides support, which is what `.tls1_2` as a floor does here).
+    public enum TLSVersion: String, Sendable {
+        case tls1_2 = "1.2"
+        case tls1_3 = "1.3"
+    }
+
+    /// How the client identifier is chosen.
+    public enum ClientID: Sendable, Equatable {
+        /// Exactly this identifier, on every (re)connect.
+        case fixed(String)
+        /// Derived from the program name and the machine id (/etc/machine-id or the host name):
+        /// the same on every start of the same program on the same machine. A second client in
+        /// the same process gets "-2", a third "-3", and so on.
+        case stable
+        /// A new random identifier per `MQTTProtocol` (sessions cannot be resumed after a restart).
+        case random
+        /// Empty: a 5.0 broker assigns one (used for later reconnects); 3.1.1 needs cleanStart.
+        case brokerAssigned
+    }
+
+    // Seed: basic connection settings
+    public var brokerAddress: String
+    /// 1883 plain, 8883 TLS.
+    public var port: Int
+    /// Connection timeout: TCP, TLS and CONNACK together, and the wait of blocking calls.
+    public var timeout: Double
+    /// Keep-alive interval; 0 disables keep-alive.
+    public var keepalive: Int
+    public var mode: Mode
+
+    // Seed: security
+    public var username: String?
+    public var password: String?
+    /// CA certificate file (PEM) for verifying the broker. Setting it turns TLS on.
+    public var caCerts: String?
+    public var tlsVersion: TLSVersion
+
+    // Seed: advanced
+    /// 5.0 Session Expiry Interval: how long the broker keeps our session after a disconnect.
+    public var sessionExpiryInterval: UInt32
+    /// Reconnect attempts after a lost connection before giving up; 0 means forever.
+    public var maxReconnectAttempts: Int
+    public var reconnectInitialDelay: Double
+    public var reconnectMaxDelay: Double
+    /// A PINGREQ left unanswered for `keepalive × heartbeatCheckRatio` means the link is dead.
+    public var heartbeatCheckRatio: Double
+    /// Messages accepted and not yet completed (waiting or in flight) at most; beyond it publish
+    /// throws `ProtocolValidationError`.
+    public var publishQueueMaxsize: Int
+
+    // Additions for deployments
+    public var clientID: ClientID
+    public var protocolVersion: MQTTVersion
+    /// If a 5.0 CONNECT is refused as an unsupported protocol version, try again with 3.1.1.
+    public var fallbackToV311: Bool
+    /// Whether the first CONNECT of this client starts a clean session. Reconnects of the same
+    /// client always resume (Clean Start 0), so in-flight messages survive a dropped link. Set it
+    /// to false to resume a session left by an earlier run of the program.
+    public var cleanStart: Bool
+    /// TLS on or off; nil = on when `caCerts` or a client certificate is set, or port is 8883.
+    public var tls: Bool?
+    /// Client certificate and key (PEM) for mutual TLS.
+    public var clientCertificate: String?
+    public var clientKey: String?
+    /// Name checked against the broker's certificate (default: `brokerAddress`).
+    public var tlsServerName: String?
+    /// Skips certificate verification. Off by default; logged as a warning on every connect.
+    public var tlsInsecureSkipVerify: Bool
+    /// Largest packet accepted from the broker and sent to it, in bytes.
+    public var maxPacketSize: Int
+    /// Unacknowledged outgoing QoS 1/2 publishes at most; nil = 20 on 3.1.1 (mosquitto's default
+    /// `max_inflight_messages`; more silently loses QoS 2 messages there), the broker's Receive
+    /// Maximum on 5.0.
+    public var maxInflight: Int?
+    /// Whether QoS 0 publishes wait in the queue while disconnected (otherwise they fail).
+    public var queueQoS0WhileDisconnected: Bool
+
+    public init(
+        brokerAddress: String,
+        port: Int = 1883,
+        timeout: Double = 60,
+        keepalive: Int = 60,
+        mode: Mode = .nonBlocking,
+        username: String? = nil,
+        password: String? = nil,
+        caCerts: String? = nil,
+        tlsVersion: TLSVersion = .tls1_2,
+        sessionExpiryInterval: UInt32 = 3600,
+        maxReconnectAttempts: Int = 10,
+        reconnectInitialDelay: Double = 1,
+        reconnectMaxDelay: Double = 60,
+        heartbeatCheckRatio: Double = 0.5,
+        publishQueueMaxsize: Int = 1000,
+        clientID: ClientID = .stable,
+        protocolVersion: MQTTVersion = .v5_0,
+        fallbackToV311: Bool = false,
+        cleanStart: Bool = true,
+        tls: Bool? = nil,
+        clientCertificate: String? = nil,
+        clientKey: String? = nil,
+        tlsServerName: String? = nil,
+        tlsInsecureSkipVerify: Bool = false,
+        maxPacketSize: Int = 268_435_460,
+        maxInflight: Int? = nil,
+        queueQoS0WhileDisconnected: Bool = false
+    ) {
+        self.brokerAddress = brokerAddress
+        self.port = port
+        self.timeout = timeout
+        self.keepalive = keepalive
+        self.mode = mode
+        self.username = username
+        self.password = password
+        self.caCerts = caCerts
+        self.tlsVersion = tlsVersion
+        self.sessionExpiryInterval = sessionExpiryInterval
+        self.maxReconnectAttempts = maxReconnectAttempts
+        self.reconnectInitialDelay = reconnectInitialDelay
+        self.reconnectMaxDelay = reconnectMaxDelay
+        self.heartbeatCheckRatio = heartbeatCheckRatio
+        self.publishQueueMaxsize = publishQueueMaxsize
+        self.clientID = clientID
+        self.protocolVersion = protocolVersion
+        self.fallbackToV311 = fallbackToV311
+        self.cleanStart = cleanStart
+        self.tls = tls
+        self.clientCertificate = clientCertificate
+        self.clientKey = clientKey
+        self.tlsServerName = tlsServerName
+        self.tlsInsecureSkipVerify = tlsInsecureSkipVerify
+        self.maxPacketSize = maxPacketSize
+        self.maxInflight = maxInflight
+        self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
+    }
+
+    var usesTLS: Bool { tls ?? (caCerts != nil || clientCertificate != nil || port == 8883) }
+
+    /// Every problem with the configuration, each naming the parameter and the fix.
+    public func problems() -> [String] {
+        var p: [String] = []
+        if brokerAddress.isEmpty { p.append("broker_address is empty: set the broker's host name or IP address") }
+        if !(1...65_535).contains(port) { p.append("port \(port) is out of range 1...65535 (1883 plain, 8883 TLS)") }
+        if !(timeout > 0) { p.append("timeout \(timeout) must be greater than 0 seconds") }
+        if !(0...65_535).contains(keepalive) { p.append("keepalive \(keepalive) is out of range 0...65535 seconds") }
+        if !(heartbeatCheckRatio > 0 && heartbeatCheckRatio <= 10) {
+            p.append("heartbeat_check_ratio \(heartbeatCheckRatio) must be in (0, 10]")
+        }
+        if publishQueueMaxsize < 1 { p.append("publish_queue_maxsize \(publishQueueMaxsize) must be at least 1") }
+        if maxReconnectAttempts < 0 { p.append("max_reconnect_attempts \(maxReconnectAttempts) must be 0 (forever) or more") }
+        if !(reconnectInitialDelay >= 0) { p.append("reconnect_initial_delay must be 0 or more seconds") }
+        if !(reconnectMaxDelay >= reconnectInitialDelay) {
+            p.append("reconnect_max_delay \(reconnectMaxDelay) must be at least reconnect_initial_delay \(reconnectInitialDelay)")
+        }
+        if !(16...268_435_460).contains(maxPacketSize) { p.append("max_packet_size \(maxPacketSize) must be in 16...268435460 bytes") }
+        if let m = maxInflight, !(1...65_535).contains(m) { p.append("max_inflight \(m) must be in 1...65535") }
+        if protocolVersion == .v3_1_1 && password != nil && username == nil {
+            p.append("password is set without username: MQTT 3.1.1 sends a password only with a user name [MQTT-3.1.2-22]")
+        }
+        if case .fixed(let id) = clientID {
+            if id.utf8.count > 65_535 { p.append("client_id is longer than 65535 bytes") }
+            if id.isEmpty { p.append("client_id is empty: use .brokerAssigned to let a 5.0 broker choose one") }
+        }
+        if clientID == .brokerAssigned && protocolVersion == .v3_1_1 && !cleanStart {
+            p.append("a broker-assigned client id on 3.1.1 needs clean_start true [MQTT-3.1.3-7]")
+        }
+        if (clientCertificate == nil) != (clientKey == nil) {
+            p.append("client_certificate and client_key go together for mutual TLS: set both or neither")
+        }
+        for (name, path) in [("ca_certs", caCerts), ("client_certificate", clientCertificate), ("client_key", clientKey)] {
+            if let path, access(path, R_OK) != 0 {
+                p.append("\(name) file \"\(path)\" cannot be read: check the path and its permissions")
+            }
+        }
+        return p
+    }
+}

@@ -1,0 +1,402 @@
+import Dispatch
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The seed's abstract publish/subscribe interface.
+public protocol PubSubProtocol: AnyObject, Sendable {
+    func connect() throws
+    func disconnect()
+    func publish(_ topic: String, _ message: String) throws
+    func subscribe(_ topic: String, callback: @escaping @Sendable (String, String) -> Void) throws
+}
+
+/// The MQTT client with the seed's API: connect, disconnect, publish, subscribe, unsubscribe,
+/// setWill, the two loop modes. Safe to use from any number of threads at once.
+///
+/// Threads: in `.nonBlocking` mode (default) the network runs on a thread of its own and message
+/// callbacks run there, so a callback should return quickly. In `.blocking` mode `loopForever()`
+/// turns the calling thread into that network thread.
+public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
+    public let config: MQTTConfig
+    public var logger: Logger { core.logger }
+    let core: ClientCore
+    private let group: MultiThreadedEventLoopGroup?
+
+    public init(config: MQTTConfig, logger: Logger = Logger(label: "communicator.mqtt")) {
+        self.config = config
+        let problems = config.problems()
+        if !problems.isEmpty {
+            for p in problems { logger.error("MQTT configuration: \(p)") }
+        }
+        let clientID = ClientIdentity.resolve(config.clientID)
+        do {
+            core = try ClientCore(config: config, clientID: clientID, logger: logger)
+        } catch {
+            logger.error("\(error)")
+            var plain = config
+            plain.tls = false
+            core = try! ClientCore(config: plain, clientID: clientID, logger: logger)
+            setupError = error as? any CommunicatorError
+        }
+        setupProblems = problems
+        if config.mode == .nonBlocking {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            self.group = group
+            let loop = group.next()
+            let core = self.core
+            loop.execute { core.attach(loop) }
+        } else {
+            group = nil
+        }
+    }
+
+    /// The seed's second initializer: connection parameters directly.
+    public convenience init(
+        brokerAddress: String, port: Int = 1883, timeout: Double = 60, keepalive: Int = 60,
+        mode: MQTTConfig.Mode = .nonBlocking, username: String? = nil, password: String? = nil, caCerts: String? = nil
+    ) {
+        self.init(
+            config: MQTTConfig(
+                brokerAddress: brokerAddress, port: port, timeout: timeout, keepalive: keepalive, mode: mode,
+                username: username, password: password, caCerts: caCerts))
+    }
+
+    private var setupError: (any CommunicatorError)?
+    private let setupProblems: [String]
+
+    deinit {
+        group?.shutdownGracefully { _ in }
+    }
+
+    /// The client identifier sent in CONNECT.
+    public var clientID: String { core.clientID }
+
+    /// The connection's current state.
+    public var state: ConnectionState { core.state }
+
+    /// Calls `listener` (on the network thread) on every state change.
+    public func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
+        core.onStateChange(listener)
+    }
+
+    /// Every state change as an async sequence.
+    public var stateChanges: AsyncStream<ConnectionState> {
+        let (stream, continuation) = AsyncStream<ConnectionState>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        core.onStateChange { continuation.yield($0) }
+        return stream
+    }
+
+    // MARK: - Connect / disconnect
+
+    /// Connects and waits for the broker's CONNACK (non-blocking mode). In blocking mode it only
+    /// checks the configuration; `loopForever()` then connects on the calling thread.
+    public func connect() throws {
+        try checkSetup()
+        if config.mode == .blocking {
+            core.submit(.connect(.none))
+            return
+        }
+        try wait(timeout: config.timeout + 5) { done in core.submit(.connect(.done(done))) }
+    }
+
+    public func connect() async throws {
+        try checkSetup()
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            core.submit(.connect(.done({ c.resume(with: $0) })))
+        }
+    }
+
+    /// Sends DISCONNECT (so the broker discards the Will) and closes. Waits up to `timeout`.
+    public func disconnect() {
+        if config.mode == .blocking || isOnNetworkThread {
+            core.submit(.disconnect(.none))
+            return
+        }
+        try? wait(timeout: config.timeout) { done in core.submit(.disconnect(.done(done))) }
+    }
+
+    public func disconnect() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            core.submit(.disconnect(.done({ _ in c.resume() })))
+        }
+    }
+
+    // MARK: - Blocking mode
+
+    /// Blocking mode: runs the network on the calling thread until `stopLoop()` or `disconnect()`.
+    /// Throws if the first connection attempt fails.
+    public func loopForever() throws {
+        guard config.mode == .blocking else {
+            throw ProtocolValidationError("loopForever() needs mode .blocking; in .nonBlocking mode the network already runs on its own thread")
+        }
+        try checkSetup()
+        let failure = NIOLockedValueBox<(any Error)?>(nil)
+        let core = self.core
+        core.submit(.connect(.done({ result in
+            if case .failure(let e) = result { failure.withLockedValue { $0 = e } }
+        })))
+        MultiThreadedEventLoopGroup.withCurrentThreadAsEventLoop { loop in
+            core.attach(loop)
+            // A failed first connect ends the loop too.
+            core.onStateChange { state in
+                if case .disconnected = state, failure.withLockedValue({ $0 }) != nil {
+                    core.submit(.disconnect(.none))
+                }
+            }
+        }
+        if let e = failure.withLockedValue({ $0 }) { throw e }
+    }
+
+    /// Ends `loopForever()` after a clean disconnect. Callable from any thread, callbacks included.
+    public func stopLoop() {
+        core.submit(.disconnect(.none))
+    }
+
+    // MARK: - Will
+
+    /// Sets the Will sent with the next CONNECT (call before `connect()`).
+    public func setWill(topic: String, payload: String, qos: Int = 1, retain: Bool = false) throws {
+        try setWill(topic: topic, payload: Array(payload.utf8), qos: qos, retain: retain)
+    }
+
+    public func setWill(topic: String, payload: [UInt8], qos: Int = 1, retain: Bool = false) throws {
+        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("Will \(p)") }
+        let q = try Self.qos(qos)
+        core.submit(.setWill(.init(topic: topic, payload: ByteBuffer(bytes: payload), qos: q, retain: retain)))
+    }
+
+    /// Removes the Will for the next CONNECT.
+    public func clearWill() { core.submit(.setWill(nil)) }
+
+    // MARK: - Publish
+
+    public func publish(_ topic: String, _ message: String) throws {
+        try publish(topic, message, qos: 1, retain: false)
+    }
+
+    /// Queues a message and returns at once; it is sent in order as soon as the connection allows.
+    /// Throws `ProtocolValidationError` for an invalid topic or QoS, a payload over the maximum
+    /// packet size, or a full queue (`publishQueueMaxsize`).
+    public func publish(_ topic: String, _ payload: String, qos: Int = 1, retain: Bool = false) throws {
+        try enqueue(try makePublish(topic, ByteBuffer(string: payload), qos: qos, retain: retain), .none)
+    }
+
+    public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false) throws {
+        try enqueue(try makePublish(topic, ByteBuffer(bytes: payload), qos: qos, retain: retain), .none)
+    }
+
+    public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false) throws {
+        try enqueue(try makePublish(topic, payload, qos: qos, retain: retain), .none)
+    }
+
+    /// Publishes and calls `completion` once the message is complete (QoS 0: written; QoS 1:
+    /// PUBACK; QoS 2: PUBCOMP) or has failed. The callback runs on the network thread.
+    public func publish(
+        _ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false,
+        completion: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) throws {
+        try enqueue(try makePublish(topic, payload, qos: qos, retain: retain), .done(completion))
+    }
+
+    /// Publishes and waits until the message is complete (see `publish(_:_:qos:retain:completion:)`).
+    public func publish(_ topic: String, _ payload: String, qos: Int = 1, retain: Bool = false) async throws {
+        try await publish(topic, ByteBuffer(string: payload), qos: qos, retain: retain)
+    }
+
+    public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false) async throws {
+        try await publish(topic, ByteBuffer(bytes: payload), qos: qos, retain: retain)
+    }
+
+    public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false) async throws {
+        let p = try makePublish(topic, payload, qos: qos, retain: retain)
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            do { try enqueue(p, .done({ c.resume(with: $0) })) } catch { c.resume(throwing: error) }
+        }
+    }
+
+    private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion) throws {
+        guard core.submitPublish(p, completion) else {
+            throw ProtocolValidationError(
+                "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize); message on \"\(p.topic)\" refused")
+        }
+    }
+
+    private func makePublish(_ topic: String, _ payload: ByteBuffer, qos: Int, retain: Bool) throws -> MQTTPacket.Publish {
+        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("cannot publish: \(p)") }
+        let q = try Self.qos(qos)
+        let p = MQTTPacket.Publish(topic: topic, payload: payload, qos: q, retain: retain)
+        // Fixed header (≤ 5) + topic + packet id + properties (≤ a few bytes here) + payload.
+        let size = MQTTPacket.publish(p).encodedSize(version: config.protocolVersion) + 2
+        if size > config.maxPacketSize {
+            throw ProtocolValidationError(
+                "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit")
+        }
+        return p
+    }
+
+    static func qos(_ qos: Int) throws -> QoS {
+        guard let q = QoS(rawValue: UInt8(clamping: max(qos, 0))), (0...2).contains(qos) else {
+            throw ProtocolValidationError("QoS \(qos) is out of range: use 0, 1 or 2")
+        }
+        return q
+    }
+
+    // MARK: - Subscribe
+
+    /// Subscribes at QoS 1 (the seed's default) and calls `callback(topic, payload)` for each
+    /// message matching `topic`. Waits for the SUBACK when connected (non-blocking mode, off the
+    /// network thread); otherwise the subscription is sent once the connection is up.
+    public func subscribe(_ topic: String, callback: @escaping @Sendable (String, String) -> Void) throws {
+        try subscribe(topic, qos: 1, callback: callback)
+    }
+
+    public func subscribe(_ topic: String, qos: Int, callback: @escaping @Sendable (String, String) -> Void) throws {
+        try subscribe(topic, qos: qos, onMessage: { callback($0.topic, $0.string) })
+    }
+
+    /// Subscribes with a callback that receives the whole message (bytes, QoS, retain, properties).
+    public func subscribe(_ topic: String, qos: Int = 1, onMessage: @escaping @Sendable (MQTTMessage) -> Void) throws {
+        let q = try validateFilter(topic, qos)
+        if config.mode == .blocking || isOnNetworkThread || state != .connected {
+            core.submit(.subscribe([(topic, q, onMessage)], .none))
+            return
+        }
+        try wait(timeout: config.timeout) { done in
+            core.submit(.subscribe([(topic, q, onMessage)], .granted(filters: [topic], { done($0.map { _ in () }) })))
+        }
+    }
+
+    public func subscribe(_ topic: String, qos: Int = 1, callback: @escaping @Sendable (String, String) -> Void) async throws {
+        try await subscribe(topic, qos: qos, onMessage: { callback($0.topic, $0.string) })
+    }
+
+    public func subscribe(_ topic: String, qos: Int = 1, onMessage: @escaping @Sendable (MQTTMessage) -> Void) async throws {
+        let q = try validateFilter(topic, qos)
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            core.submit(.subscribe([(topic, q, onMessage)], .granted(filters: [topic], { c.resume(with: $0.map { _ in () }) })))
+        }
+    }
+
+    private func validateFilter(_ topic: String, _ qos: Int) throws -> QoS {
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot subscribe: \(p)") }
+        return try Self.qos(qos)
+    }
+
+    /// Stops delivery for `topic` at once and sends UNSUBSCRIBE.
+    public func unsubscribe(_ topic: String) throws {
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)") }
+        if config.mode == .blocking || isOnNetworkThread || state != .connected {
+            core.submit(.unsubscribe([topic], .none))
+            return
+        }
+        try wait(timeout: config.timeout) { done in core.submit(.unsubscribe([topic], .done(done))) }
+    }
+
+    public func unsubscribe(_ topic: String) async throws {
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)") }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            core.submit(.unsubscribe([topic], .done({ c.resume(with: $0) })))
+        }
+    }
+
+    // MARK: - Helpers
+
+    private var isOnNetworkThread: Bool { core.currentLoop?.inEventLoop ?? false }
+
+    private func checkSetup() throws {
+        if let first = setupProblems.first {
+            throw ProtocolValidationError(
+                "invalid MQTT configuration: " + first + (setupProblems.count > 1 ? " (and \(setupProblems.count - 1) more)" : ""))
+        }
+        if let setupError { throw setupError }
+    }
+
+    /// Runs `start` and blocks the calling thread until its callback fires or `timeout` passes.
+    private func wait(timeout: Double, _ start: (@escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) throws {
+        if isOnNetworkThread {
+            throw ProtocolValidationError("a blocking call was made on the network thread (inside a callback): use the async form")
+        }
+        let semaphore = DispatchSemaphore(value: 0)
+        let result = NIOLockedValueBox<Result<Void, any Error>?>(nil)
+        start { r in
+            result.withLockedValue { $0 = r }
+            semaphore.signal()
+        }
+        if semaphore.wait(timeout: .now() + timeout) == .timedOut {
+            throw ProtocolConnectionError("no result within \(timeout) s (timeout)")
+        }
+        try result.withLockedValue { $0 }!.get()
+    }
+}
+
+/// Resolves `MQTTConfig.ClientID` to the identifier sent in CONNECT.
+enum ClientIdentity {
+    private static let used = NIOLockedValueBox<[String: Int]>([:])
+
+    static func resolve(_ id: MQTTConfig.ClientID) -> String {
+        switch id {
+        case .fixed(let s): return s
+        case .brokerAssigned: return ""
+        case .random: return "edge-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        case .stable:
+            let base = "\(programName())-\(machineHash())"
+            let n = used.withLockedValue { counts -> Int in
+                counts[base, default: 0] += 1
+                return counts[base]!
+            }
+            // [MQTT-3.1.3-5] 23 characters of [0-9a-zA-Z] are always accepted; brokers accept longer.
+            return n == 1 ? base : "\(base)-\(n)"
+        }
+    }
+
+    private static func programName() -> String {
+        let arg0 = CommandLine.arguments.first ?? "mqtt"
+        let name = arg0.split(separator: "/").last.map(String.init) ?? "mqtt"
+        let cleaned = String(name.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") })
+        return cleaned.isEmpty ? "mqtt" : String(cleaned.prefix(24))
+    }
+
+    /// FNV-1a of /etc/machine-id (or the host name): stable per machine, reveals nothing.
+    private static func machineHash() -> String {
+        var text = readFile("/etc/machine-id") ?? ""
+        if text.isEmpty {
+            var buf = [CChar](repeating: 0, count: 256)
+            if gethostname(&buf, 255) == 0 { text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in text.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        let s = String(h, radix: 16)
+        return String(repeating: "0", count: max(0, 12 - s.count)) + s.prefix(12)
+    }
+
+    private static func readFile(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 128)
+        guard fgets(&buf, 128, f) != nil else { return nil }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .trimmingCharacters(in: " \n\t")
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}

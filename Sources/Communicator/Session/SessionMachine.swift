@@ -1,0 +1,540 @@
+import NIOCore
+
+/// The MQTT session as a value-type state machine (sans-I/O): it takes events (connection up,
+/// packet received, publish requested, timer tick, connection lost) and appends actions (send
+/// packets, deliver a message, complete a request, close). It owns packet identifiers, the
+/// in-flight window, the QoS 1/2 handshakes in both directions, keep-alive and resend on resume.
+/// It holds no sockets and reads no clock: time comes in with each event, in nanoseconds.
+///
+/// `Token` is whatever the caller wants back when a request completes (a promise, a test id).
+public struct SessionMachine<Token> {
+    public struct Options: Sendable {
+        public var version: MQTTVersion
+        public var clientID: String
+        public var cleanStart: Bool
+        public var keepAliveSeconds: UInt16
+        public var heartbeatCheckRatio: Double
+        public var username: String?
+        public var password: ByteBuffer?
+        public var will: MQTTPacket.Will?
+        public var sessionExpirySeconds: UInt32
+        /// Our own limit on unacknowledged outgoing QoS 1/2 publishes; nil = the broker's Receive
+        /// Maximum on 5.0, 20 on 3.1.1.
+        public var maxInflight: Int?
+        /// Largest packet we accept (announced as Maximum Packet Size on 5.0).
+        public var maxPacketSize: Int
+        /// Bound on publishes waiting for the connection or for room in the in-flight window.
+        public var queueLimit: Int
+        /// Whether QoS 0 publishes wait for the connection too (otherwise they fail while down).
+        public var queueQoS0WhileDisconnected: Bool
+
+        public init(
+            version: MQTTVersion = .v5_0, clientID: String, cleanStart: Bool = true, keepAliveSeconds: UInt16 = 60,
+            heartbeatCheckRatio: Double = 0.5, username: String? = nil, password: ByteBuffer? = nil,
+            will: MQTTPacket.Will? = nil, sessionExpirySeconds: UInt32 = 0, maxInflight: Int? = nil,
+            maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false
+        ) {
+            self.version = version
+            self.clientID = clientID
+            self.cleanStart = cleanStart
+            self.keepAliveSeconds = keepAliveSeconds
+            self.heartbeatCheckRatio = heartbeatCheckRatio
+            self.username = username
+            self.password = password
+            self.will = will
+            self.sessionExpirySeconds = sessionExpirySeconds
+            self.maxInflight = maxInflight
+            self.maxPacketSize = maxPacketSize
+            self.queueLimit = queueLimit
+            self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
+        }
+    }
+
+    /// What the broker granted in CONNACK.
+    public struct ConnectionInfo: Sendable, Equatable {
+        public var sessionPresent: Bool
+        public var keepAliveSeconds: UInt16
+        public var receiveMaximum: Int
+        public var maximumPacketSize: Int
+        public var maximumQoS: QoS
+        public var retainAvailable: Bool
+        public var assignedClientID: String?
+        public var properties: MQTTProperties
+    }
+
+    public enum Failure: Error, Equatable, Sendable {
+        /// CONNACK refused the connection with this code.
+        case connectionRefused(code: UInt8, properties: MQTTProperties)
+        /// The broker broke the protocol (unexpected packet, unknown identifier, ...).
+        case protocolViolation(String)
+        /// A PUBACK/PUBREC/PUBCOMP or SUBACK/UNSUBACK reported failure.
+        case rejected(packet: PacketType, code: UInt8, reason: String?)
+        /// No PINGRESP (or anything else) within the allowed time.
+        case keepAliveTimeout(seconds: Double)
+        /// The broker sent DISCONNECT.
+        case serverDisconnected(code: UInt8, reason: String?)
+        /// The request cannot be carried (too large, QoS not allowed, queue full, not connected).
+        case refused(String)
+        /// The connection ended before the request completed.
+        case connectionLost
+    }
+
+    public enum Action {
+        case send(MQTTPacket)
+        /// Write everything sent so far.
+        case flush
+        case deliver(MQTTPacket.Publish)
+        /// CONNACK accepted the connection.
+        case connected(ConnectionInfo)
+        case publishCompleted(Token, Result<Void, Failure>)
+        /// Granted QoS or failure code per filter.
+        case subscribeCompleted(Token, Result<[UInt8], Failure>)
+        case unsubscribeCompleted(Token, Result<Void, Failure>)
+        /// Close the connection; the failure says why (nil: a clean, requested disconnect).
+        case close(Failure?)
+    }
+
+    enum OutState { case awaitingPuback, awaitingPubrec, awaitingPubcomp }
+
+    struct OutFlow {
+        var publish: MQTTPacket.Publish
+        var state: OutState
+        var token: Token
+        var order: UInt64
+    }
+
+    struct Pending {
+        var publish: MQTTPacket.Publish
+        var token: Token
+    }
+
+    enum ConnectionState { case down, awaitingConnack, up, closing }
+
+    public var options: Options
+    private(set) var state: ConnectionState = .down
+    private var info: ConnectionInfo?
+    private var nextID: UInt16 = 1
+    private var order: UInt64 = 0
+    private var outgoing: [UInt16: OutFlow] = [:]
+    private var pending = CircularBuffer<Pending>()
+    /// Incoming QoS 2 identifiers between PUBREC and PUBREL: a repeat of one is not delivered again.
+    private var incomingQoS2: Set<UInt16> = []
+    private var subscribes: [UInt16: Token] = [:]
+    private var unsubscribes: [UInt16: Token] = [:]
+    private var lastSent: UInt64 = 0
+    private var lastReceived: UInt64 = 0
+    private var pingSentAt: UInt64?
+
+    public init(options: Options) {
+        self.options = options
+    }
+
+    public var isConnected: Bool { state == .up }
+    public var inflightCount: Int { outgoing.count }
+    public var queuedCount: Int { pending.count }
+    public var connectionInfo: ConnectionInfo? { info }
+
+    /// The effective in-flight window for outgoing QoS 1/2.
+    var window: Int {
+        let serverMax = info?.receiveMaximum ?? 65_535
+        if let own = options.maxInflight { return min(own, serverMax) }
+        return options.version == .v5_0 ? serverMax : 20
+    }
+
+    public mutating func updateCredentials(username: String?, password: ByteBuffer?) {
+        options.username = username
+        options.password = password
+    }
+
+    public mutating func setWill(_ will: MQTTPacket.Will?) { options.will = will }
+
+    // MARK: - Connection lifecycle
+
+    /// The transport is up: send CONNECT.
+    public mutating func connectionEstablished(now: UInt64, into actions: inout [Action]) {
+        state = .awaitingConnack
+        info = nil
+        lastSent = now
+        lastReceived = now
+        pingSentAt = nil
+        var props = MQTTProperties()
+        if options.version == .v5_0 {
+            if options.sessionExpirySeconds > 0 { props.sessionExpiryInterval = options.sessionExpirySeconds }
+            if options.maxPacketSize < 268_435_460 { props.maximumPacketSize = UInt32(options.maxPacketSize) }
+        }
+        let connect = MQTTPacket.Connect(
+            version: options.version, clientID: options.clientID, cleanStart: options.cleanStart,
+            keepAliveSeconds: options.keepAliveSeconds, username: options.username, password: options.password,
+            will: options.will, properties: props)
+        actions.append(.send(.connect(connect)))
+        actions.append(.flush)
+    }
+
+    /// The transport is gone (for whatever reason). In-flight QoS 1/2 flows stay for the next
+    /// connection; subscribe/unsubscribe requests fail; QoS 0 has nothing to keep.
+    public mutating func connectionLost(into actions: inout [Action]) {
+        state = .down
+        pingSentAt = nil
+        for (_, token) in subscribes { actions.append(.subscribeCompleted(token, .failure(.connectionLost))) }
+        for (_, token) in unsubscribes { actions.append(.unsubscribeCompleted(token, .failure(.connectionLost))) }
+        subscribes.removeAll()
+        unsubscribes.removeAll()
+    }
+
+    /// A clean disconnect: DISCONNECT (normal, so the Will is discarded [MQTT-3.14.4-3]) then close.
+    public mutating func disconnect(now: UInt64, into actions: inout [Action]) {
+        guard state == .up || state == .awaitingConnack else { return }
+        state = .closing
+        if info != nil {
+            actions.append(.send(.disconnect(.init())))
+            actions.append(.flush)
+        }
+        actions.append(.close(nil))
+    }
+
+    /// Fails everything still waiting (used when the client gives up for good).
+    public mutating func failAll(_ failure: Failure, into actions: inout [Action]) {
+        let flows = outgoing.values.sorted { $0.order < $1.order }
+        outgoing.removeAll()
+        for f in flows { actions.append(.publishCompleted(f.token, .failure(failure))) }
+        while let p = pending.popFirst() {
+            actions.append(.publishCompleted(p.token, .failure(failure)))
+        }
+    }
+
+    // MARK: - Requests
+
+    /// Queues a publish; it goes out at once when connected and the window has room.
+    public mutating func publish(_ publish: MQTTPacket.Publish, token: Token, now: UInt64, into actions: inout [Action]) {
+        if state != .up {
+            if publish.qos == .atMostOnce && !options.queueQoS0WhileDisconnected {
+                actions.append(.publishCompleted(token, .failure(.refused("not connected: QoS 0 messages are not queued while offline"))))
+                return
+            }
+        } else if let problem = violatesBrokerLimits(publish) {
+            actions.append(.publishCompleted(token, .failure(.refused(problem))))
+            return
+        }
+        if pending.count >= options.queueLimit {
+            actions.append(.publishCompleted(token, .failure(.refused("publish queue is full (\(options.queueLimit) messages waiting)"))))
+            return
+        }
+        pending.append(Pending(publish: publish, token: token))
+        if state == .up { sendPending(now: now, into: &actions) }
+    }
+
+    public mutating func subscribe(
+        _ subscriptions: [MQTTPacket.Subscription], properties: MQTTProperties = .init(), token: Token, now: UInt64,
+        into actions: inout [Action]
+    ) {
+        guard state == .up else {
+            actions.append(.subscribeCompleted(token, .failure(.connectionLost)))
+            return
+        }
+        let id = allocateID()
+        subscribes[id] = token
+        send(.subscribe(.init(packetID: id, subscriptions: subscriptions, properties: properties)), now: now, into: &actions)
+        actions.append(.flush)
+    }
+
+    public mutating func unsubscribe(_ filters: [String], token: Token, now: UInt64, into actions: inout [Action]) {
+        guard state == .up else {
+            actions.append(.unsubscribeCompleted(token, .failure(.connectionLost)))
+            return
+        }
+        let id = allocateID()
+        unsubscribes[id] = token
+        send(.unsubscribe(.init(packetID: id, filters: filters)), now: now, into: &actions)
+        actions.append(.flush)
+    }
+
+    // MARK: - Timer
+
+    /// Keep-alive: PINGREQ after `keepAlive` of silence in either direction ([MQTT-3.1.2-23] requires
+    /// it for send-silence; receive-silence also pings, which catches half-open links while we
+    /// are busy sending). No answer within keepAlive × heartbeatCheckRatio: the link is dead.
+    public mutating func tick(now: UInt64, into actions: inout [Action]) {
+        guard state == .up, let info, info.keepAliveSeconds > 0 else { return }
+        let ka = UInt64(info.keepAliveSeconds) * 1_000_000_000
+        if let sent = pingSentAt {
+            let grace = UInt64(Double(ka) * max(options.heartbeatCheckRatio, 0.05))
+            if now >= sent + grace && lastReceived <= sent {
+                state = .closing
+                actions.append(.close(.keepAliveTimeout(seconds: Double(now - lastReceived) / 1e9)))
+            }
+            return
+        }
+        if now >= lastSent + ka || now >= lastReceived + ka {
+            pingSentAt = now
+            send(.pingreq, now: now, into: &actions)
+            actions.append(.flush)
+        }
+    }
+
+    /// How often the owner should call `tick`.
+    public var tickIntervalNanoseconds: UInt64 {
+        let ka = Double(info?.keepAliveSeconds ?? options.keepAliveSeconds)
+        let step = ka * max(options.heartbeatCheckRatio, 0.05) / 4
+        return UInt64(min(max(step, 0.05), 1.0) * 1e9)
+    }
+
+    // MARK: - Incoming packets
+
+    public mutating func received(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
+        lastReceived = now
+        if pingSentAt != nil && packet == .pingresp { pingSentAt = nil }
+        switch state {
+        case .awaitingConnack:
+            guard case .connack(let c) = packet else {
+                if case .auth = packet {
+                    protocolViolation("AUTH received but no authentication method was configured", into: &actions)
+                } else {
+                    protocolViolation("expected CONNACK, received \(packet.type)", into: &actions)  // [MQTT-3.2.0-1]
+                }
+                return
+            }
+            handleConnack(c, now: now, into: &actions)
+        case .up:
+            handleConnected(packet, now: now, into: &actions)
+        case .down, .closing:
+            return
+        }
+    }
+
+    private mutating func handleConnack(_ c: MQTTPacket.Connack, now: UInt64, into actions: inout [Action]) {
+        guard c.returnCode == 0 else {
+            state = .closing
+            actions.append(.close(.connectionRefused(code: c.returnCode, properties: c.properties)))
+            return
+        }
+        let p = c.properties
+        let v5 = options.version == .v5_0
+        let newInfo = ConnectionInfo(
+            sessionPresent: c.sessionPresent,
+            // 5.0 §3.2.2.3.14: Server Keep Alive replaces ours.
+            keepAliveSeconds: v5 ? (p.serverKeepAlive ?? options.keepAliveSeconds) : options.keepAliveSeconds,
+            receiveMaximum: Int(p.receiveMaximum ?? 65_535),
+            maximumPacketSize: Int(p.maximumPacketSize ?? 268_435_460),
+            maximumQoS: QoS(rawValue: p.maximumQoS ?? 2) ?? .exactlyOnce,
+            retainAvailable: (p.retainAvailable ?? 1) == 1,
+            assignedClientID: p.assignedClientIdentifier,
+            properties: p)
+        info = newInfo
+        state = .up
+        if let assigned = p.assignedClientIdentifier, options.clientID.isEmpty {
+            // 5.0 §3.2.2.3.7: reconnect with the identifier the server assigned.
+            options.clientID = assigned
+        }
+        if !c.sessionPresent {
+            // The broker has no state for us: incoming QoS 2 ids are forgotten on its side too.
+            incomingQoS2.removeAll()
+        }
+        // Unacknowledged flows first ([MQTT-4.4.0-1]); the owner then restores its subscriptions
+        // and calls `sendQueued`, so queued messages never overtake the subscriptions.
+        resend(sessionPresent: c.sessionPresent, now: now, into: &actions)
+        actions.append(.connected(newInfo))
+        actions.append(.flush)
+    }
+
+    /// Sends queued publishes as far as the in-flight window allows (after `.connected`).
+    public mutating func sendQueued(now: UInt64, into actions: inout [Action]) {
+        guard state == .up else { return }
+        sendPending(now: now, into: &actions)
+    }
+
+    /// [MQTT-4.4.0-1] with a session present, unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
+    /// PUBREL are resent with their original identifiers, in their original order [MQTT-4.6.0-1..4].
+    /// Without a session the broker forgot them: QoS 1 and QoS 2 flows that never saw PUBREC are
+    /// sent again as new publications; flows past PUBREC were already owned by the broker and
+    /// are complete.
+    private mutating func resend(sessionPresent: Bool, now: UInt64, into actions: inout [Action]) {
+        guard !outgoing.isEmpty else { return }
+        let flows = outgoing.sorted { $0.value.order < $1.value.order }
+        for (id, flow) in flows {
+            switch flow.state {
+            case .awaitingPuback, .awaitingPubrec:
+                var p = flow.publish
+                p.dup = sessionPresent
+                outgoing[id]!.publish.dup = true
+                send(.publish(p), now: now, into: &actions)
+            case .awaitingPubcomp:
+                if sessionPresent {
+                    send(.ack(.init(.pubrel, packetID: id)), now: now, into: &actions)
+                } else {
+                    outgoing[id] = nil
+                    actions.append(.publishCompleted(flow.token, .success(())))
+                }
+            }
+        }
+    }
+
+    private func violatesBrokerLimits(_ p: MQTTPacket.Publish) -> String? {
+        guard let info else { return nil }
+        let size = MQTTPacket.publish(p).encodedSize(version: options.version) + (p.qos == .atMostOnce ? 2 : 0)
+        if size > info.maximumPacketSize {
+            return "message of \(size) bytes on \"\(p.topic)\" exceeds the broker's Maximum Packet Size \(info.maximumPacketSize)"
+        }
+        if p.qos > info.maximumQoS {
+            return "broker accepts at most \(info.maximumQoS), message on \"\(p.topic)\" asked for \(p.qos)"
+        }
+        if p.retain && !info.retainAvailable {
+            return "broker does not support retained messages (Retain Available 0); publish on \"\(p.topic)\" with retain false"
+        }
+        return nil
+    }
+
+    private mutating func sendPending(now: UInt64, into actions: inout [Action]) {
+        let window = self.window
+        var sent = false
+        while let head = pending.first {
+            if head.publish.qos != .atMostOnce && outgoing.count >= window { break }
+            var p = pending.removeFirst()
+            if let problem = violatesBrokerLimits(p.publish) {
+                actions.append(.publishCompleted(p.token, .failure(.refused(problem))))
+                continue
+            }
+            if p.publish.qos == .atMostOnce {
+                send(.publish(p.publish), now: now, into: &actions)
+                actions.append(.publishCompleted(p.token, .success(())))
+            } else {
+                let id = allocateID()
+                p.publish.packetID = id
+                p.publish.dup = false
+                order &+= 1
+                outgoing[id] = OutFlow(
+                    publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
+                    token: p.token, order: order)
+                send(.publish(p.publish), now: now, into: &actions)
+            }
+            sent = true
+        }
+        if sent { actions.append(.flush) }
+    }
+
+    /// [MQTT-2.3.1-2] an identifier is not reused while its flow is open; ids run 1...65535.
+    private mutating func allocateID() -> UInt16 {
+        while true {
+            let id = nextID
+            nextID = nextID == .max ? 1 : nextID + 1
+            if outgoing[id] == nil && subscribes[id] == nil && unsubscribes[id] == nil { return id }
+        }
+    }
+
+    private mutating func send(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
+        lastSent = now
+        actions.append(.send(packet))
+    }
+
+    private mutating func protocolViolation(_ what: String, into actions: inout [Action]) {
+        state = .closing
+        actions.append(.close(.protocolViolation(what)))
+    }
+
+    private mutating func handleConnected(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
+        let v5 = options.version == .v5_0
+        switch packet {
+        case .publish(let p):
+            switch p.qos {
+            case .atMostOnce:
+                actions.append(.deliver(p))
+            case .atLeastOnce:
+                // [MQTT-4.3.2-2] PUBACK with the same identifier, after the message is handed over.
+                actions.append(.deliver(p))
+                send(.ack(.init(.puback, packetID: p.packetID!)), now: now, into: &actions)
+                actions.append(.flush)
+            case .exactlyOnce:
+                // [MQTT-4.3.3-2] PUBREC; deliver only the first time the identifier is seen until
+                // PUBREL releases it (method B of 4.3.3: exactly once to the application).
+                let id = p.packetID!
+                if incomingQoS2.insert(id).inserted { actions.append(.deliver(p)) }
+                send(.ack(.init(.pubrec, packetID: id)), now: now, into: &actions)
+                actions.append(.flush)
+            }
+        case .ack(let a):
+            handleAck(a, v5: v5, now: now, into: &actions)
+        case .suback(let s):
+            guard let token = subscribes.removeValue(forKey: s.packetID) else {
+                protocolViolation("SUBACK for unknown packet identifier \(s.packetID)", into: &actions)
+                return
+            }
+            actions.append(.subscribeCompleted(token, .success(s.reasonCodes)))
+        case .unsuback(let u):
+            guard let token = unsubscribes.removeValue(forKey: u.packetID) else {
+                protocolViolation("UNSUBACK for unknown packet identifier \(u.packetID)", into: &actions)
+                return
+            }
+            if let bad = u.reasonCodes.first(where: { $0 >= 0x80 }) {
+                actions.append(.unsubscribeCompleted(token, .failure(.rejected(packet: .unsuback, code: bad, reason: u.properties.reasonString))))
+            } else {
+                actions.append(.unsubscribeCompleted(token, .success(())))
+            }
+        case .pingresp:
+            break
+        case .disconnect(let d):
+            state = .closing
+            actions.append(.close(.serverDisconnected(code: d.reasonCode, reason: d.properties.reasonString)))
+        case .auth:
+            protocolViolation("AUTH received but no authentication method was configured", into: &actions)
+        case .connect, .connack, .subscribe, .unsubscribe, .pingreq:
+            // [MQTT-3.2.0-2] a second CONNACK, or a client-only packet, is a protocol violation.
+            protocolViolation("broker sent \(packet.type), which a server never sends to a connected client", into: &actions)
+        }
+    }
+
+    private mutating func handleAck(_ a: MQTTPacket.Ack, v5: Bool, now: UInt64, into actions: inout [Action]) {
+        switch a.kind {
+        case .pubrel:
+            // [MQTT-4.3.3-?] PUBCOMP with the same identifier; the id may be reused afterwards.
+            let known = incomingQoS2.remove(a.packetID) != nil
+            let code: UInt8 = (known || !v5) ? 0 : 0x92  // 5.0: packet identifier not found
+            send(.ack(.init(.pubcomp, packetID: a.packetID, reasonCode: code)), now: now, into: &actions)
+            actions.append(.flush)
+            return
+        case .puback, .pubrec, .pubcomp:
+            break
+        }
+        guard let flow = outgoing[a.packetID] else {
+            // A stale ack after a resend is harmless for QoS 1; for QoS 2 a PUBREC for an unknown id
+            // is answered with PUBREL so the broker can finish ([MQTT-4.3.3] / 5.0 0x92).
+            if a.kind == .pubrec {
+                send(.ack(.init(.pubrel, packetID: a.packetID, reasonCode: v5 ? 0x92 : 0)), now: now, into: &actions)
+                actions.append(.flush)
+            }
+            return
+        }
+        let failed = a.reasonCode >= 0x80
+        switch (a.kind, flow.state) {
+        case (.puback, .awaitingPuback):
+            outgoing[a.packetID] = nil
+            complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .puback, into: &actions)
+        case (.pubrec, .awaitingPubrec), (.pubrec, .awaitingPubcomp):
+            if failed {
+                // 5.0 [MQTT-4.3.3-4]: a PUBREC with a failure code ends the flow: no PUBREL.
+                outgoing[a.packetID] = nil
+                complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubrec, into: &actions)
+            } else {
+                // [MQTT-4.3.3-?] discard the message, keep the identifier, send PUBREL.
+                outgoing[a.packetID]!.state = .awaitingPubcomp
+                send(.ack(.init(.pubrel, packetID: a.packetID)), now: now, into: &actions)
+                actions.append(.flush)
+            }
+        case (.pubcomp, .awaitingPubcomp):
+            outgoing[a.packetID] = nil
+            complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubcomp, into: &actions)
+        default:
+            protocolViolation("\(a.kind.packetType) for packet identifier \(a.packetID), which is waiting for \(flow.state)", into: &actions)
+            return
+        }
+        // A slot in the window opened: send what waits.
+        if !pending.isEmpty { sendPending(now: now, into: &actions) }
+    }
+
+    private func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
+        let t = flow.token
+        if code >= 0x80 {
+            actions.append(.publishCompleted(t, .failure(.rejected(packet: packet, code: code, reason: reason))))
+        } else {
+            actions.append(.publishCompleted(t, .success(())))
+        }
+    }
+}

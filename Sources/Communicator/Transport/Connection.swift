@@ -1,0 +1,123 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+// The SwiftNIO side: a TCP (optionally TLS) channel whose pipeline only translates between the
+// wire and the session machine. Framing and decoding use the pure codec; encoding is done by the
+// client core straight into one outbound buffer per flush.
+
+/// Bytes → MQTTPacket, enforcing our maximum packet size before buffering a body.
+struct MQTTPacketDecoder: ByteToMessageDecoder {
+    typealias InboundOut = MQTTPacket
+    let version: MQTTVersion
+    let maxPacketSize: Int
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try MQTTFrame.next(from: &buffer, maxPacketSize: maxPacketSize) else { return .needMoreData }
+        let packet = try MQTTPacket.decode(frame, version: version)
+        context.fireChannelRead(Self.wrapInboundOut(packet))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // Whatever is left at EOF is an incomplete packet: drop it, the connection is gone anyway.
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+}
+
+/// Receives decoded packets and connection events and hands them to the client core.
+final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = MQTTPacket
+    typealias OutboundOut = ByteBuffer
+
+    private let core: ClientCore
+    private let attempt: UInt64
+
+    init(core: ClientCore, attempt: UInt64) {
+        self.core = core
+        self.attempt = attempt
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        core.transportUp(channel: context.channel, attempt: attempt)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        core.packetReceived(Self.unwrapInboundIn(data), attempt: attempt)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        core.readBatchComplete(attempt: attempt)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        core.transportDown(attempt: attempt)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        core.transportError(error, attempt: attempt)
+        context.close(promise: nil)
+    }
+}
+
+enum Transport {
+    /// Builds the TLS context once per client (certificate files are read here).
+    static func makeTLSContext(_ config: MQTTConfig) throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = config.tlsVersion == .tls1_3 ? .tlsv13 : .tlsv12
+        if let ca = config.caCerts {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+            } catch {
+                throw ProtocolConnectionError("cannot load ca_certs \"\(ca)\": \(error). Point ca_certs at a PEM file holding the broker's CA")
+            }
+        }
+        if let cert = config.clientCertificate, let key = config.clientKey {
+            do {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            } catch {
+                throw ProtocolConnectionError(
+                    "cannot load client certificate \"\(cert)\" / key \"\(key)\": \(error). Both must be PEM files")
+            }
+        }
+        if config.tlsInsecureSkipVerify { tls.certificateVerification = .none }
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw ProtocolConnectionError("cannot set up TLS: \(error)")
+        }
+    }
+
+    static func connect(
+        on loop: EventLoop, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion, core: ClientCore,
+        attempt: UInt64
+    ) -> EventLoopFuture<Channel> {
+        let host = config.brokerAddress
+        let serverName = config.tlsServerName ?? host
+        let maxPacketSize = config.maxPacketSize
+        return ClientBootstrap(group: loop)
+            .connectTimeout(.nanoseconds(Int64(config.timeout * 1e9)))
+            // Small packets go out at once (no Nagle delay on acks and PINGREQ); batching is ours.
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tlsContext {
+                        // SNI and hostname verification need a name; an IP literal is checked against
+                        // the certificate's IP SANs instead (NIOSSL does that when the name is nil).
+                        let isIP = (try? SocketAddress(ipAddress: serverName, port: 0)) != nil
+                        let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: isIP ? nil : serverName)
+                        try sync.addHandler(handler)
+                    }
+                    try sync.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version, maxPacketSize: maxPacketSize)))
+                    try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))
+                }
+            }
+            .connect(host: host, port: config.port)
+    }
+}
