@@ -1,0 +1,295 @@
+@testable import Communicator
+import NIOCore
+import Testing
+
+/// The session state machine driven by hand: events in, actions out, no sockets, no clock.
+struct SessionDriver {
+    typealias Machine = SessionMachine<Int>
+    var machine: Machine
+    var now: UInt64 = 1_000_000_000
+    var actions: [Machine.Action] = []
+
+    init(_ options: Machine.Options = .init(clientID: "test")) {
+        machine = Machine(options: options)
+    }
+
+    /// Runs `body` and returns the actions it produced.
+    mutating func step(_ body: (inout Machine, UInt64, inout [Machine.Action]) -> Void) -> [Machine.Action] {
+        var out: [Machine.Action] = []
+        body(&machine, now, &out)
+        return out
+    }
+
+    mutating func connect(sessionPresent: Bool = false, properties: MQTTProperties = .init()) -> [Machine.Action] {
+        _ = step { m, n, a in m.connectionEstablished(now: n, into: &a) }
+        return receive(.connack(.init(sessionPresent: sessionPresent, returnCode: 0, properties: properties)))
+    }
+
+    mutating func receive(_ p: MQTTPacket) -> [Machine.Action] { step { m, n, a in m.received(p, now: n, into: &a) } }
+
+    mutating func publish(_ topic: String, qos: QoS, token: Int) -> [Machine.Action] {
+        step { m, n, a in
+            m.publish(.init(topic: topic, payload: ByteBuffer(string: "x"), qos: qos), token: token, now: n, into: &a)
+        }
+    }
+}
+
+extension Array where Element == SessionMachine<Int>.Action {
+    var sent: [MQTTPacket] { compactMap { if case .send(let p) = $0 { p } else { nil } } }
+    var delivered: [MQTTPacket.Publish] { compactMap { if case .deliver(let p) = $0 { p } else { nil } } }
+    var completedTokens: [Int] {
+        compactMap { if case .publishCompleted(let t, .success) = $0 { t } else { nil } }
+    }
+    var failures: [SessionMachine<Int>.Failure] {
+        compactMap { if case .publishCompleted(_, .failure(let f)) = $0 { f } else { nil } }
+    }
+    var closed: SessionMachine<Int>.Failure?? {
+        for a in self { if case .close(let f) = a { return .some(f) } }
+        return nil
+    }
+}
+
+extension MQTTPacket {
+    var publishID: UInt16? { if case .publish(let p) = self { p.packetID } else { nil } }
+    var publishDup: Bool? { if case .publish(let p) = self { p.dup } else { nil } }
+    var ack: Ack? { if case .ack(let a) = self { a } else { nil } }
+}
+
+@Suite("Session state machine")
+struct SessionMachineTests {
+    @Test("CONNECT carries the options; CONNACK accepted reports the granted limits")
+    func connect() {
+        var props = MQTTProperties()
+        props.receiveMaximum = 7
+        props.serverKeepAlive = 12
+        var d = SessionDriver(.init(version: .v5_0, clientID: "cam", cleanStart: false, keepAliveSeconds: 30, sessionExpirySeconds: 3600))
+        let first = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
+        guard case .connect(let c) = first.sent.first else { Issue.record("no CONNECT"); return }
+        #expect(c.clientID == "cam" && !c.cleanStart && c.keepAliveSeconds == 30 && c.properties.sessionExpiryInterval == 3600)
+        let acts = d.receive(.connack(.init(sessionPresent: true, returnCode: 0, properties: props)))
+        let info = acts.compactMap { if case .connected(let i) = $0 { i } else { nil } }.first
+        #expect(info?.receiveMaximum == 7)
+        #expect(info?.keepAliveSeconds == 12)  // Server Keep Alive replaces ours
+        #expect(d.machine.window == 7)
+    }
+
+    @Test("refused CONNACK closes with the code")
+    func refused() {
+        var d = SessionDriver()
+        _ = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
+        let acts = d.receive(.connack(.init(sessionPresent: false, returnCode: 0x86)))
+        #expect(acts.closed == .some(.connectionRefused(code: 0x86, properties: .init())))
+    }
+
+    @Test("a packet other than CONNACK first is a protocol violation")
+    func connackFirst() {
+        var d = SessionDriver()
+        _ = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
+        let acts = d.receive(.pingresp)
+        guard case .some(.some(.protocolViolation(let what))) = acts.closed else { Issue.record("not closed"); return }
+        #expect(what.contains("expected CONNACK"))
+    }
+
+    @Test("packet identifiers: non-zero, unique while in use, wrap 65535 → 1")
+    func identifiers() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", maxInflight: 65_535, queueLimit: 100_000))
+        _ = d.connect()
+        var seen = Set<UInt16>()
+        // Keep id 1 in flight forever; cycle the rest.
+        let first = d.publish("t", qos: .atLeastOnce, token: 0).sent.first!.publishID!
+        #expect(first == 1)
+        seen.insert(first)
+        for i in 1..<70_000 {
+            let id = d.publish("t", qos: .atLeastOnce, token: i).sent.first!.publishID!
+            #expect(id != 0 && id != 1)
+            _ = d.receive(.ack(.init(.puback, packetID: id)))
+            seen.insert(id)
+        }
+        #expect(seen.count == 65_535)
+    }
+
+    @Test("the in-flight window holds the rest back, in order")
+    func window() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))  // 3.1.1 default window 20
+        _ = d.connect()
+        var sentIDs: [UInt16] = []
+        for i in 0..<25 { sentIDs += d.publish("t", qos: .exactlyOnce, token: i).sent.compactMap(\.publishID) }
+        #expect(sentIDs.count == 20)
+        #expect(d.machine.queuedCount == 5)
+        // PUBREC → PUBREL; the slot frees only at PUBCOMP.
+        let rec = d.receive(.ack(.init(.pubrec, packetID: sentIDs[0])))
+        #expect(rec.sent.first?.ack == .init(.pubrel, packetID: sentIDs[0]))
+        #expect(rec.sent.count == 1)
+        let comp = d.receive(.ack(.init(.pubcomp, packetID: sentIDs[0])))
+        #expect(comp.completedTokens == [0])
+        #expect(comp.sent.compactMap(\.publishID).count == 1)
+        #expect(d.machine.queuedCount == 4)
+    }
+
+    @Test("QoS 0 is not held by the window, but keeps its place behind queued messages")
+    func qos0() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", maxInflight: 1))
+        _ = d.connect()
+        _ = d.publish("t", qos: .atLeastOnce, token: 1)  // in flight: the window is full
+        #expect(d.publish("t", qos: .atMostOnce, token: 2).sent.count == 1)  // goes out anyway
+        #expect(d.publish("t", qos: .atLeastOnce, token: 3).sent.isEmpty)  // waits for the window
+        #expect(d.publish("t", qos: .atMostOnce, token: 4).sent.isEmpty)  // waits behind it, in order
+        let acked = d.receive(.ack(.init(.puback, packetID: 1)))
+        #expect(acked.completedTokens == [1, 4])
+        #expect(acked.sent.count == 2)
+    }
+
+    @Test("resume with session present: unacknowledged PUBLISH again with DUP, PUBREL for flows past PUBREC, in order")
+    func resumeWithSession() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))
+        _ = d.connect()
+        _ = d.publish("a", qos: .atLeastOnce, token: 1)  // id 1
+        _ = d.publish("b", qos: .exactlyOnce, token: 2)  // id 2
+        _ = d.publish("c", qos: .exactlyOnce, token: 3)  // id 3
+        _ = d.receive(.ack(.init(.pubrec, packetID: 2)))  // flow 2 now waits for PUBCOMP
+        _ = d.step { m, _, a in m.connectionLost(into: &a) }
+        let acts = d.connect(sessionPresent: true)
+        let sent = acts.sent
+        #expect(sent.count == 3)
+        #expect(sent[0].publishID == 1 && sent[0].publishDup == true)
+        #expect(sent[1].ack == .init(.pubrel, packetID: 2))
+        #expect(sent[2].publishID == 3 && sent[2].publishDup == true)
+    }
+
+    @Test("resume without session: QoS 1/2 before PUBREC sent again as new; past PUBREC complete")
+    func resumeWithoutSession() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))
+        _ = d.connect()
+        _ = d.publish("a", qos: .atLeastOnce, token: 1)
+        _ = d.publish("b", qos: .exactlyOnce, token: 2)
+        _ = d.receive(.ack(.init(.pubrec, packetID: 2)))
+        _ = d.step { m, _, a in m.connectionLost(into: &a) }
+        let acts = d.connect(sessionPresent: false)
+        #expect(acts.sent.count == 1)
+        #expect(acts.sent[0].publishID == 1 && acts.sent[0].publishDup == false)
+        #expect(acts.completedTokens == [2])
+    }
+
+    @Test("incoming QoS 2: delivered once though the PUBLISH repeats; PUBREL answered with PUBCOMP")
+    func incomingQoS2() {
+        var d = SessionDriver(.init(version: .v5_0, clientID: "t"))
+        _ = d.connect()
+        let p = MQTTPacket.Publish(topic: "t", payload: ByteBuffer(string: "once"), qos: .exactlyOnce, packetID: 9)
+        let first = d.receive(.publish(p))
+        #expect(first.delivered.count == 1)
+        #expect(first.sent.first?.ack == .init(.pubrec, packetID: 9))
+        var dup = p
+        dup.dup = true
+        let again = d.receive(.publish(dup))
+        #expect(again.delivered.isEmpty)
+        #expect(again.sent.first?.ack == .init(.pubrec, packetID: 9))
+        let rel = d.receive(.ack(.init(.pubrel, packetID: 9)))
+        #expect(rel.sent.first?.ack == .init(.pubcomp, packetID: 9))
+        // The identifier is free again: a new message with it is a new delivery.
+        #expect(d.receive(.publish(p)).delivered.count == 1)
+        // PUBREL for an unknown identifier: 5.0 answers 0x92.
+        #expect(d.receive(.ack(.init(.pubrel, packetID: 77))).sent.first?.ack == .init(.pubcomp, packetID: 77, reasonCode: 0x92))
+    }
+
+    @Test("incoming QoS 1: delivered, then PUBACK with the same identifier")
+    func incomingQoS1() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))
+        _ = d.connect()
+        let acts = d.receive(.publish(.init(topic: "t", payload: ByteBuffer(), qos: .atLeastOnce, packetID: 5)))
+        #expect(acts.delivered.count == 1)
+        #expect(acts.sent.first?.ack == .init(.puback, packetID: 5))
+    }
+
+    @Test("5.0 PUBREC with a failure code ends the flow without PUBREL")
+    func pubrecFailure() {
+        var d = SessionDriver(.init(version: .v5_0, clientID: "t"))
+        _ = d.connect()
+        _ = d.publish("t", qos: .exactlyOnce, token: 1)
+        let acts = d.receive(.ack(.init(.pubrec, packetID: 1, reasonCode: 0x87)))
+        #expect(acts.sent.isEmpty)
+        #expect(acts.failures == [.rejected(packet: .pubrec, code: 0x87, reason: nil)])
+        #expect(d.machine.inflightCount == 0)
+    }
+
+    @Test("keep-alive: PINGREQ after silence, dead link after keepalive × ratio without answer")
+    func keepAlive() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", keepAliveSeconds: 10, heartbeatCheckRatio: 0.5))
+        _ = d.connect()
+        d.now += 9_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.sent.isEmpty)
+        d.now += 1_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.sent == [.pingreq])
+        d.now += 4_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.closed == nil)
+        // Answered in time: no close; next ping after another keep-alive of silence.
+        _ = d.receive(.pingresp)
+        d.now += 2_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.closed == nil)
+        d.now += 8_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.sent == [.pingreq])
+        d.now += 5_000_000_000
+        let acts = d.step { m, n, a in m.tick(now: n, into: &a) }
+        guard case .some(.some(.keepAliveTimeout)) = acts.closed else { Issue.record("no close: \(acts)"); return }
+    }
+
+    @Test("keep-alive 0 never pings")
+    func keepAliveOff() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", keepAliveSeconds: 0))
+        _ = d.connect()
+        d.now += 1_000_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.isEmpty)
+    }
+
+    @Test("queue bound: a full queue refuses the publish")
+    func queueFull() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", queueLimit: 3))
+        for i in 0..<3 { #expect(d.publish("t", qos: .atLeastOnce, token: i).isEmpty) }
+        let acts = d.publish("t", qos: .atLeastOnce, token: 3)
+        guard case .refused(let why) = acts.failures.first else { Issue.record("not refused"); return }
+        #expect(why.contains("queue is full"))
+        // Queued messages leave in order once connected.
+        let sent = d.connect().sent
+        #expect(sent.isEmpty)  // the owner calls sendQueued after restoring subscriptions
+        let queued = d.step { m, n, a in m.sendQueued(now: n, into: &a) }
+        #expect(queued.sent.compactMap(\.publishID) == [1, 2, 3])
+    }
+
+    @Test("broker limits: Maximum Packet Size, Maximum QoS and Retain Available refuse locally")
+    func brokerLimits() {
+        var props = MQTTProperties()
+        props.maximumPacketSize = 20
+        props.maximumQoS = 1
+        props.retainAvailable = 0
+        var d = SessionDriver(.init(version: .v5_0, clientID: "t"))
+        _ = d.connect(properties: props)
+        let big = d.step { m, n, a in
+            m.publish(.init(topic: "t", payload: ByteBuffer(repeating: 0, count: 100), qos: .atLeastOnce), token: 1, now: n, into: &a)
+        }
+        #expect(big.failures.count == 1)
+        #expect(d.publish("t", qos: .exactlyOnce, token: 2).failures.count == 1)
+        let retained = d.step { m, n, a in
+            m.publish(.init(topic: "t", payload: ByteBuffer(), qos: .atMostOnce, retain: true), token: 3, now: n, into: &a)
+        }
+        #expect(retained.failures.count == 1)
+        #expect(d.machine.isConnected)
+    }
+
+    @Test("clean disconnect sends DISCONNECT and closes without a failure")
+    func disconnect() {
+        var d = SessionDriver()
+        _ = d.connect()
+        let acts = d.step { m, n, a in m.disconnect(now: n, into: &a) }
+        #expect(acts.sent == [.disconnect(.init())])
+        #expect(acts.closed == .some(nil))
+    }
+
+    @Test("broker DISCONNECT is reported with its reason")
+    func serverDisconnect() {
+        var d = SessionDriver()
+        _ = d.connect()
+        var props = MQTTProperties()
+        props.reasonString = "maintenance"
+        let acts = d.receive(.disconnect(.init(reasonCode: 0x8B, properties: props)))
+        #expect(acts.closed == .some(.serverDisconnected(code: 0x8B, reason: "maintenance")))
+    }
+}
