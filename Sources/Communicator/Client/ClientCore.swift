@@ -86,6 +86,7 @@ final class ClientCore: @unchecked Sendable {
     private let tlsContext: NIOSSLContext?
     private let stateListeners = NIOLockedValueBox<[@Sendable (ConnectionState) -> Void]>([])
     private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
+    private let publicLastError = NIOLockedValueBox<(any CommunicatorError)?>(nil)
 
     // Owned by the loop:
     private var loop: EventLoop?
@@ -129,6 +130,7 @@ final class ClientCore: @unchecked Sendable {
     }
 
     var state: ConnectionState { publicState.withLockedValue { $0 } }
+    var lastError: (any CommunicatorError)? { publicLastError.withLockedValue { $0 } }
 
     func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
         stateListeners.withLockedValue { $0.append(listener) }
@@ -356,6 +358,7 @@ final class ClientCore: @unchecked Sendable {
         tickTask?.cancel()
         tickTask = nil
         let failure = lastFailure
+        if let failure { publicLastError.withLockedValue { $0 = failure } }
         if userDisconnect {
             wantConnected = false
             setState(.disconnected(reason: "disconnect requested"))

@@ -84,6 +84,9 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// The connection's current state.
     public var state: ConnectionState { core.state }
 
+    /// Why the last connection attempt or connection ended (nil if none has failed).
+    public var lastError: (any CommunicatorError)? { core.lastError }
+
     /// Calls `listener` (on the network thread) on every state change.
     public func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
         core.onStateChange(listener)

@@ -1,0 +1,207 @@
+@testable import Communicator
+import Foundation
+import NIOCore
+import NIOConcurrencyHelpers
+import Testing
+
+/// Behaviour that mosquitto cannot be made to show: a broker of the test's own plays it byte by byte.
+@Suite("Against a scripted broker")
+struct ScriptedBrokerTests {
+    func config(_ port: Int, _ version: MQTTVersion = .v5_0, configure: (inout MQTTConfig) -> Void = { _ in }) -> MQTTConfig {
+        var c = MQTTConfig(brokerAddress: "127.0.0.1", port: port, timeout: 3, clientID: uniqueID("scripted"), protocolVersion: version)
+        configure(&c)
+        return c
+    }
+
+    struct BadReply: CustomTestStringConvertible, Sendable {
+        let name: String
+        let bytes: [UInt8]
+        let expected: String
+        var testDescription: String { name }
+    }
+
+    static let badReplies: [BadReply] = [
+        .init(name: "bad remaining length", bytes: [0x20, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], expected: "more than 4 bytes"),
+        .init(name: "reserved CONNACK flags", bytes: [0x20, 0x03, 0x02, 0x00, 0x00], expected: "reserved bits"),
+        .init(name: "packet larger than max_packet_size", bytes: [0x20, 0xFF, 0x7F] + [UInt8](repeating: 0, count: 64), expected: "exceeds the maximum packet size"),
+        .init(name: "truncated packet then close", bytes: [0x20, 0x09, 0x00, 0x00], expected: "closed before CONNACK"),
+        .init(name: "PUBLISH before CONNACK", bytes: [0x30, 0x04, 0x00, 0x01, 0x61, 0x00], expected: "expected CONNACK"),
+    ]
+
+    @Test("malformed input from the broker fails connect with a ProtocolError naming the cause", arguments: badReplies)
+    func malformedConnack(_ reply: BadReply) throws {
+        let broker = try ScriptedBroker { conn, _ in
+            guard case .connect = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(raw: reply.bytes)
+            usleep(100_000)
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.maxPacketSize = 1024 })
+        do {
+            try mqtt.connect()
+            Issue.record("connected despite \(reply.name)")
+        } catch let e as ProtocolError {
+            #expect(e.message.contains(reply.expected), "\(e.message)")
+        } catch let e as ProtocolConnectionError {
+            #expect(e.message.contains(reply.expected), "\(e.message)")
+        }
+        #expect(broker.scriptErrors.isEmpty)
+    }
+
+    @Test("invalid UTF-8 in a PUBLISH topic after CONNACK drops the connection with a clear reason")
+    func malformedPublish() throws {
+        let broker = try ScriptedBroker { conn, _ in
+            guard case .connect = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            guard case .subscribe(let sub) = try conn.read() else { throw TestFailure("expected SUBSCRIBE") }
+            conn.send(.suback(.init(packetID: sub.packetID, reasonCodes: [1])))
+            // Topic "a\u{C3}(": an invalid 2-byte UTF-8 sequence.
+            conn.send(raw: [0x30, 0x06, 0x00, 0x03, 0x61, 0xC3, 0x28, 0x00])
+            usleep(500_000)
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.maxReconnectAttempts = 1; $0.reconnectInitialDelay = 10 })
+        let states = NIOLockedValueBox<[ConnectionState]>([])
+        mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
+        let received = NIOLockedValueBox(0)
+        try mqtt.connect()
+        try mqtt.subscribe("#") { _, _ in received.withLockedValue { $0 += 1 } }
+        try waitUntil(timeout: 5, "reconnecting after the malformed packet") {
+            states.withLockedValue { $0.contains { if case .reconnecting = $0 { true } else { false } } }
+        }
+        #expect(mqtt.lastError?.message.contains("not valid UTF-8") == true, "\(String(describing: mqtt.lastError))")
+        #expect(mqtt.lastError is ProtocolError)
+        #expect(received.withLockedValue { $0 } == 0)
+        mqtt.disconnect()
+    }
+
+    @Test("broker refuses 5.0 (0x84): ProtocolError says so; with fallback the client connects on 3.1.1")
+    func protocolVersionRefusal() throws {
+        let script: @Sendable (ScriptedBroker.Connection, Int) throws -> Void = { conn, _ in
+            guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
+            if c.version == .v5_0 {
+                conn.send(.connack(.init(sessionPresent: false, returnCode: 0x84)))
+                conn.close()
+                return
+            }
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            _ = try conn.read(timeout: 2)
+            conn.close()
+        }
+        let refusing = try ScriptedBroker(script: script)
+        let plain = MQTTProtocol(config: config(refusing.port))
+        let e = #expect(throws: ProtocolError.self) { try plain.connect() }
+        #expect(e?.code == 0x84)
+        #expect(e?.message.contains("does not accept MQTT 5.0") == true)
+
+        let fallbackBroker = try ScriptedBroker(connections: 2, script: script)
+        let fallback = MQTTProtocol(config: config(fallbackBroker.port) { $0.fallbackToV311 = true })
+        try fallback.connect()
+        #expect(fallback.state == .connected)
+        fallback.disconnect()
+        #expect(fallbackBroker.scriptErrors.isEmpty)
+    }
+
+    @Test("3.1.1 return codes map to the seed's error types", arguments: [
+        (UInt8(1), "ProtocolError"), (2, "ProtocolError"), (3, "ProtocolError"), (4, "ProtocolAuthenticationError"), (5, "ProtocolAuthenticationError"),
+    ])
+    func returnCodes(_ c: (UInt8, String)) throws {
+        let broker = try ScriptedBroker { conn, _ in
+            _ = try conn.read()
+            conn.send(.connack(.init(sessionPresent: false, returnCode: c.0)))
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1))
+        do {
+            try mqtt.connect()
+            Issue.record("connected")
+        } catch let e as any CommunicatorError {
+            #expect("\(type(of: e))" == c.1)
+            #expect(e.code == c.0)
+            #expect(e.message.contains(ReasonCode.connackName311(c.0)))
+        }
+    }
+
+    @Test("a broker that stops answering is detected by keep-alive within keepalive × (1 + ratio)")
+    func deadPeer() throws {
+        let start = NIOLockedValueBox<Date?>(nil)
+        let broker = try ScriptedBroker { conn, _ in
+            guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
+            guard c.keepAliveSeconds == 1 else { throw TestFailure("keep-alive \(c.keepAliveSeconds)") }
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            start.withLockedValue { $0 = Date() }
+            // Swallow everything (PINGREQ included) and never answer.
+            while let p = try conn.read(timeout: 5) { _ = p }
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port) {
+            $0.keepalive = 1
+            $0.heartbeatCheckRatio = 0.5
+            $0.maxReconnectAttempts = 1
+            $0.reconnectInitialDelay = 30
+        })
+        let lostAt = NIOLockedValueBox<Date?>(nil)
+        mqtt.onStateChange { s in
+            if case .reconnecting = s { lostAt.withLockedValue { if $0 == nil { $0 = Date() } } }
+        }
+        try mqtt.connect()
+        try waitUntil(timeout: 5, "keep-alive timeout") { lostAt.withLockedValue { $0 } != nil }
+        let elapsed = lostAt.withLockedValue { $0 }!.timeIntervalSince(start.withLockedValue { $0 }!)
+        // Bound: 1 s of silence + 0.5 s without PINGRESP, plus one tick (≤ 0.25 s here).
+        #expect(elapsed >= 1.4)
+        #expect(elapsed <= 2.0)
+        mqtt.disconnect()
+    }
+
+    @Test("no CONNACK within timeout: ProtocolConnectionError")
+    func connackTimeout() throws {
+        let broker = try ScriptedBroker { conn, _ in
+            _ = try conn.read()
+            usleep(2_500_000)
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = 1 })
+        let e = #expect(throws: ProtocolConnectionError.self) { try mqtt.connect() }
+        #expect(e?.message.contains("within 1.0 s") == true)
+    }
+
+    @Test("what the client sends: CONNECT fields, SUBSCRIBE flags, ids, PINGREQ cadence")
+    func wire() throws {
+        let seen = NIOLockedValueBox<[MQTTPacket]>([])
+        let broker = try ScriptedBroker { conn, _ in
+            while let p = try conn.read(timeout: 3) {
+                seen.withLockedValue { $0.append(p) }
+                switch p {
+                case .connect: conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+                case .subscribe(let s): conn.send(.suback(.init(packetID: s.packetID, reasonCodes: s.subscriptions.map { $0.qos.rawValue })))
+                case .publish(let pub) where pub.qos == .atLeastOnce: conn.send(.ack(.init(.puback, packetID: pub.packetID!)))
+                case .pingreq: conn.send(.pingresp)
+                case .disconnect: conn.close(); return
+                default: break
+                }
+            }
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) {
+            $0.keepalive = 1
+            $0.username = "cam7"
+            $0.password = "pw"
+        })
+        try mqtt.setWill(topic: "device/status", payload: "offline", qos: 1, retain: true)
+        try mqtt.connect()
+        try mqtt.subscribe("a/+", qos: 2) { _, _ in }
+        try mqtt.publish("a/b", "x", qos: 1)
+        usleep(2_300_000)
+        mqtt.disconnect()
+        let packets = seen.withLockedValue { $0 }
+        guard case .connect(let c) = packets.first else { Issue.record("no CONNECT first"); return }
+        #expect(c.version == .v3_1_1 && c.cleanStart && c.keepAliveSeconds == 1 && c.username == "cam7")
+        #expect(c.password == ByteBuffer(string: "pw"))
+        #expect(c.will == .init(topic: "device/status", payload: ByteBuffer(string: "offline"), qos: .atLeastOnce, retain: true))
+        #expect(packets.filter { if case .connect = $0 { true } else { false } }.count == 1)
+        #expect(packets.contains(.subscribe(.init(packetID: 1, subscriptions: [.init(filter: "a/+", qos: .exactlyOnce)]))))
+        #expect(packets.contains(.publish(.init(topic: "a/b", payload: ByteBuffer(string: "x"), qos: .atLeastOnce, packetID: 2))))
+        let pings = packets.filter { $0 == .pingreq }.count
+        #expect(pings >= 1 && pings <= 3)
+        #expect(packets.last == .disconnect(.init()))
+    }
+}
