@@ -87,6 +87,9 @@ final class ClientCore: @unchecked Sendable {
     private let stateListeners = NIOLockedValueBox<[@Sendable (ConnectionState) -> Void]>([])
     private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
     private let publicLastError = NIOLockedValueBox<(any CommunicatorError)?>(nil)
+    let droppedTotal = NIOLockedValueBox(0)
+    private let lastSessionPresent = NIOLockedValueBox<Bool?>(nil)
+    var sessionPresent: Bool? { lastSessionPresent.withLockedValue { $0 } }
 
     // Owned by the loop:
     private var loop: EventLoop?
@@ -126,7 +129,8 @@ final class ClientCore: @unchecked Sendable {
                 username: config.username, password: password, will: nil,
                 sessionExpirySeconds: config.sessionExpiryInterval, maxInflight: config.maxInflight,
                 maxPacketSize: config.maxPacketSize, queueLimit: config.publishQueueMaxsize,
-                queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected))
+                queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
+                dropOldestWhenFull: config.queueFullPolicy == .dropOldest))
     }
 
     var state: ConnectionState { publicState.withLockedValue { $0 } }
@@ -142,7 +146,9 @@ final class ClientCore: @unchecked Sendable {
 
     /// Accepts a publish if the bound on outstanding messages allows it.
     func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion) -> Bool {
-        let limit = config.publishQueueMaxsize
+        // Drop-oldest lets the loop make room, but a hard bound still holds for what waits
+        // between two drains of the inbox.
+        let limit = config.queueFullPolicy == .reject ? config.publishQueueMaxsize : 2 * config.publishQueueMaxsize + 65_535
         let (accepted, loop, schedule) = inbox.withLockedValue { box -> (Bool, EventLoop?, Bool) in
             guard box.outstanding < limit else { return (false, nil, false) }
             box.outstanding += 1
@@ -250,8 +256,7 @@ final class ClientCore: @unchecked Sendable {
         let thisAttempt = attempt
         connectedThisAttempt = false
         lastFailure = nil
-        setState(everConnected ? .reconnecting(attempt: reconnectAttempt, nextDelay: 0) : .connecting)
-        if everConnected { setState(.connecting) }
+        setState(.connecting)
         if config.tlsInsecureSkipVerify && tlsContext != nil {
             logger.warning("TLS certificate verification is OFF (tls_insecure_skip_verify): the broker's identity is not checked")
         }
@@ -415,6 +420,7 @@ final class ClientCore: @unchecked Sendable {
 
     private func giveUp(_ error: any CommunicatorError) {
         wantConnected = false
+        publicLastError.withLockedValue { $0 = error }
         logger.error("MQTT stopped reconnecting: \(error.message)")
         machine.failAll(.connectionLost, into: &actions)
         runActions()
@@ -519,6 +525,7 @@ final class ClientCore: @unchecked Sendable {
                 sub.handler(message)
             }
         case .connected(let info):
+            lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
             connectedThisAttempt = true
             everConnected = true
             reconnectAttempt = 0
@@ -541,7 +548,12 @@ final class ClientCore: @unchecked Sendable {
             case .success: complete(token, .success(()))
             case .failure(let f):
                 let error = mapFailure(f)
-                if case .none = token { logger.warning("publish failed: \(error.message)") }
+                if case .dropped = f {
+                    droppedTotal.withLockedValue { $0 += 1 }
+                    logger.warning("publish queue full: dropped the oldest waiting message")
+                } else if case .none = token {
+                    logger.warning("publish failed: \(error.message)")
+                }
                 complete(token, .failure(error))
             }
             return 1
@@ -645,6 +657,8 @@ final class ClientCore: @unchecked Sendable {
             return ProtocolValidationError(what)
         case .connectionLost:
             return ProtocolConnectionError("connection to \(broker) was lost before the request completed")
+        case .dropped(let limit):
+            return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest")
         }
     }
 

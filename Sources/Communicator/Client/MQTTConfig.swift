@@ -65,7 +65,8 @@ public struct MQTTConfig: Sendable {
     /// A PINGREQ left unanswered for `keepalive × heartbeatCheckRatio` means the link is dead.
     public var heartbeatCheckRatio: Double
     /// Messages accepted and not yet completed (waiting or in flight) at most; beyond it publish
-    /// throws `ProtocolValidationError`.
+    /// throws `ProtocolValidationError` (or, with `queueFullPolicy = .dropOldest`, the oldest
+    /// waiting message is dropped).
     public var publishQueueMaxsize: Int
 
     // Additions for deployments
@@ -94,6 +95,15 @@ public struct MQTTConfig: Sendable {
     public var maxInflight: Int?
     /// Whether QoS 0 publishes wait in the queue while disconnected (otherwise they fail).
     public var queueQoS0WhileDisconnected: Bool
+    /// What a full publish queue does with a new message.
+    public var queueFullPolicy: QueueFullPolicy
+
+    public enum QueueFullPolicy: String, Sendable {
+        /// `publish` throws `ProtocolValidationError`; nothing already accepted is lost.
+        case reject
+        /// The oldest message still waiting is dropped (counted and logged) to make room.
+        case dropOldest = "drop_oldest"
+    }
 
     public init(
         brokerAddress: String,
@@ -122,7 +132,8 @@ public struct MQTTConfig: Sendable {
         tlsInsecureSkipVerify: Bool = false,
         maxPacketSize: Int = 268_435_460,
         maxInflight: Int? = nil,
-        queueQoS0WhileDisconnected: Bool = false
+        queueQoS0WhileDisconnected: Bool = false,
+        queueFullPolicy: QueueFullPolicy = .reject
     ) {
         self.brokerAddress = brokerAddress
         self.port = port
@@ -151,6 +162,7 @@ public struct MQTTConfig: Sendable {
         self.maxPacketSize = maxPacketSize
         self.maxInflight = maxInflight
         self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
+        self.queueFullPolicy = queueFullPolicy
     }
 
     var usesTLS: Bool { tls ?? (caCerts != nil || clientCertificate != nil || port == 8883) }

@@ -84,6 +84,12 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// The connection's current state.
     public var state: ConnectionState { core.state }
 
+    /// Whether the broker resumed a stored session on the last connect (nil before the first).
+    public var sessionPresent: Bool? { core.sessionPresent }
+
+    /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
+    public var droppedMessages: Int { core.droppedTotal.withLockedValue { $0 } }
+
     /// Why the last connection attempt or connection ended (nil if none has failed).
     public var lastError: (any CommunicatorError)? { core.lastError }
 
@@ -228,6 +234,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion) throws {
+        if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
+            throw ProtocolConnectionError(
+                "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it")
+        }
         guard core.submitPublish(p, completion) else {
             throw ProtocolValidationError(
                 "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize); message on \"\(p.topic)\" refused")

@@ -27,12 +27,15 @@ public struct SessionMachine<Token> {
         public var queueLimit: Int
         /// Whether QoS 0 publishes wait for the connection too (otherwise they fail while down).
         public var queueQoS0WhileDisconnected: Bool
+        /// With a full queue: refuse the new message (false) or drop the oldest waiting one (true).
+        public var dropOldestWhenFull: Bool
 
         public init(
             version: MQTTVersion = .v5_0, clientID: String, cleanStart: Bool = true, keepAliveSeconds: UInt16 = 60,
             heartbeatCheckRatio: Double = 0.5, username: String? = nil, password: ByteBuffer? = nil,
             will: MQTTPacket.Will? = nil, sessionExpirySeconds: UInt32 = 0, maxInflight: Int? = nil,
-            maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false
+            maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false,
+            dropOldestWhenFull: Bool = false
         ) {
             self.version = version
             self.clientID = clientID
@@ -47,6 +50,7 @@ public struct SessionMachine<Token> {
             self.maxPacketSize = maxPacketSize
             self.queueLimit = queueLimit
             self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
+            self.dropOldestWhenFull = dropOldestWhenFull
         }
     }
 
@@ -77,6 +81,8 @@ public struct SessionMachine<Token> {
         case refused(String)
         /// The connection ended before the request completed.
         case connectionLost
+        /// Dropped from a full queue to make room for a newer message.
+        case dropped(queueLimit: Int)
     }
 
     public enum Action {
@@ -124,6 +130,8 @@ public struct SessionMachine<Token> {
     private var lastSent: UInt64 = 0
     private var lastReceived: UInt64 = 0
     private var pingSentAt: UInt64?
+    /// Messages dropped from a full queue (drop-oldest policy) since the start.
+    public private(set) var droppedCount = 0
 
     public init(options: Options) {
         self.options = options
@@ -216,8 +224,12 @@ public struct SessionMachine<Token> {
             return
         }
         if pending.count >= options.queueLimit {
-            actions.append(.publishCompleted(token, .failure(.refused("publish queue is full (\(options.queueLimit) messages waiting)"))))
-            return
+            guard options.dropOldestWhenFull, let oldest = pending.popFirst() else {
+                actions.append(.publishCompleted(token, .failure(.refused("publish queue is full (\(options.queueLimit) messages waiting)"))))
+                return
+            }
+            droppedCount += 1
+            actions.append(.publishCompleted(oldest.token, .failure(.dropped(queueLimit: options.queueLimit))))
         }
         pending.append(Pending(publish: publish, token: token))
         if state == .up { sendPending(now: now, into: &actions) }

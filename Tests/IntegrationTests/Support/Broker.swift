@@ -19,6 +19,14 @@ final class Broker: @unchecked Sendable {
         /// TLS listener: (ca, cert, key, requireClientCert)
         var tls: (ca: String, cert: String, key: String, requireClientCert: Bool)?
         var persistence = false
+
+        init(extraConfig: String = "", users: [String: String] = [:],
+             tls: (ca: String, cert: String, key: String, requireClientCert: Bool)? = nil, persistence: Bool = false) {
+            self.extraConfig = extraConfig
+            self.users = users
+            self.tls = tls
+            self.persistence = persistence
+        }
     }
 
     static func start(_ options: Options = Options(), port fixedPort: Int? = nil, dir existing: URL? = nil) throws -> Broker {

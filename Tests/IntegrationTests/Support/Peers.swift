@@ -12,12 +12,12 @@ final class ExternalSubscriber: @unchecked Sendable {
     let id: String
 
     /// Starts mosquitto_sub and returns once the broker has acknowledged its subscription.
-    init(broker: Broker, topic: String, qos: Int = 2, extraArgs: [String] = []) throws {
+    init(broker: Broker, topic: String, qos: Int = 2, format: String = "%t|%q|%r|%p", extraArgs: [String] = []) throws {
         id = "ext-sub-\(UUID().uuidString.prefix(8))"
         let out = TestFiles.makeTempDir("sub").appendingPathComponent("out").path
         process = try Child.spawn(
             "/usr/bin/mosquitto_sub",
-            ["-h", "127.0.0.1", "-p", "\(broker.port)", "-i", id, "-t", topic, "-q", "\(qos)", "-F", "%t|%q|%r|%p"] + extraArgs,
+            ["-h", "127.0.0.1", "-p", "\(broker.port)", "-i", id, "-t", topic, "-q", "\(qos)", "-F", format] + extraArgs,
             output: out)
         try waitUntil(timeout: 5, "mosquitto_sub \(id) subscribed") { broker.log.contains("Sending SUBACK to \(self.id)") }
     }

@@ -123,39 +123,63 @@ final class ScriptedBroker: @unchecked Sendable {
     }
 }
 
-/// A TCP proxy between client and broker that can cut every connection through it.
+/// A TCP proxy between client and broker that can cut, stall or delay the connections through it.
 final class TCPProxy: @unchecked Sendable {
+    final class Pair: @unchecked Sendable {
+        let client: Int32
+        let upstream: Int32
+        let stalled = NIOLockedValueBox(false)
+        init(client: Int32, upstream: Int32) {
+            self.client = client
+            self.upstream = upstream
+        }
+    }
+
     let port: Int
     private let listenFD: Int32
-    private let conns = NIOLockedValueBox<[Int32]>([])
-    private let upstreamPort: Int
+    private let pairs = NIOLockedValueBox<[Pair]>([])
+    /// Seconds added before each chunk is forwarded.
+    let delay = NIOLockedValueBox(0.0)
+    let upstreamPort = NIOLockedValueBox(0)
 
     init(to upstreamPort: Int) throws {
         let (fd, port) = try Sock.listen()
         listenFD = fd
         self.port = port
-        self.upstreamPort = upstreamPort
-        let conns = self.conns
-        Thread.detachNewThread {
+        self.upstreamPort.withLockedValue { $0 = upstreamPort }
+        Thread.detachNewThread { [self] in
             while true {
                 let c = accept(fd, nil, nil)
                 if c < 0 { return }
-                guard let u = Sock.connect(port: upstreamPort) else {
+                guard let u = Sock.connect(port: self.upstreamPort.withLockedValue({ $0 })) else {
                     close(c)
                     continue
                 }
-                conns.withLockedValue { $0 += [c, u] }
-                Thread.detachNewThread { TCPProxy.pump(from: c, to: u) }
-                Thread.detachNewThread { TCPProxy.pump(from: u, to: c) }
+                let pair = Pair(client: c, upstream: u)
+                pairs.withLockedValue { $0.append(pair) }
+                Thread.detachNewThread { self.pump(pair, from: c, to: u) }
+                Thread.detachNewThread { self.pump(pair, from: u, to: c) }
             }
         }
     }
 
-    private static func pump(from a: Int32, to b: Int32) {
+    private func pump(_ pair: Pair, from a: Int32, to b: Int32) {
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
+            if pair.stalled.withLockedValue({ $0 }) {
+                // A half-open link: nothing passes, nothing is closed.
+                usleep(10_000)
+                continue
+            }
+            var pfd = pollfd(fd: a, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, 20)
+            if ready == 0 { continue }
+            if ready < 0 { break }
+            if pair.stalled.withLockedValue({ $0 }) { continue }
             let n = recv(a, &buf, buf.count, 0)
             if n <= 0 { break }
+            let d = delay.withLockedValue { $0 }
+            if d > 0 { usleep(UInt32(d * 1_000_000)) }
             if !Sock.writeAll(b, Array(buf[0..<n])) { break }
         }
         shutdown(b, Int32(SHUT_RDWR))
@@ -164,8 +188,17 @@ final class TCPProxy: @unchecked Sendable {
 
     /// Closes both sides of every connection at once (no DISCONNECT reaches the broker).
     func cutAll() {
-        for fd in conns.withLockedValue({ c -> [Int32] in defer { c.removeAll() }; return c }) {
-            shutdown(fd, Int32(SHUT_RDWR))
+        for p in pairs.withLockedValue({ c -> [Pair] in defer { c.removeAll() }; return c }) {
+            shutdown(p.client, Int32(SHUT_RDWR))
+            shutdown(p.upstream, Int32(SHUT_RDWR))
+        }
+    }
+
+    /// Stops forwarding on every current connection without closing it (a half-open link).
+    /// New connections pass normally.
+    func stallAll() {
+        for p in pairs.withLockedValue({ c -> [Pair] in defer { c.removeAll() }; return c }) {
+            p.stalled.withLockedValue { $0 = true }
         }
     }
 
