@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "Communicator", targets: ["Communicator"]),
         .executable(name: "mqtt-example", targets: ["mqtt-example"]),
+        .executable(name: "mqtt-bench", targets: ["mqtt-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -28,6 +29,15 @@ let package = Package(
         .executableTarget(
             name: "mqtt-example",
             dependencies: ["Communicator"]
+        ),
+        // The benchmark client on the shared contract (shared/bench/README.md).
+        .executableTarget(
+            name: "mqtt-bench",
+            dependencies: [
+                "Communicator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "CommunicatorTests",

@@ -38,7 +38,12 @@ extension Array where Element == SessionMachine<Int>.Action {
     var sent: [MQTTPacket] { compactMap { if case .send(let p) = $0 { p } else { nil } } }
     var delivered: [MQTTPacket.Publish] { compactMap { if case .deliver(let p) = $0 { p } else { nil } } }
     var completedTokens: [Int] {
-        compactMap { if case .publishCompleted(let t, .success) = $0 { t } else { nil } }
+        compactMap {
+            switch $0 {
+            case .publishCompleted(let t, .success), .qos0Sent(let t): t
+            default: nil
+            }
+        }
     }
     var failures: [SessionMachine<Int>.Failure] {
         compactMap { if case .publishCompleted(_, .failure(let f)) = $0 { f } else { nil } }

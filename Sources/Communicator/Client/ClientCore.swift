@@ -100,6 +100,8 @@ final class ClientCore: @unchecked Sendable {
     private var attempt: UInt64 = 0
     private var out = ByteBuffer()
     private var needsFlush = false
+    /// QoS 0 publishes in `out`: complete when the write that carries them completes.
+    private var writeWaiters: [Completion] = []
     private var inReadBatch = false
     private var subscriptions: [String: Subscription] = [:]
     private var nextSubscriptionID: UInt32 = 1
@@ -351,6 +353,7 @@ final class ClientCore: @unchecked Sendable {
         guard attempt == self.attempt else { return }
         channel = nil
         inReadBatch = false
+        failWriteWaiters()
         machine.connectionLost(into: &actions)
         runActions()
         attemptEnded()
@@ -493,10 +496,13 @@ final class ClientCore: @unchecked Sendable {
     private func runActions() {
         while !actions.isEmpty {
             swap(&actions, &spareActions)
+            // Room in the queue is given back before the completion callbacks run, so a caller
+            // that publishes again from (or right after) a callback finds it.
             var completed = 0
-            for action in spareActions { completed += perform(action) }
-            spareActions.removeAll(keepingCapacity: true)
+            for case .publishCompleted in spareActions { completed += 1 }  // (.qos0Sent: when written)
             if completed > 0 { inbox.withLockedValue { $0.outstanding -= completed } }
+            for action in spareActions { perform(action) }
+            spareActions.removeAll(keepingCapacity: true)
         }
         if needsFlush && !inReadBatch { writeOut() }
     }
@@ -504,14 +510,36 @@ final class ClientCore: @unchecked Sendable {
     private func writeOut() {
         guard needsFlush else { return }
         needsFlush = false
-        guard let channel, out.readableBytes > 0 else { return }
+        guard let channel, out.readableBytes > 0 else {
+            failWriteWaiters()
+            return
+        }
         let buffer = out
         out = channel.allocator.buffer(capacity: 256)
-        channel.writeAndFlush(buffer, promise: nil)
+        guard !writeWaiters.isEmpty else {
+            channel.writeAndFlush(buffer, promise: nil)
+            return
+        }
+        // QoS 0 is complete when its bytes are written to the socket (as libmosquitto and Paho
+        // report it); this is also the back-pressure that keeps a fast QoS 0 publisher bounded.
+        let waiters = writeWaiters
+        writeWaiters.removeAll()
+        channel.writeAndFlush(buffer).whenComplete { [self] result in
+            inbox.withLockedValue { $0.outstanding -= waiters.count }
+            let r = result.mapError { _ in self.mapFailure(.connectionLost) as any Error }
+            for w in waiters { complete(w, r) }
+        }
     }
 
-    /// Returns 1 when the action completed a publish.
-    private func perform(_ action: SessionMachine<Completion>.Action) -> Int {
+    private func failWriteWaiters() {
+        guard !writeWaiters.isEmpty else { return }
+        let waiters = writeWaiters
+        writeWaiters.removeAll()
+        inbox.withLockedValue { $0.outstanding -= waiters.count }
+        for w in waiters { complete(w, .failure(mapFailure(.connectionLost))) }
+    }
+
+    private func perform(_ action: SessionMachine<Completion>.Action) {
         switch action {
         case .send(let packet):
             packet.encode(version: machine.options.version, into: &out)
@@ -556,7 +584,8 @@ final class ClientCore: @unchecked Sendable {
                 }
                 complete(token, .failure(error))
             }
-            return 1
+        case .qos0Sent(let token):
+            writeWaiters.append(token)
         case .subscribeCompleted(let token, let result):
             switch result {
             case .success(let codes):
@@ -573,7 +602,6 @@ final class ClientCore: @unchecked Sendable {
             writeOut()
             channel?.close(promise: nil)
         }
-        return 0
     }
 
     private func markSubscribed(_ filters: [String], _ codes: [UInt8]) {

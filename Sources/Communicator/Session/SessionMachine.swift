@@ -93,6 +93,8 @@ public struct SessionMachine<Token> {
         /// CONNACK accepted the connection.
         case connected(ConnectionInfo)
         case publishCompleted(Token, Result<Void, Failure>)
+        /// A QoS 0 publish was handed to `send`: it is complete once those bytes are written.
+        case qos0Sent(Token)
         /// Granted QoS or failure code per filter.
         case subscribeCompleted(Token, Result<[UInt8], Failure>)
         case unsubscribeCompleted(Token, Result<Void, Failure>)
@@ -407,7 +409,7 @@ public struct SessionMachine<Token> {
             }
             if p.publish.qos == .atMostOnce {
                 send(.publish(p.publish), now: now, into: &actions)
-                actions.append(.publishCompleted(p.token, .success(())))
+                actions.append(.qos0Sent(p.token))
             } else {
                 let id = allocateID()
                 p.publish.packetID = id

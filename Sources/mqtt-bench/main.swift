@@ -1,0 +1,234 @@
+import Communicator
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOConcurrencyHelpers
+import NIOCore
+
+// A benchmark client on the shared contract (shared/bench/README.md), built on the library's
+// public API only, so it measures what a user of `Communicator` gets.
+//
+//   mqtt-bench --host H --port P --qos {0,1,2} --count N --size BYTES --inflight W
+//              --mode {pub,rtt} --topic T --timeout SECONDS [--nodelay {0,1}]
+//
+// Prints one JSON object on one line on stdout; exit status 0 when all N completed.
+
+struct Arguments {
+    var host = "127.0.0.1", port = 1883, qos = 1, count = 1000, size = 64, inflight = 1
+    var mode = "pub", topic = "bench/edge", timeout = 60.0, nodelay = 1
+
+    init(_ args: [String]) throws {
+        var i = 0
+        func value() throws -> String {
+            i += 1
+            guard i < args.count else { throw BenchError("missing value for \(args[i - 1])") }
+            return args[i]
+        }
+        while i < args.count {
+            switch args[i] {
+            case "--host": host = try value()
+            case "--port": port = Int(try value()) ?? port
+            case "--qos": qos = Int(try value()) ?? qos
+            case "--count": count = Int(try value()) ?? count
+            case "--size": size = Int(try value()) ?? size
+            case "--inflight": inflight = max(1, Int(try value()) ?? inflight)
+            case "--mode": mode = try value()
+            case "--topic": topic = try value()
+            case "--timeout": timeout = Double(try value()) ?? timeout
+            case "--nodelay": nodelay = Int(try value()) ?? nodelay
+            default: throw BenchError("unknown argument \(args[i])")
+            }
+            i += 1
+        }
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+func payload(_ seq: Int, size: Int) -> ByteBuffer {
+    var b = ByteBuffer()
+    b.reserveCapacity(size)
+    if size >= 12 {
+        let digits = String(seq)
+        b.writeString(String(repeating: "0", count: 12 - digits.count) + digits)
+        b.writeRepeatingByte(UInt8(ascii: "x"), count: size - 12)
+    } else {
+        b.writeRepeatingByte(UInt8(ascii: "x"), count: size)
+    }
+    return b
+}
+
+func monotonicMicros() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1000 }
+func unixMicros() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+}
+
+func vmHWMkB() -> Int {
+    guard let f = fopen("/proc/self/status", "r") else { return -1 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if s.hasPrefix("VmHWM:") {
+            return Int(s.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? -1
+        }
+    }
+    return -1
+}
+
+/// A JSON value, written by hand (no Foundation: it would add megabytes of RSS to the measure).
+enum JSON {
+    case int(Int), double(Double), string(String), bool(Bool), null
+
+    var text: String {
+        switch self {
+        case .int(let v): String(v)
+        case .double(let v): v.isFinite ? String(v) : "0"
+        case .bool(let v): v ? "true" : "false"
+        case .null: "null"
+        case .string(let v):
+            "\"" + v.unicodeScalars.map { c -> String in
+                switch c {
+                case "\"": "\\\""
+                case "\\": "\\\\"
+                case "\n": "\\n"
+                default: c.value < 0x20 ? "\\u00" + String(c.value, radix: 16).leftPad(2) : String(c)
+                }
+            }.joined() + "\""
+        }
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Int {
+    guard !sorted.isEmpty else { return -1 }
+    let idx = min(sorted.count - 1, Int((p / 100 * Double(sorted.count - 1)).rounded()))
+    return Int(sorted[idx].rounded())
+}
+
+/// Per-message timestamps written from two threads at disjoint indices.
+final class Timings: @unchecked Sendable {
+    let start: UnsafeMutableBufferPointer<Double>
+    let end: UnsafeMutableBufferPointer<Double>
+    init(_ n: Int) {
+        start = .allocate(capacity: n)
+        end = .allocate(capacity: n)
+        start.initialize(repeating: 0)
+        end.initialize(repeating: 0)
+    }
+}
+
+func run(_ a: Arguments) -> [String: JSON] {
+    var result: [String: JSON] = [
+        "client": .string("edge"), "lib": .string("Communicator (SwiftNIO)"), "mode": .string(a.mode), "qos": .int(a.qos),
+        "count": .int(a.count), "size": .int(a.size), "inflight": .int(a.mode == "rtt" ? 1 : a.inflight), "completed": .int(0),
+        "seconds": .double(0), "msgs_per_s": .double(0), "p50_us": .int(-1), "p99_us": .int(-1), "max_rss_kb": .int(vmHWMkB()),
+        "ok": .bool(false), "error": .null,
+    ]
+    guard a.mode == "pub" || a.mode == "rtt" else {
+        result["error"] = .string("unsupported mode")
+        return result
+    }
+    let config = MQTTConfig(
+        brokerAddress: a.host, port: a.port, timeout: a.timeout, keepalive: 60, sessionExpiryInterval: 0,
+        publishQueueMaxsize: max(a.inflight, 1) + 16, clientID: .fixed("edge-bench-\(getpid())"),
+        protocolVersion: .v3_1_1, cleanStart: true, maxInflight: max(a.inflight, 1))
+    let mqtt = MQTTProtocol(config: config)
+    let n = a.count
+    let timings = Timings(n)
+    let completed = NIOLockedValueBox(0)
+    let failure = NIOLockedValueBox<String?>(nil)
+    let window = DispatchSemaphore(value: a.mode == "rtt" ? 0 : a.inflight)
+    let done = DispatchSemaphore(value: 0)
+    let deadline = DispatchTime.now() + a.timeout
+    var t0 = 0.0
+    var tStartUnix: Int64 = 0
+    do {
+        try mqtt.connect()
+        if a.mode == "rtt" {
+            try mqtt.subscribe(a.topic, qos: a.qos, onMessage: { m in
+                var p = m.payload
+                guard let s = p.readString(length: 12), let seq = Int(s), seq < n else { return }
+                timings.end[seq] = monotonicMicros()
+                let c = completed.withLockedValue { $0 += 1; return $0 }
+                window.signal()
+                if c == n { done.signal() }
+            })
+            t0 = monotonicMicros()
+            tStartUnix = unixMicros()
+            for i in 0..<n {
+                timings.start[i] = monotonicMicros()
+                try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos)
+                if window.wait(timeout: deadline) == .timedOut { throw BenchError("timeout waiting for echo \(i)") }
+            }
+        } else {
+            t0 = monotonicMicros()
+            tStartUnix = unixMicros()
+            for i in 0..<n {
+                if window.wait(timeout: deadline) == .timedOut { throw BenchError("timeout with \(completed.withLockedValue { $0 }) completed") }
+                timings.start[i] = monotonicMicros()
+                try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos) { r in
+                    timings.end[i] = monotonicMicros()
+                    if case .failure(let e) = r { failure.withLockedValue { $0 = "\(e)" } }
+                    let c = completed.withLockedValue { $0 += 1; return $0 }
+                    window.signal()
+                    if c == n { done.signal() }
+                }
+            }
+        }
+        if done.wait(timeout: deadline) == .timedOut { throw BenchError("timeout with \(completed.withLockedValue { $0 }) completed") }
+    } catch {
+        failure.withLockedValue { $0 = $0 ?? "\(error)" }
+    }
+    let t1 = monotonicMicros()
+    // libdispatch traps when a semaphore is released below its initial value.
+    for _ in 0..<a.inflight { window.signal() }
+    let tEndUnix = unixMicros()
+    let c = completed.withLockedValue { $0 }
+    let seconds = (t1 - t0) / 1e6
+    var latencies: [Double] = []
+    latencies.reserveCapacity(c)
+    for i in 0..<n where timings.end[i] > 0 && timings.start[i] > 0 { latencies.append(timings.end[i] - timings.start[i]) }
+    latencies.sort()
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    mqtt.disconnect()
+    result["completed"] = .int(c)
+    result["seconds"] = .double(seconds)
+    result["msgs_per_s"] = .double(seconds > 0 ? Double(c) / seconds : 0)
+    result["p50_us"] = .int(percentile(latencies, 50))
+    result["p99_us"] = .int(percentile(latencies, 99))
+    result["max_us"] = .int(Int(latencies.last ?? -1))
+    result["max_rss_kb"] = .int(vmHWMkB())
+    result["cpu_user_s"] = .double(Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6)
+    result["cpu_sys_s"] = .double(Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)
+    result["t_start_unix_us"] = .int(Int(tStartUnix))
+    result["t_end_unix_us"] = .int(Int(tEndUnix))
+    let error = failure.withLockedValue { $0 }
+    result["ok"] = .bool(c == n && error == nil)
+    result["error"] = error.map { .string($0) } ?? .null
+    return result
+}
+
+LoggingSetup.quiet()
+let args: Arguments
+do {
+    args = try Arguments(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    let text = Array("mqtt-bench: \(error)\n".utf8)
+    _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    exit(2)
+}
+let result = run(args)
+print("{" + result.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value.text)" }.joined(separator: ",") + "}")
+if case .bool(true) = result["ok"] { exit(0) }
+exit(1)
