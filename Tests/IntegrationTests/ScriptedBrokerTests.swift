@@ -165,6 +165,33 @@ struct ScriptedBrokerTests {
         #expect(e?.message.contains("within 1.0 s") == true)
     }
 
+    @Test("disconnect() while waiting for CONNACK ends connect() at once")
+    func disconnectWhileConnecting() throws {
+        let broker = try ScriptedBroker { conn, _ in
+            _ = try conn.read()
+            _ = try conn.read(timeout: 5)  // never answers
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = 20 })
+        let outcome = NIOLockedValueBox<String?>(nil)
+        Thread.detachNewThread {
+            do {
+                try mqtt.connect()
+                outcome.withLockedValue { $0 = "connected" }
+            } catch {
+                outcome.withLockedValue { $0 = "\(error)" }
+            }
+        }
+        try waitUntil(timeout: 5, "connecting") { mqtt.state == .connecting }
+        usleep(200_000)
+        let start = Date()
+        mqtt.disconnect()
+        try waitUntil(timeout: 3, "connect() to return") { outcome.withLockedValue { $0 } != nil }
+        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(outcome.withLockedValue { $0 }?.contains("disconnect() was called") == true)
+        #expect(mqtt.state == .disconnected(reason: "disconnect requested"))
+    }
+
     @Test("what the client sends: CONNECT fields, SUBSCRIBE flags, ids, PINGREQ cadence")
     func wire() throws {
         let seen = NIOLockedValueBox<[MQTTPacket]>([])

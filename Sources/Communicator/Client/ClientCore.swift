@@ -296,6 +296,8 @@ final class ClientCore: @unchecked Sendable {
         reconnectTask?.cancel()
         reconnectTask = nil
         if channel == nil {
+            // A TCP/TLS connect may still be under way: its result is now stale and is closed.
+            attempt &+= 1
             attemptTimeout?.cancel()
             if case .reconnecting = state {
                 machine.failAll(.connectionLost, into: &actions)
@@ -370,6 +372,8 @@ final class ClientCore: @unchecked Sendable {
         if userDisconnect {
             wantConnected = false
             setState(.disconnected(reason: "disconnect requested"))
+            for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
+            connectWaiters.removeAll()
             for w in disconnectWaiters { complete(w, .success(())) }
             disconnectWaiters.removeAll()
             if config.mode == .blocking { endLoop() }
