@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "Communicator", targets: ["Communicator"]),
+        .library(name: "OfflineStore", targets: ["OfflineStore"]),
         .executable(name: "mqtt-example", targets: ["mqtt-example"]),
         .executable(name: "mqtt-bench", targets: ["mqtt-bench"]),
     ],
@@ -26,6 +27,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The flash-friendly ring buffer of opaque records (knows nothing of MQTT).
+        .target(name: "OfflineStore"),
         .executableTarget(
             name: "mqtt-example",
             dependencies: ["Communicator"]
@@ -45,6 +48,10 @@ let package = Package(
                 "Communicator",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "OfflineStoreTests",
+            dependencies: ["OfflineStore"]
         ),
         .testTarget(
             name: "IntegrationTests",

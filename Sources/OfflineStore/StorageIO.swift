@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// All file I/O of the store goes through these two protocols, so that a test double can
+/// simulate power cuts (see Tests/OfflineStoreTests/SimulatedDisk.swift).
+public protocol StoreFile: AnyObject {
+    var size: Int { get }
+    func read(at offset: Int, count: Int) throws(StoreError) -> [UInt8]
+    /// Whole pages at page-aligned offsets only.
+    func write(_ bytes: [UInt8], at offset: Int) throws(StoreError)
+    /// fdatasync.
+    func sync() throws(StoreError)
+}
+
+public protocol StoreFileSystem {
+    /// Opens `name` in `directory`, creating it with exactly `size` zero bytes if it does not exist.
+    /// An existing file of another size is an error (the store never resizes its files).
+    func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile
+}
+
+public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// An I/O call failed; `errno` names the cause (EIO, ENOSPC, ...).
+    case io(operation: String, path: String, errno: Int32)
+    /// An existing store file has the wrong size (another capacity or segment count?).
+    case layout(String)
+    /// `reject_newest` and every segment holds unacknowledged records.
+    case full(capacity: Int)
+    /// A record larger than a segment can hold.
+    case tooLarge(bytes: Int, limit: Int)
+
+    public var description: String {
+        switch self {
+        case .io(let op, let path, let e): "\(op) \(path) failed: \(String(cString: strerror(e))) (errno \(e))"
+        case .layout(let what): "store layout mismatch: \(what)"
+        case .full(let c): "offline store is full (\(c) bytes of unacknowledged messages) and full_policy is reject_newest"
+        case .tooLarge(let b, let l): "record of \(b) bytes does not fit in a segment (limit \(l) bytes): raise the capacity or send less"
+        }
+    }
+}
+
+/// The real thing: pread/pwrite/fdatasync on preallocated files.
+public struct PosixFileSystem: StoreFileSystem {
+    public init() {}
+
+    public func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile {
+        let path = directory + "/" + name
+        mkdir(directory, 0o750)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .io(operation: "open", path: path, errno: errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io(operation: "fstat", path: path, errno: errno) }
+        if st.st_size == 0 {
+            // Created once: allocate every block now, so later writes never need new space.
+            let rc = posix_fallocate(fd, 0, off_t(size))
+            if rc != 0 {
+                close(fd)
+                unlink(path)
+                throw .io(operation: "fallocate", path: path, errno: rc)
+            }
+            if fsync(fd) != 0 { throw .io(operation: "fsync", path: path, errno: errno) }
+        } else if Int(st.st_size) != size {
+            close(fd)
+            throw .layout("\(path) is \(st.st_size) bytes, expected \(size)")
+        }
+        return PosixFile(fd: fd, path: path, size: size)
+    }
+}
+
+final class PosixFile: StoreFile {
+    let fd: Int32
+    let path: String
+    let size: Int
+
+    init(fd: Int32, path: String, size: Int) {
+        self.fd = fd
+        self.path = path
+        self.size = size
+    }
+
+    deinit { close(fd) }
+
+    func read(at offset: Int, count: Int) throws(StoreError) -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(operation: "pread", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return buf
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws(StoreError) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(operation: "pwrite", path: path, errno: errno)
+            }
+            done += n
+        }
+    }
+
+    func sync() throws(StoreError) {
+        if fdatasync(fd) != 0 { throw .io(operation: "fdatasync", path: path, errno: errno) }
+    }
+}

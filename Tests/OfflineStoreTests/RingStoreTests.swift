@@ -1,0 +1,268 @@
+import Foundation
+@testable import OfflineStore
+import Testing
+
+@Suite("Offline store")
+struct RingStoreTests {
+    static let small = RingStore.Options(capacity: 16 * 8192, segmentCount: 16, sync: .interval(seconds: 1, bytes: 4096))
+
+    @Test("CRC-32C known vector")
+    func crc() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([]) == 0)
+        // Slicing-by-8 and the byte loop agree on every length.
+        var rng = SplitMix(seed: 3)
+        for n in 0..<64 {
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var bitwise: UInt32 = ~0
+            for b in bytes {
+                bitwise ^= UInt32(b)
+                for _ in 0..<8 { bitwise = bitwise & 1 != 0 ? (bitwise >> 1) ^ 0x82F6_3B78 : bitwise >> 1 }
+            }
+            #expect(CRC32C.checksum(bytes) == ~bitwise)
+        }
+    }
+
+    @Test("records survive a clean reopen, acknowledged ones do not")
+    func reopen() throws {
+        let disk = SimulatedDisk()
+        let store = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        let a = try store.append(Array("first".utf8))
+        let b = try store.append(Array("second".utf8))
+        let c = try store.append([UInt8](repeating: 7, count: 5000))
+        try store.acknowledge(b)
+        try store.sync()
+        let again = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        #expect(try again.pending().map(\.seq) == [a, c])
+        #expect(try again.pending().first?.body == Array("first".utf8))
+        #expect(again.recovery.corruptSkipped == 0)
+        // Sequence numbers go on rising.
+        #expect(try again.append([1]) == c + 2)  // c + 1 was the acknowledgement record
+    }
+
+    @Test("a page of zeros, of 0xFF, or a stale record never decodes as a record")
+    func garbageIsNotARecord() {
+        #expect(RingStore.decode([UInt8](repeating: 0, count: 4096), at: 0, expected: 0) == nil)
+        #expect(RingStore.decode([UInt8](repeating: 0xFF, count: 4096), at: 0, expected: 0) == nil)
+        // A valid record from an earlier lap carries a lower sequence number than the log expects.
+        let disk = SimulatedDisk()
+        let store = try! RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        let seq = try! store.append(Array("old".utf8))
+        try! store.sync()
+        let image = disk.files["segment-00.dat"]!.current
+        #expect(RingStore.decode(image, at: 64, expected: seq)?.seq == seq)
+        #expect(RingStore.decode(image, at: 64, expected: seq + 1) == nil)
+        // One flipped bit anywhere in the record breaks its CRC.
+        for bit in [0, 8 * 9, 8 * 13, 8 * 17, 8 * 33] {
+            var damaged = image
+            damaged[64 + bit / 8] ^= UInt8(1 << (bit % 8))
+            #expect(RingStore.decode(damaged, at: 64, expected: seq) == nil, "bit \(bit)")
+        }
+    }
+
+    @Test("writes are whole 4 KiB pages at aligned offsets; idle means no writes")
+    func pagesAndIdle() throws {
+        let disk = SimulatedDisk()  // its write() traps on an unaligned write
+        let store = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        for i in 0..<200 { try store.append([UInt8](repeating: UInt8(i % 256), count: 1 + (i * 37) % 900), now: Double(i) * 0.01) }
+        try store.tick(now: 100)
+        let syncs = disk.syncs
+        let written = disk.bytesWritten
+        for t in 0..<100 { try store.tick(now: 200 + Double(t)) }
+        #expect(disk.syncs == syncs)
+        #expect(disk.bytesWritten == written)
+    }
+
+    @Test("full: drop_oldest reclaims the oldest segment and counts; reject_newest refuses and writes nothing")
+    func fullPolicies() throws {
+        let drop = try RingStore(directory: "/s", options: Self.small, fileSystem: SimulatedDisk())
+        var seqs: [UInt64] = []
+        for _ in 0..<40 { seqs.append(try drop.append([UInt8](repeating: 1, count: 4000))) }
+        #expect(drop.stats.dropped > 0)
+        let pending = try drop.pending().map(\.seq)
+        #expect(pending == Array(seqs.suffix(pending.count)))  // the newest survive, in order
+        #expect(pending.count + drop.stats.dropped == 40)
+
+        var options = Self.small
+        options.whenFull = .rejectNewest
+        let disk = SimulatedDisk()
+        let reject = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        var accepted = 0
+        var refused: StoreError?
+        for _ in 0..<40 {
+            do {
+                try reject.append([UInt8](repeating: 1, count: 4000))
+                accepted += 1
+            } catch { refused = error }
+        }
+        #expect(refused == .full(capacity: options.capacity))
+        #expect(try reject.pending().count == accepted)
+        #expect(reject.stats.dropped == 0)
+        // Acknowledging makes room again.
+        for r in try reject.pending(limit: 4) { try reject.acknowledge(r.seq) }
+        #expect(throws: Never.self) { try reject.append([1, 2, 3]) }
+    }
+
+    @Test("a record larger than a segment is refused with the limit")
+    func tooLarge() throws {
+        let store = try RingStore(directory: "/s", options: Self.small, fileSystem: SimulatedDisk())
+        #expect(throws: StoreError.tooLarge(bytes: 9000, limit: store.maxBodySize)) { try store.append([UInt8](repeating: 0, count: 9000)) }
+    }
+
+    @Test("a disk error is reported with errno; what was accepted stays readable")
+    func diskError() throws {
+        let disk = SimulatedDisk()
+        let store = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        let kept = try store.append(Array("kept".utf8))
+        disk.failWrites = ENOSPC
+        #expect(throws: StoreError.io(operation: "pwrite", path: "segment-00.dat", errno: ENOSPC)) { try store.sync() }
+        #expect(try store.pending().map(\.seq) == [kept])
+        disk.failWrites = nil
+        try store.sync()
+        let again = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        #expect(try again.pending().map(\.body) == [Array("kept".utf8)])
+    }
+
+    @Test("fixed footprint on a real file system: names and sizes never change, across laps")
+    func footprint() throws {
+        let dir = NSTemporaryDirectory() + "ringstore-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = RingStore.Options(capacity: 16 * 16384, segmentCount: 16, sync: .interval(seconds: 1, bytes: 65536))
+        var store: RingStore? = try RingStore(directory: dir, options: options)
+        func listing() throws -> [String: Int] {
+            var out: [String: Int] = [:]
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                out[name] = (try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as? Int) ?? -1
+            }
+            return out
+        }
+        let before = try listing()
+        #expect(before.count == 16)
+        #expect(before.values.allSatisfy { $0 == 16384 })
+        var last: UInt64 = 0
+        for i in 0..<2000 {
+            last = try store!.append([UInt8](repeating: UInt8(i % 251), count: 200 + i % 300))
+            if i % 3 == 0 { for r in try store!.pending(limit: 2) { try store!.acknowledge(r.seq) } }
+        }
+        try store!.sync()
+        let pending = try store!.pending()
+        store = nil
+        #expect(try listing() == before)
+        let reopened = try RingStore(directory: dir, options: options)
+        #expect(try reopened.pending() == pending)
+        #expect(pending.last?.seq == last)
+        // A second store layout on the same folder is refused, not silently resized.
+        #expect(throws: StoreError.self) {
+            _ = try RingStore(directory: dir, options: RingStore.Options(capacity: 32 * 16384, segmentCount: 16))
+        }
+    }
+
+    /// Appends, or returns nil when a reject_newest store is full.
+    static func appendUnlessFull(_ store: RingStore, _ body: [UInt8]) throws -> UInt64? {
+        do {
+            return try store.append(body)
+        } catch {
+            if case .full = error { return nil }
+            throw error
+        }
+    }
+
+    /// One seeded power-cut run. Returns why it failed, or nil.
+    static func crashRun(seed: UInt64) throws -> String? {
+        var rng = SplitMix(seed: seed)
+        var options = small
+        options.sync = rng.next() % 10 == 0 ? .always : .interval(seconds: 1, bytes: 1024 + Int(rng.next() % 8192))
+        options.whenFull = rng.next() % 4 == 0 ? .rejectNewest : .dropOldest
+        let disk = SimulatedDisk()
+        let store = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        var bodies: [UInt64: [UInt8]] = [:]
+        var synced: Set<UInt64> = []
+        var ackSynced: Set<UInt64> = []
+        var appendedSince: [UInt64] = []
+        var ackedSince: [UInt64] = []
+        var storeSyncs = 0
+        func noteSyncs() {
+            if store.stats.syncs != storeSyncs {
+                storeSyncs = store.stats.syncs
+                synced.formUnion(appendedSince)
+                ackSynced.formUnion(ackedSince)
+                appendedSince.removeAll()
+                ackedSince.removeAll()
+            }
+        }
+        let ops = 50 + Int(rng.next() % 700)  // most runs wrap around the 128 KiB ring
+        for _ in 0..<ops {
+            let r = rng.next() % 100
+            if r < 60 {
+                let size = 1 + Int(rng.next() % (rng.next() % 10 == 0 ? 6000 : 400))
+                let body = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                if let seq = try appendUnlessFull(store, body) {
+                    bodies[seq] = body
+                    appendedSince.append(seq)
+                }
+            } else if r < 88 {
+                let window = try store.pending(limit: 1 + Int(rng.next() % 3))
+                if !window.isEmpty {
+                    let pick = window[Int(rng.next() % UInt64(window.count))].seq
+                    if try store.acknowledge(pick) { ackedSince.append(pick) }
+                }
+            } else if r < 96 {
+                try store.sync()
+            } else {
+                try store.tick(now: 1e6)
+            }
+            noteSyncs()
+        }
+        let live = Set(try store.pending().map(\.seq))
+        let mustReturn = live.intersection(synced)
+        let flipSynced = rng.next() % 10 == 0
+        let (after, flip) = disk.crash(rng: &rng, flipSynced: flipSynced)
+        var hit: Set<UInt64> = []
+        if let flip {
+            let segment = Int(flip.file.dropFirst("segment-".count).prefix(2))!
+            for s in mustReturn {
+                guard let loc = store.location(of: s), loc.segment == segment else { continue }
+                if flip.offset < RingStore.segmentHeaderSize || (loc.offset..<(loc.offset + loc.size)).contains(flip.offset) { hit.insert(s) }
+            }
+        }
+        let recovered = try RingStore(directory: "/s", options: options, fileSystem: after)
+        let got = try recovered.pending()
+        let seqs = got.map(\.seq)
+        if seqs != seqs.sorted() || Set(seqs).count != seqs.count { return "seed \(seed): out of order or duplicated: \(seqs)" }
+        for r in got where bodies[r.seq] != r.body { return "seed \(seed): record \(r.seq) is not byte-identical" }
+        let missing = mustReturn.subtracting(seqs).subtracting(hit)
+        if !missing.isEmpty { return "seed \(seed): lost synced records \(missing.sorted().prefix(10)) (flip \(String(describing: flip)))" }
+        let lostHit = hit.subtracting(seqs).count
+        if lostHit > recovered.recovery.corruptSkipped { return "seed \(seed): \(lostHit) damaged records missing but only \(recovered.recovery.corruptSkipped) counted" }
+        if flip == nil {
+            let back = ackSynced.intersection(seqs)
+            if !back.isEmpty { return "seed \(seed): acknowledged (and synced) records came back: \(back.sorted().prefix(10))" }
+        }
+        // Go on from the recovered store, sync, cut the power again: all of it comes back.
+        var more: [UInt64] = []
+        for _ in 0..<Int(rng.next() % 20) {
+            let body = (0..<(1 + Int(rng.next() % 300))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if let seq = try appendUnlessFull(recovered, body) {
+                bodies[seq] = body
+                more.append(seq)
+            }
+        }
+        try recovered.sync()
+        let expectedAgain = try recovered.pending().map(\.seq)
+        let (again, _) = after.crash(rng: &rng, flipSynced: false)
+        let second = try RingStore(directory: "/s", options: options, fileSystem: again).pending()
+        if second.map(\.seq) != expectedAgain { return "seed \(seed): second crash: \(second.map(\.seq)) != \(expectedAgain)" }
+        for r in second where bodies[r.seq] != r.body { return "seed \(seed): second crash: record \(r.seq) differs" }
+        return nil
+    }
+
+    @Test("1,000 seeded power cuts: synced, unacknowledged records come back exactly once, intact, in order")
+    func powerCuts() throws {
+        var failures: [String] = []
+        for seed in 1...1000 {
+            if let f = try Self.crashRun(seed: UInt64(seed)) { failures.append(f) }
+        }
+        print("offline store power cuts: \(1000 - failures.count) passed, \(failures.count) failed")
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+    }
+}
