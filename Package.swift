@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "OfflineStore", targets: ["OfflineStore"]),
         .executable(name: "mqtt-example", targets: ["mqtt-example"]),
         .executable(name: "mqtt-bench", targets: ["mqtt-bench"]),
+        .executable(name: "store-bench", targets: ["store-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -42,6 +43,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Offline store benchmarks on the real file system (numbers, not tests).
+        .executableTarget(name: "store-bench", dependencies: ["OfflineStore"]),
         .testTarget(
             name: "CommunicatorTests",
             dependencies: [
