@@ -9,8 +9,31 @@ import Testing
 struct ScriptedBrokerTests {
     func config(_ port: Int, _ version: MQTTVersion = .v5_0, configure: (inout MQTTConfig) -> Void = { _ in }) -> MQTTConfig {
         var c = MQTTConfig(brokerAddress: "127.0.0.1", port: port, timeout: 3, clientID: uniqueID("scripted"), protocolVersion: version)
+        // One connection per scenario: no 3.1.1 clean-then-persistent hop (tested on its own below).
+        c.sessionExpiryInterval = 0
         configure(&c)
         return c
+    }
+
+    @Test("3.1.1 with a session to keep: connects clean once, then again with Clean Session 0")
+    func persistentSessionHop() throws {
+        let connects = NIOLockedValueBox<[(clean: Bool, next: MQTTPacket?)]>([])
+        let broker = try ScriptedBroker(connections: 2) { conn, _ in
+            guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(.connack(.init(sessionPresent: !c.cleanStart, returnCode: 0)))
+            let next = try conn.read(timeout: 1)
+            connects.withLockedValue { $0.append((c.cleanStart, next)) }
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) { $0.sessionExpiryInterval = 3600 })
+        try mqtt.connect()
+        try waitUntil(timeout: 5, "two connections") { connects.withLockedValue { $0.count } == 2 }
+        let seen = connects.withLockedValue { $0 }
+        #expect(seen[0].clean == true)
+        #expect(seen[0].next == .disconnect(.init()))  // a clean DISCONNECT: no Will
+        #expect(seen[1].clean == false)
+        #expect(mqtt.sessionPresent == true)
+        mqtt.disconnect()
     }
 
     struct BadReply: CustomTestStringConvertible, Sendable {

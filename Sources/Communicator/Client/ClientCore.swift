@@ -110,6 +110,11 @@ final class ClientCore: @unchecked Sendable {
     private var connectedThisAttempt = false
     private var everConnected = false
     private var triedFallback = false
+    /// 3.1.1 has no session expiry: a session opened clean ends with its connection. To start
+    /// clean and still keep the session across dropped links, the client connects clean once,
+    /// disconnects, and connects again with Clean Session 0 ([MQTT-3.1.2-6]).
+    private var hopToPersistentSession = false
+    private var hopping = false
     private var connectWaiters: [Completion] = []
     private var disconnectWaiters: [Completion] = []
     private var reconnectAttempt = 0
@@ -249,7 +254,12 @@ final class ClientCore: @unchecked Sendable {
         everConnected = false
         reconnectAttempt = 0
         triedFallback = false
+        hopToPersistentSession = needsSessionHop
         startAttempt()
+    }
+
+    private var needsSessionHop: Bool {
+        machine.options.version == .v3_1_1 && machine.options.cleanStart && config.sessionExpiryInterval > 0
     }
 
     private func startAttempt() {
@@ -380,6 +390,11 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         guard wantConnected else { return }
+        if hopping {
+            hopping = false
+            startAttempt()
+            return
+        }
         let reason = failure?.message ?? "connection closed by the broker"
         if !everConnected {
             // 5.0 refused as an unsupported protocol version: optionally try 3.1.1 once.
@@ -389,6 +404,7 @@ final class ClientCore: @unchecked Sendable {
                 triedFallback = true
                 logger.warning("broker refused MQTT 5.0 (\(f.message)); falling back to 3.1.1 as configured")
                 machine.options.version = .v3_1_1
+                hopToPersistentSession = needsSessionHop
                 startAttempt()
                 return
             }
@@ -557,6 +573,15 @@ final class ClientCore: @unchecked Sendable {
                 sub.handler(message)
             }
         case .connected(let info):
+            if hopToPersistentSession {
+                // The clean session is open (old state wiped): leave it and come back with
+                // Clean Session 0 so that this session outlives a dropped link.
+                hopToPersistentSession = false
+                hopping = true
+                machine.options.cleanStart = false
+                machine.disconnect(now: Self.now(), into: &actions)
+                return
+            }
             lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
             connectedThisAttempt = true
             everConnected = true

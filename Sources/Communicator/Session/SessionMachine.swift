@@ -358,9 +358,9 @@ public struct SessionMachine<Token> {
 
     /// [MQTT-4.4.0-1] with a session present, unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
     /// PUBREL are resent with their original identifiers, in their original order [MQTT-4.6.0-1..4].
-    /// Without a session the broker forgot them: QoS 1 and QoS 2 flows that never saw PUBREC are
-    /// sent again as new publications; flows past PUBREC were already owned by the broker and
-    /// are complete.
+    /// Without a session the broker forgot them, and every flow is sent again as a new
+    /// publication, QoS 2 flows past PUBREC included: a broker that releases QoS 2 messages at
+    /// PUBREL (mosquitto does) lost those with the session, and a duplicate is better than a loss.
     private mutating func resend(sessionPresent: Bool, now: UInt64, into actions: inout [Action]) {
         guard !outgoing.isEmpty else { return }
         let flows = outgoing.sorted { $0.value.order < $1.value.order }
@@ -375,8 +375,10 @@ public struct SessionMachine<Token> {
                 if sessionPresent {
                     send(.ack(.init(.pubrel, packetID: id)), now: now, into: &actions)
                 } else {
-                    outgoing[id] = nil
-                    actions.append(.publishCompleted(flow.token, .success(())))
+                    var p = flow.publish
+                    p.dup = false
+                    outgoing[id]!.state = .awaitingPubrec
+                    send(.publish(p), now: now, into: &actions)
                 }
             }
         }
