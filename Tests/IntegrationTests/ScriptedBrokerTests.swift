@@ -170,9 +170,10 @@ struct ScriptedBrokerTests {
         try mqtt.connect()
         try waitUntil(timeout: 5, "keep-alive timeout") { lostAt.withLockedValue { $0 } != nil }
         let elapsed = lostAt.withLockedValue { $0 }!.timeIntervalSince(start.withLockedValue { $0 }!)
-        // Bound: 1 s of silence + 0.5 s without PINGRESP, plus one tick (≤ 0.25 s here).
+        // Bound: 1 s of silence + 0.5 s without PINGRESP, plus one tick (0.125 s here); the upper
+        // limit leaves room for a loaded CI machine.
         #expect(elapsed >= 1.4)
-        #expect(elapsed <= 2.0)
+        #expect(elapsed <= 2.5)
         mqtt.disconnect()
     }
 
