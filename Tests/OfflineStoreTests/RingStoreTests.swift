@@ -157,6 +157,47 @@ struct RingStoreTests {
         }
     }
 
+    static let canMountTmpfs: Bool = getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")
+
+    @Test("a full file system: creating a store too big fails clearly; a created store keeps working when the disk fills up",
+          .enabled(if: canMountTmpfs))
+    func fullFileSystem() throws {
+        let mountPoint = NSTemporaryDirectory() + "ringstore-tmpfs-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard system("mount -t tmpfs -o size=256k tmpfs '\(mountPoint)'") == 0 else {
+            Issue.record("cannot mount a tmpfs at \(mountPoint)")
+            return
+        }
+        defer {
+            _ = system("umount '\(mountPoint)'")
+            try? FileManager.default.removeItem(atPath: mountPoint)
+        }
+        // 512 KiB of segments on a 256 KiB file system: refused at creation, naming the cause.
+        let tooBig = RingStore.Options(capacity: 16 * 32768, segmentCount: 16)
+        do {
+            _ = try RingStore(directory: mountPoint + "/big", options: tooBig)
+            Issue.record("a 512 KiB store was created on a 256 KiB file system")
+        } catch {
+            guard case .io(let op, _, let e) = error else { throw error }
+            #expect(op == "fallocate" && e == ENOSPC)
+            #expect(error.description.contains("No space left on device"))
+        }
+        try FileManager.default.removeItem(atPath: mountPoint + "/big")
+        // A store that fits, then the rest of the disk taken by something else: the store's space
+        // was allocated at creation, so appends, laps and syncs go on.
+        let options = RingStore.Options(capacity: 16 * 8192, segmentCount: 16, sync: .interval(seconds: 1, bytes: 4096))
+        let store = try RingStore(directory: mountPoint + "/store", options: options)
+        _ = system("dd if=/dev/zero of='\(mountPoint)/filler' bs=4k 2>/dev/null")
+        #expect(system("dd if=/dev/zero of='\(mountPoint)/more' bs=4k count=1 2>/dev/null") != 0)  // the disk is full
+        for i in 0..<1000 {
+            let seq = try store.append([UInt8](repeating: UInt8(i % 256), count: 500))
+            if i % 2 == 1 { try store.acknowledge(seq - 1) }
+        }
+        try store.sync()
+        let reopened = try RingStore(directory: mountPoint + "/store", options: options)
+        #expect(try reopened.pending() == (try store.pending()))
+    }
+
     /// Appends, or returns nil when a reject_newest store is full.
     static func appendUnlessFull(_ store: RingStore, _ body: [UInt8]) throws -> UInt64? {
         do {
