@@ -47,12 +47,11 @@ struct FaultInjectionTests {
     /// Publishes `count` numbered messages at a steady pace while faults of every kind happen in
     /// turn, `faultsPerKind` of each, then checks the subscriber's record.
     func stream(qos: Int, version: MQTTVersion, count: Int, faultsPerKind: Int, kinds: [Fault] = Fault.allCases) throws -> Report {
-        let dir = TestFiles.makeTempDir("faults")
-        let port = Broker.freePort()
         // autosave_on_changes with interval 1: the broker writes its database after every change,
         // which is the closest mosquitto comes to not losing what it acknowledged before a kill -9.
         let options = Broker.Options(extraConfig: "autosave_on_changes true\nmax_queued_messages 100000", persistence: true)
-        var broker = try Broker.start(options, port: port, dir: dir)
+        var broker = try Broker.start(options)
+        let port = broker.port
         defer { broker.stop() }
         let topic = uniqueTopic("stream")
         let sub = try ExternalSubscriber(broker: broker, topic: topic, qos: qos, format: "%U|%p", extraArgs: ["-c"])
@@ -110,7 +109,7 @@ struct FaultInjectionTests {
             case .brokerKill:
                 broker.kill9()
                 usleep(200_000)
-                broker = try Broker.start(options, port: port, dir: dir)
+                broker = try broker.restarted()
                 let up = Date()
                 let ackedBefore = Set(acked.withLockedValue { $0.keys })
                 try waitUntil(timeout: 10, "a message acknowledged after the broker restart") {

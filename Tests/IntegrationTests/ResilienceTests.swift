@@ -92,17 +92,16 @@ struct ResilienceTests {
 
     @Test("subscriptions work again after a broker restart without the session (session present 0)", arguments: [MQTTVersion.v3_1_1, .v5_0])
     func resubscribeWithoutSession(version: MQTTVersion) throws {
-        let dir = TestFiles.makeTempDir("nosession")
-        let port = Broker.freePort()
-        var broker = try Broker.start(.init(), port: port, dir: dir)
+        var broker = try Broker.start()
         defer { broker.stop() }
+        let port = broker.port
         let mqtt = MQTTProtocol(config: fastReconnect(port, version))
         let inbox = Inbox()
         try mqtt.connect()
         let topics = (0..<5).map { uniqueTopic("resub\($0)") }
         for t in topics { try mqtt.subscribe(t, qos: 1) { m in inbox.add(m) } }
         broker.kill9()
-        broker = try Broker.start(.init(), port: port, dir: dir)  // no persistence: the session is gone
+        broker = try broker.restarted()  // no persistence: the session is gone
         try waitUntil(timeout: 10, "reconnected") { mqtt.state == .connected }
         try waitUntil(timeout: 10, "SUBSCRIBE restored for every filter") {
             let log = broker.log
@@ -143,17 +142,15 @@ struct ResilienceTests {
 
     @Test("wrong credentials during a reconnect stop the loop with ProtocolAuthenticationError")
     func credentialsRevoked() throws {
-        let dir = TestFiles.makeTempDir("revoked")
-        let port = Broker.freePort()
-        var broker = try Broker.start(.init(users: ["cam7": "good"]), port: port, dir: dir)
+        var broker = try Broker.start(.init(users: ["cam7": "good"]))
         defer { broker.stop() }
-        let mqtt = MQTTProtocol(config: fastReconnect(port) {
+        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
             $0.username = "cam7"
             $0.password = "good"
         })
         try mqtt.connect()
         broker.stop()
-        broker = try Broker.start(.init(users: ["cam7": "changed"]), port: port, dir: dir)
+        broker = try broker.restarted(.init(users: ["cam7": "changed"]))
         try waitUntil(timeout: 10, "the client to give up") {
             if case .disconnected = mqtt.state { return true }
             return false
@@ -167,10 +164,8 @@ struct ResilienceTests {
 
     @Test("max_reconnect_attempts then a final error; back-off grows")
     func giveUp() throws {
-        let dir = TestFiles.makeTempDir("giveup")
-        let port = Broker.freePort()
-        let broker = try Broker.start(.init(), port: port, dir: dir)
-        let mqtt = MQTTProtocol(config: fastReconnect(port) {
+        let broker = try Broker.start()
+        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
             $0.maxReconnectAttempts = 3
             $0.reconnectInitialDelay = 0.1
             $0.reconnectMaxDelay = 10
@@ -195,10 +190,8 @@ struct ResilienceTests {
 
     @Test("disconnect() during a back-off stops it at once")
     func disconnectDuringBackoff() throws {
-        let dir = TestFiles.makeTempDir("backoff")
-        let port = Broker.freePort()
-        let broker = try Broker.start(.init(), port: port, dir: dir)
-        let mqtt = MQTTProtocol(config: fastReconnect(port) {
+        let broker = try Broker.start()
+        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
             $0.reconnectInitialDelay = 30
             $0.reconnectMaxDelay = 60
         })
@@ -215,11 +208,9 @@ struct ResilienceTests {
 
     @Test("publishing while disconnected queues in order; a full queue refuses or drops the oldest")
     func offlineQueue() throws {
-        let dir = TestFiles.makeTempDir("queue")
-        let port = Broker.freePort()
         // Persistence keeps the independent subscriber's session across the broker's restart.
-        let options = Broker.Options(extraConfig: "autosave_on_changes true", persistence: true)
-        var broker = try Broker.start(options, port: port, dir: dir)
+        var broker = try Broker.start(.init(extraConfig: "autosave_on_changes true", persistence: true))
+        let port = broker.port
         defer { broker.stop() }
         let topic = uniqueTopic("queue")
         let sub = try ExternalSubscriber(broker: broker, topic: topic, qos: 1, extraArgs: ["-c"])
@@ -240,7 +231,7 @@ struct ResilienceTests {
         let q0 = #expect(throws: ProtocolConnectionError.self) { try rejecting.publish(topic, "q0", qos: 0) }
         #expect(q0?.message.contains("QoS 0") == true)
         for i in 0..<8 { try dropping.publish(topic, "d\(i)", qos: 1) }
-        broker = try Broker.start(options, port: port, dir: dir)
+        broker = try broker.restarted()
         try waitUntil(timeout: 10, "both reconnected") { rejecting.state == .connected && dropping.state == .connected }
         let lines = try sub.waitForLines(10).map { String($0.split(separator: "|").last!) }
         #expect(lines.filter { $0.hasPrefix("r") } == ["r0", "r1", "r2", "r3", "r4"])

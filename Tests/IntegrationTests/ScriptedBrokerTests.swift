@@ -189,6 +189,73 @@ struct ScriptedBrokerTests {
         #expect(e?.message.contains("within 1.0 s") == true)
     }
 
+    @Test("SUBACK 0x80 and a 5.0 PUBACK 0x87 reach the caller as ProtocolValidationError with the code")
+    func refusedBySubackAndPuback() async throws {
+        let broker = try ScriptedBroker { conn, _ in
+            guard case .connect = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            // Generous timeout: async tests can wait for a thread while other tests block theirs.
+            while let p = try conn.read(timeout: 30) {
+                switch p {
+                case .pingreq: conn.send(.pingresp)
+                case .subscribe(let sub): conn.send(.suback(.init(packetID: sub.packetID, reasonCodes: [0x80])))
+                case .publish(let pub):
+                    var props = MQTTProperties()
+                    props.reasonString = "ACL denies cam/7"
+                    conn.send(.ack(.init(.puback, packetID: pub.packetID!, reasonCode: 0x87, properties: props)))
+                case .disconnect: conn.close(); return
+                default: break
+                }
+            }
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port))
+        try await mqtt.connect()
+        do {
+            try await mqtt.subscribe("secret/#") { _, _ in }
+            Issue.record("subscription accepted")
+        } catch let e as ProtocolValidationError {
+            #expect(e.code == 0x80)
+            #expect(e.message.contains("secret/#"))
+        }
+        do {
+            try await mqtt.publish("cam/7", "x", qos: 1)
+            Issue.record("publish accepted")
+        } catch let e as ProtocolValidationError {
+            #expect(e.code == 0x87)
+            #expect(e.message.contains("not authorized") && e.message.contains("ACL denies cam/7"))
+        }
+        #expect(mqtt.state == .connected)  // a refusal is not a connection problem
+        await mqtt.disconnect()
+        #expect(broker.scriptErrors.isEmpty, "\(broker.scriptErrors)")
+    }
+
+    @Test("stateChanges: an async sequence of states; a finished iteration removes its listener")
+    func stateChanges() async throws {
+        let broker = try ScriptedBroker { conn, _ in
+            _ = try conn.read()
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            while let p = try conn.read(timeout: 30), p != .disconnect(.init()) {
+                if p == .pingreq { conn.send(.pingresp) }
+            }
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port))
+        let before = mqtt.core.stateListenerCount
+        let collector = Task {
+            var seen: [ConnectionState] = []
+            for await s in mqtt.stateChanges {
+                seen.append(s)
+                if s == .connected { break }
+            }
+            return seen
+        }
+        try await waitUntilAsync { mqtt.core.stateListenerCount == before + 1 }
+        try await mqtt.connect()
+        #expect(await collector.value == [.connecting, .connected])
+        try await waitUntilAsync { mqtt.core.stateListenerCount == before }
+        await mqtt.disconnect()
+    }
+
     @Test("disconnect() while waiting for CONNACK ends connect() at once")
     func disconnectWhileConnecting() throws {
         let broker = try ScriptedBroker { conn, _ in
@@ -255,4 +322,13 @@ struct ScriptedBrokerTests {
         #expect(pings >= 1 && pings <= 3)
         #expect(packets.last == .disconnect(.init()))
     }
+}
+
+/// Polls `condition` from async code (10 ms steps, 5 s at most).
+func waitUntilAsync(_ condition: @Sendable () -> Bool) async throws {
+    for _ in 0..<500 {
+        if condition() { return }
+        try await Task.sleep(nanoseconds: 10_000_000)
+    }
+    throw TestFailure("condition not met within 5 s")
 }

@@ -84,7 +84,7 @@ final class ClientCore: @unchecked Sendable {
     let logger: Logger
     private let inbox = NIOLockedValueBox(Inbox())
     private let tlsContext: NIOSSLContext?
-    private let stateListeners = NIOLockedValueBox<[@Sendable (ConnectionState) -> Void]>([])
+    private let stateListeners = NIOLockedValueBox<(next: Int, all: [Int: @Sendable (ConnectionState) -> Void])>((0, [:]))
     private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
     private let publicLastError = NIOLockedValueBox<(any CommunicatorError)?>(nil)
     let droppedTotal = NIOLockedValueBox(0)
@@ -122,7 +122,6 @@ final class ClientCore: @unchecked Sendable {
     private var tickTask: RepeatedTask?
     private var attemptTimeout: Scheduled<Void>?
     private var reconnectTask: Scheduled<Void>?
-    private var onLoopEnd: (() -> Void)?
 
     init(config: MQTTConfig, clientID: String, logger: Logger) throws {
         self.config = config
@@ -143,8 +142,20 @@ final class ClientCore: @unchecked Sendable {
     var state: ConnectionState { publicState.withLockedValue { $0 } }
     var lastError: (any CommunicatorError)? { publicLastError.withLockedValue { $0 } }
 
-    func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
-        stateListeners.withLockedValue { $0.append(listener) }
+    /// Adds a listener; the returned key removes it again.
+    @discardableResult
+    func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) -> Int {
+        stateListeners.withLockedValue { l in
+            l.next += 1
+            l.all[l.next] = listener
+            return l.next
+        }
+    }
+
+    var stateListenerCount: Int { stateListeners.withLockedValue { $0.all.count } }
+
+    func removeStateListener(_ key: Int) {
+        stateListeners.withLockedValue { _ = $0.all.removeValue(forKey: key) }
     }
 
     var clientID: String { machine.options.clientID }
@@ -183,10 +194,9 @@ final class ClientCore: @unchecked Sendable {
     // MARK: - Loop attachment
 
     /// Gives the core its loop; queued commands run on it from now on.
-    func attach(_ loop: EventLoop, onLoopEnd: (() -> Void)? = nil) {
+    func attach(_ loop: EventLoop) {
         loop.preconditionInEventLoop()
         self.loop = loop
-        self.onLoopEnd = onLoopEnd
         out = ByteBuffer()
         inbox.withLockedValue {
             $0.loop = loop
@@ -201,10 +211,6 @@ final class ClientCore: @unchecked Sendable {
             $0.drainScheduled = false
         }
         loop = nil
-        if let end = onLoopEnd {
-            onLoopEnd = nil
-            end()
-        }
     }
 
     private func drain() {
@@ -239,7 +245,7 @@ final class ClientCore: @unchecked Sendable {
         }
         guard changed else { return }
         logger.info("MQTT \(s)", metadata: ["broker": "\(config.brokerAddress):\(config.port)"])
-        for l in stateListeners.withLockedValue({ $0 }) { l(s) }
+        for l in stateListeners.withLockedValue({ $0.all.sorted { $0.key < $1.key }.map(\.value) }) { l(s) }
     }
 
     private func startConnect(_ completion: Completion) {

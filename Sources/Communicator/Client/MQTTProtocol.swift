@@ -101,7 +101,9 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Every state change as an async sequence.
     public var stateChanges: AsyncStream<ConnectionState> {
         let (stream, continuation) = AsyncStream<ConnectionState>.makeStream(bufferingPolicy: .bufferingNewest(64))
-        core.onStateChange { continuation.yield($0) }
+        let key = core.onStateChange { continuation.yield($0) }
+        let core = self.core
+        continuation.onTermination = { _ in core.removeStateListener(key) }
         return stream
     }
 

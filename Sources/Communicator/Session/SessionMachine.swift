@@ -151,11 +151,6 @@ public struct SessionMachine<Token> {
         return options.version == .v5_0 ? serverMax : 20
     }
 
-    public mutating func updateCredentials(username: String?, password: ByteBuffer?) {
-        options.username = username
-        options.password = password
-    }
-
     public mutating func setWill(_ will: MQTTPacket.Will?) { options.will = will }
 
     // MARK: - Connection lifecycle
@@ -386,8 +381,12 @@ public struct SessionMachine<Token> {
 
     private func violatesBrokerLimits(_ p: MQTTPacket.Publish) -> String? {
         guard let info else { return nil }
-        let size = MQTTPacket.publish(p).encodedSize(version: options.version) + (p.qos == .atMostOnce ? 2 : 0)
-        if size > info.maximumPacketSize {
+        // The owner checks our own `maxPacketSize` when the message is accepted; the size is
+        // worked out again only when the broker announced a smaller limit (not on the hot path).
+        if info.maximumPacketSize < options.maxPacketSize,
+            case let size = MQTTPacket.publish(p).encodedSize(version: options.version) + (p.qos == .atMostOnce ? 2 : 0),
+            size > info.maximumPacketSize
+        {
             return "message of \(size) bytes on \"\(p.topic)\" exceeds the broker's Maximum Packet Size \(info.maximumPacketSize)"
         }
         if p.qos > info.maximumQoS {

@@ -12,6 +12,7 @@ final class Broker: @unchecked Sendable {
     let dir: URL
     let process: Child
     let logPath: URL
+    let options: Options
 
     struct Options {
         var extraConfig = ""
@@ -61,16 +62,23 @@ final class Broker: @unchecked Sendable {
         let confPath = dir.appendingPathComponent("mosquitto.conf")
         try conf.write(to: confPath, atomically: true, encoding: .utf8)
         let p = try Child.spawn("/usr/sbin/mosquitto", ["-c", confPath.path], output: dir.appendingPathComponent("stdout.log").path)
-        let broker = Broker(port: port, dir: dir, process: p, logPath: dir.appendingPathComponent("mosquitto.log"))
+        let broker = Broker(port: port, dir: dir, process: p, logPath: dir.appendingPathComponent("mosquitto.log"), options: options)
         try broker.waitListening()
         return broker
     }
 
-    private init(port: Int, dir: URL, process: Child, logPath: URL) {
+    private init(port: Int, dir: URL, process: Child, logPath: URL, options: Options) {
         self.port = port
         self.dir = dir
         self.process = process
         self.logPath = logPath
+        self.options = options
+    }
+
+    /// A new broker process on the same port and folder (so a persistent database carries over),
+    /// with these options or the same ones. Stop or kill this one first.
+    func restarted(_ newOptions: Options? = nil) throws -> Broker {
+        try Broker.start(newOptions ?? options, port: port, dir: dir)
     }
 
     private func waitListening() throws {
