@@ -287,7 +287,8 @@ struct ScriptedBrokerTests {
     func wire() throws {
         let seen = NIOLockedValueBox<[MQTTPacket]>([])
         let broker = try ScriptedBroker { conn, _ in
-            while let p = try conn.read(timeout: 3) {
+            // Until the client's DISCONNECT: a loaded CI machine can be slow between two packets.
+            while let p = try conn.read(timeout: 120) {
                 seen.withLockedValue { $0.append(p) }
                 switch p {
                 case .connect: conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
@@ -305,11 +306,13 @@ struct ScriptedBrokerTests {
             $0.password = "pw"
         })
         try mqtt.setWill(topic: "device/status", payload: "offline", qos: 1, retain: true)
+        let start = Date()
         try mqtt.connect()
         try mqtt.subscribe("a/+", qos: 2) { _, _ in }
         try mqtt.publish("a/b", "x", qos: 1)
         usleep(2_300_000)
         mqtt.disconnect()
+        let elapsed = Date().timeIntervalSince(start)
         let packets = seen.withLockedValue { $0 }
         guard case .connect(let c) = packets.first else { Issue.record("no CONNECT first"); return }
         #expect(c.version == .v3_1_1 && c.cleanStart && c.keepAliveSeconds == 1 && c.username == "cam7")
@@ -318,8 +321,10 @@ struct ScriptedBrokerTests {
         #expect(packets.filter { if case .connect = $0 { true } else { false } }.count == 1)
         #expect(packets.contains(.subscribe(.init(packetID: 1, subscriptions: [.init(filter: "a/+", qos: .exactlyOnce)]))))
         #expect(packets.contains(.publish(.init(topic: "a/b", payload: ByteBuffer(string: "x"), qos: .atLeastOnce, packetID: 2))))
+        // Keep-alive 1 s over about 2.3 s of silence (longer on a loaded machine): a PINGREQ
+        // each second of silence, never a storm.
         let pings = packets.filter { $0 == .pingreq }.count
-        #expect(pings >= 1 && pings <= 3)
+        #expect(pings >= 1 && pings <= Int(elapsed) + 1, "\(pings) PINGREQ in \(elapsed) s")
         #expect(packets.last == .disconnect(.init()))
     }
 }
