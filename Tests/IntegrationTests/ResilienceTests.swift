@@ -55,7 +55,7 @@ struct ResilienceTests {
             } else {
                 guard !connect.cleanStart else { throw TestFailure("reconnect asked for a clean session") }
                 conn.send(.connack(.init(sessionPresent: true, returnCode: 0)))
-                while let p = try conn.read(timeout: 1) {
+                while let p = try conn.read(timeout: 3) {
                     second.withLockedValue { $0.append(p) }
                     if case .publish(let pub) = p, let id = pub.packetID {
                         conn.send(.ack(.init(pub.qos == .atLeastOnce ? .puback : .pubrec, packetID: id)))

@@ -21,7 +21,7 @@ struct ScriptedBrokerTests {
         let broker = try ScriptedBroker(connections: 2) { conn, _ in
             guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
             conn.send(.connack(.init(sessionPresent: !c.cleanStart, returnCode: 0)))
-            let next = try conn.read(timeout: 1)
+            let next = try conn.read(timeout: 5)
             connects.withLockedValue { $0.append((c.cleanStart, next)) }
             conn.close()
         }
