@@ -13,6 +13,11 @@
 /// written again, at the next sync, with its earlier bytes unchanged. `fdatasync` runs only when
 /// something is dirty, per `SyncPolicy`. Idle means no writes at all.
 ///
+/// A two-slot checkpoint file (`checkpoint.dat`, 2 × 4 KiB) records the head of the log (every
+/// record below it is acknowledged or dropped), written at most every `checkpointInterval`
+/// seconds, alternately to each slot, and only after the log itself is synced: a torn
+/// checkpoint write leaves the other slot. Recovery skips the segments the checkpoint covers.
+///
 /// Not thread-safe: one owner calls it (the MQTT client's event loop, or a test).
 public final class RingStore {
     public enum SyncPolicy: Equatable, Sendable {
@@ -38,12 +43,18 @@ public final class RingStore {
         public var segmentCount: Int
         public var sync: SyncPolicy
         public var whenFull: FullPolicy
+        /// At most this often (seconds, via `tick`) the head is written to the checkpoint file.
+        public var checkpointInterval: Double
 
-        public init(capacity: Int = 64 << 20, segmentCount: Int = 16, sync: SyncPolicy = .default, whenFull: FullPolicy = .dropOldest) {
+        public init(
+            capacity: Int = 64 << 20, segmentCount: Int = 16, sync: SyncPolicy = .default, whenFull: FullPolicy = .dropOldest,
+            checkpointInterval: Double = 30
+        ) {
             self.capacity = capacity
             self.segmentCount = segmentCount
             self.sync = sync
             self.whenFull = whenFull
+            self.checkpointInterval = checkpointInterval
         }
 
         var segmentSize: Int { (capacity / segmentCount) & ~(RingStore.pageSize - 1) }
@@ -60,6 +71,10 @@ public final class RingStore {
         public var pending = 0
         /// Records that failed their CRC (or whole unreadable stretches), skipped and counted.
         public var corruptSkipped = 0
+        /// Segments not read because the checkpoint says all their records are done.
+        public var segmentsSkipped = 0
+        /// The head found in the checkpoint file (nil: none valid).
+        public var checkpointHead: UInt64?
     }
 
     public struct Stats: Sendable {
@@ -85,6 +100,8 @@ public final class RingStore {
     static let formatVersion: UInt8 = 1
     static let typeData: UInt8 = 1
     static let typeAck: UInt8 = 2
+    static let checkpointMagic: UInt32 = 0x4347_4445  // "EDGC"
+    static let checkpointName = "checkpoint.dat"
 
     struct Entry {
         var seq: UInt64
@@ -113,6 +130,11 @@ public final class RingStore {
     private var dropped = 0
     private var syncs = 0
     private var bytesWritten = 0
+    private let checkpointFile: StoreFile
+    private var checkpointGeneration: UInt64 = 0
+    private var checkpointedHead: UInt64 = 0
+    private var checkpointAt: Double?
+    private var deferred = false
 
     /// Opens (creating on first use) the store in `directory` and recovers what it holds.
     public init(directory: String, options: Options = .init(), fileSystem: StoreFileSystem = PosixFileSystem()) throws(StoreError) {
@@ -121,13 +143,21 @@ public final class RingStore {
         segmentSize = options.segmentSize
         var files: [StoreFile] = []
         for i in 0..<options.segmentCount {
-            files.append(try fileSystem.open(directory: directory, name: "segment-\(i < 10 ? "0" : "")\(i).dat", size: segmentSize))
+            files.append(try fileSystem.open(directory: directory, name: Self.fileNames(segmentCount: options.segmentCount)[i], size: segmentSize))
         }
         self.files = files
+        checkpointFile = try fileSystem.open(directory: directory, name: Self.checkpointName, size: 2 * Self.pageSize)
         liveCount = Array(repeating: 0, count: options.segmentCount)
         var rec = Recovery()
+        rec.checkpointHead = try readCheckpoint()
         try recover(&rec)
         recovery = rec
+        checkpointedHead = headSeq
+    }
+
+    /// The names of the files a store in a directory consists of (fixed for its segment count).
+    public static func fileNames(segmentCount: Int) -> [String] {
+        (0..<segmentCount).map { "segment-\($0 < 10 ? "0" : "")\($0).dat" } + [checkpointName]
     }
 
     // MARK: - Appending and acknowledging
@@ -135,9 +165,13 @@ public final class RingStore {
     /// The largest body a record may carry.
     public var maxBodySize: Int { segmentSize - Self.segmentHeaderSize - Self.recordHeaderSize }
 
-    /// Appends a record and returns its sequence number. Durable per the sync policy.
+    /// Appends a record and returns its sequence number. Durable per the sync policy; with
+    /// `commit: false` a `.always` store waits for the caller's `sync()` (group commit: one
+    /// fdatasync for a batch of appends).
     @discardableResult
-    public func append(_ body: [UInt8], now: Double = 0) throws(StoreError) -> UInt64 {
+    public func append(_ body: [UInt8], now: Double = 0, commit: Bool = true) throws(StoreError) -> UInt64 {
+        deferred = !commit
+        defer { deferred = false }
         guard body.count <= maxBodySize else { throw .tooLarge(bytes: body.count, limit: maxBodySize) }
         let size = Self.align8(Self.recordHeaderSize + body.count)
         if pos + size > segmentSize { try advanceSegment(dropping: true) }
@@ -184,13 +218,47 @@ public final class RingStore {
         return out
     }
 
+    /// Unacknowledged records with a sequence number above `seq`, oldest first (a cursor for
+    /// draining without reading from the start each time).
+    public func pending(after seq: UInt64, limit: Int) throws(StoreError) -> [Record] {
+        var out: [Record] = []
+        var i = max(head, firstIndex(above: seq))
+        while i < entries.count && out.count < limit {
+            let e = entries[i]
+            if !e.done { out.append(Record(seq: e.seq, body: try readBody(e))) }
+            i += 1
+        }
+        return out
+    }
+
     public var pendingCount: Int { entries[head...].lazy.filter { !$0.done }.count }
+
+    /// Every record below this sequence number is acknowledged or dropped.
+    public var headSeq: UInt64 { head < entries.count ? entries[head].seq : nextSeq }
 
     /// Applies the interval policy; call it periodically (e.g. every 100 ms).
     public func tick(now: Double) throws(StoreError) {
-        guard case .interval(let seconds, _) = options.sync, let since = dirtySince, now - since >= seconds else { return }
-        try sync()
+        if case .interval(let seconds, _) = options.sync, let since = dirtySince, now - since >= seconds { try sync() }
+        if headSeq != checkpointedHead {
+            guard let at = checkpointAt else {
+                checkpointAt = now  // the interval starts with the first change
+                return
+            }
+            if now - at >= options.checkpointInterval {
+                try writeCheckpoint()
+                checkpointAt = now
+            }
+        }
     }
+
+    /// Syncs everything and writes the checkpoint: call before the owner goes away.
+    public func close() throws(StoreError) {
+        try sync()
+        if headSeq != checkpointedHead { try writeCheckpoint() }
+    }
+
+    /// Whether appended records wait for a sync.
+    public var isDirty: Bool { dirtySince != nil || !dirty.isEmpty }
 
     /// Writes and fdatasyncs everything appended so far (no-op when nothing is dirty).
     public func sync() throws(StoreError) {
@@ -234,7 +302,7 @@ public final class RingStore {
         if dirtySince == nil { dirtySince = now }
         dirty.insert(cur)
         switch options.sync {
-        case .always: try sync()
+        case .always: if !deferred { try sync() }
         case .interval(_, let bytes): if unsyncedBytes >= bytes { try sync() }
         case .none:
             // Still whole pages: hand full pages to the kernel as they fill.
@@ -293,6 +361,17 @@ public final class RingStore {
         }
     }
 
+    /// The index of the first entry with a sequence number above `seq`.
+    private func firstIndex(above seq: UInt64) -> Int {
+        var lo = head
+        var hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if entries[mid].seq <= seq { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
     private func index(of seq: UInt64) -> Int? {
         var lo = head
         var hi = entries.count
@@ -310,6 +389,44 @@ public final class RingStore {
             return Array(buf[from..<(from + e.length)])
         }
         return try files[e.segment].read(at: start, count: e.length)
+    }
+
+    // MARK: - Checkpoint
+
+    /// The log is synced first, so the head it records is never ahead of what the log says.
+    private func writeCheckpoint() throws(StoreError) {
+        try sync()
+        let headNow = headSeq
+        checkpointGeneration += 1
+        var page = [UInt8](repeating: 0, count: Self.pageSize)
+        Self.put32(Self.checkpointMagic, into: &page, at: 0)
+        page[4] = Self.formatVersion
+        Self.put64(checkpointGeneration, into: &page, at: 8)
+        Self.put64(headNow, into: &page, at: 16)
+        Self.put64(nextSeq, into: &page, at: 24)
+        Self.put32(CRC32C.checksum(Array(page[0..<60])), into: &page, at: 60)
+        try checkpointFile.write(page, at: Int(checkpointGeneration % 2) * Self.pageSize)
+        try checkpointFile.sync()
+        bytesWritten += Self.pageSize
+        syncs += 1
+        checkpointedHead = headNow
+    }
+
+    /// The head of the newer valid slot (nil when neither is valid).
+    private func readCheckpoint() throws(StoreError) -> UInt64? {
+        let data = try checkpointFile.read(at: 0, count: 2 * Self.pageSize)
+        var best: (gen: UInt64, head: UInt64)?
+        for slot in 0..<2 {
+            let p = slot * Self.pageSize
+            let h = Array(data[p..<(p + 64)])
+            guard Self.get32(h, 0) == Self.checkpointMagic, h[4] == Self.formatVersion,
+                Self.get32(h, 60) == CRC32C.checksum(Array(h[0..<60]))
+            else { continue }
+            let gen = Self.get64(h, 8)
+            if best == nil || gen > best!.gen { best = (gen, Self.get64(h, 16)) }
+        }
+        checkpointGeneration = best?.gen ?? 0
+        return best?.head
     }
 
     // MARK: - Recovery
@@ -339,14 +456,29 @@ public final class RingStore {
             }
         }
         headers.sort { $0.firstSeq < $1.firstSeq }
+        // A checkpoint beyond anything the log could hold belongs to other files: ignored.
+        if let cp = rec.checkpointHead,
+            headers.isEmpty || cp > headers.last!.firstSeq + UInt64(segmentSize / Self.recordHeaderSize)
+        {
+            rec.checkpointHead = nil
+        }
         var expected: UInt64?
         var acked: Set<UInt64> = []
         var tail: (segment: Int, end: Int)?
         // Damaged records seen since the last good one: the next good record's sequence number
         // tells how many were really lost; without one (the end of the log) these are counted.
         var damaged = 0
-        for h in headers {
+        for (n, h) in headers.enumerated() {
             let segmentIndex = h.index
+            // Covered by the checkpoint: the next segment starts at or below its head, so every
+            // record here is done. Not read at all.
+            if let cp = rec.checkpointHead, n + 1 < headers.count, h.epoch > 0,
+                headers[n + 1].firstSeq <= cp, headers[n + 1].firstSeq > h.firstSeq, expected == nil || h.firstSeq == expected
+            {
+                expected = headers[n + 1].firstSeq
+                rec.segmentsSkipped += 1
+                continue
+            }
             if let e = expected, h.firstSeq > e {
                 rec.corruptSkipped += max(Int(h.firstSeq - e), damaged)
                 damaged = 0
@@ -384,8 +516,9 @@ public final class RingStore {
             tail = (segmentIndex, lastEnd)
         }
         rec.corruptSkipped += damaged
-        // Acknowledged records are done.
-        for i in entries.indices where acked.contains(entries[i].seq) {
+        // Acknowledged records are done, and so is everything below the checkpoint's head.
+        let cpHead = rec.checkpointHead ?? 0
+        for i in entries.indices where acked.contains(entries[i].seq) || entries[i].seq < cpHead {
             entries[i].done = true
             liveCount[entries[i].segment] -= 1
         }

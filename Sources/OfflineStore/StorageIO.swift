@@ -15,7 +15,7 @@ public protocol StoreFile: AnyObject {
     func sync() throws(StoreError)
 }
 
-public protocol StoreFileSystem {
+public protocol StoreFileSystem: Sendable {
     /// Opens `name` in `directory`, creating it with exactly `size` zero bytes if it does not exist.
     /// An existing file of another size is an error (the store never resizes its files).
     func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile
@@ -30,6 +30,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case full(capacity: Int)
     /// A record larger than a segment can hold.
     case tooLarge(bytes: Int, limit: Int)
+    /// Another process has the store open.
+    case locked(path: String)
 
     public var description: String {
         switch self {
@@ -37,21 +39,38 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .layout(let what): "store layout mismatch: \(what)"
         case .full(let c): "offline store is full (\(c) bytes of unacknowledged messages) and full_policy is reject_newest"
         case .tooLarge(let b, let l): "record of \(b) bytes does not fit in a segment (limit \(l) bytes): raise the capacity or send less"
+        case .locked(let path): "\(path) is in use by another process (is another edge-agent running with the same store directory?)"
         }
     }
 }
 
-/// The real thing: pread/pwrite/fdatasync on preallocated files.
+/// The real thing: pread/pwrite/fdatasync on preallocated files. Each file is locked
+/// (`flock`, exclusive) while open, so two processes never share a store; `readOnly` opens
+/// existing files only, without locking, for inspection beside a running agent.
 public struct PosixFileSystem: StoreFileSystem {
-    public init() {}
+    public let readOnly: Bool
+
+    public init(readOnly: Bool = false) {
+        self.readOnly = readOnly
+    }
 
     public func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile {
         let path = directory + "/" + name
-        mkdir(directory, 0o750)
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        if !readOnly { mkdir(directory, 0o750) }
+        let fd = Glibc.open(path, readOnly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw .io(operation: "open", path: path, errno: errno) }
+        if !readOnly && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK { throw .locked(path: path) }
+            throw .io(operation: "flock", path: path, errno: e)
+        }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io(operation: "fstat", path: path, errno: errno) }
+        if st.st_size == 0 && readOnly {
+            close(fd)
+            throw .layout("\(path) is empty: not a store")
+        }
         if st.st_size == 0 {
             // Created once: allocate every block now, so later writes never need new space.
             let rc = posix_fallocate(fd, 0, off_t(size))
@@ -65,7 +84,7 @@ public struct PosixFileSystem: StoreFileSystem {
             close(fd)
             throw .layout("\(path) is \(st.st_size) bytes, expected \(size)")
         }
-        return PosixFile(fd: fd, path: path, size: size)
+        return PosixFile(fd: fd, path: path, size: size, readOnly: readOnly)
     }
 }
 
@@ -73,11 +92,13 @@ final class PosixFile: StoreFile {
     let fd: Int32
     let path: String
     let size: Int
+    let readOnly: Bool
 
-    init(fd: Int32, path: String, size: Int) {
+    init(fd: Int32, path: String, size: Int, readOnly: Bool) {
         self.fd = fd
         self.path = path
         self.size = size
+        self.readOnly = readOnly
     }
 
     deinit { close(fd) }
@@ -98,6 +119,7 @@ final class PosixFile: StoreFile {
     }
 
     func write(_ bytes: [UInt8], at offset: Int) throws(StoreError) {
+        if readOnly { throw .io(operation: "pwrite (read-only store)", path: path, errno: EROFS) }
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
@@ -110,6 +132,7 @@ final class PosixFile: StoreFile {
     }
 
     func sync() throws(StoreError) {
+        if readOnly { return }
         if fdatasync(fd) != 0 { throw .io(operation: "fdatasync", path: path, errno: errno) }
     }
 }

@@ -137,8 +137,9 @@ struct RingStoreTests {
             return out
         }
         let before = try listing()
-        #expect(before.count == 16)
-        #expect(before.values.allSatisfy { $0 == 16384 })
+        #expect(before.count == 17)
+        #expect(before.filter { $0.key.hasPrefix("segment-") }.values.allSatisfy { $0 == 16384 })
+        #expect(before["checkpoint.dat"] == 8192)
         var last: UInt64 = 0
         for i in 0..<2000 {
             last = try store!.append([UInt8](repeating: UInt8(i % 251), count: 200 + i % 300))
@@ -148,11 +149,12 @@ struct RingStoreTests {
         let pending = try store!.pending()
         store = nil
         #expect(try listing() == before)
-        let reopened = try RingStore(directory: dir, options: options)
-        #expect(try reopened.pending() == pending)
+        var reopened: RingStore? = try RingStore(directory: dir, options: options)
+        #expect(try reopened!.pending() == pending)
         #expect(pending.last?.seq == last)
+        reopened = nil
         // A second store layout on the same folder is refused, not silently resized.
-        #expect(throws: StoreError.self) {
+        #expect(throws: StoreError.layout("\(dir)/segment-00.dat is 16384 bytes, expected 32768")) {
             _ = try RingStore(directory: dir, options: RingStore.Options(capacity: 32 * 16384, segmentCount: 16))
         }
     }
@@ -186,16 +188,18 @@ struct RingStoreTests {
         // A store that fits, then the rest of the disk taken by something else: the store's space
         // was allocated at creation, so appends, laps and syncs go on.
         let options = RingStore.Options(capacity: 16 * 8192, segmentCount: 16, sync: .interval(seconds: 1, bytes: 4096))
-        let store = try RingStore(directory: mountPoint + "/store", options: options)
+        var store: RingStore! = try RingStore(directory: mountPoint + "/store", options: options)
         _ = system("dd if=/dev/zero of='\(mountPoint)/filler' bs=4k 2>/dev/null")
         #expect(system("dd if=/dev/zero of='\(mountPoint)/more' bs=4k count=1 2>/dev/null") != 0)  // the disk is full
         for i in 0..<1000 {
             let seq = try store.append([UInt8](repeating: UInt8(i % 256), count: 500))
             if i % 2 == 1 { try store.acknowledge(seq - 1) }
         }
-        try store.sync()
+        try store.close()
+        let pending = try store.pending()
+        store = nil
         let reopened = try RingStore(directory: mountPoint + "/store", options: options)
-        #expect(try reopened.pending() == (try store.pending()))
+        #expect(try reopened.pending() == pending)
     }
 
     /// Appends, or returns nil when a reject_newest store is full.
@@ -222,6 +226,7 @@ struct RingStoreTests {
         var appendedSince: [UInt64] = []
         var ackedSince: [UInt64] = []
         var storeSyncs = 0
+        var clock = 0.0
         func noteSyncs() {
             if store.stats.syncs != storeSyncs {
                 storeSyncs = store.stats.syncs
@@ -250,7 +255,8 @@ struct RingStoreTests {
             } else if r < 96 {
                 try store.sync()
             } else {
-                try store.tick(now: 1e6)
+                clock += Double(rng.next() % 40)  // checkpoints (every 30 s) are written too
+                try store.tick(now: clock)
             }
             noteSyncs()
         }
@@ -295,6 +301,97 @@ struct RingStoreTests {
         if second.map(\.seq) != expectedAgain { return "seed \(seed): second crash: \(second.map(\.seq)) != \(expectedAgain)" }
         for r in second where bodies[r.seq] != r.body { return "seed \(seed): second crash: record \(r.seq) differs" }
         return nil
+    }
+
+    @Test("pending(after:) is a cursor; commit: false defers the fdatasync of an always store to sync()")
+    func cursorAndGroupCommit() throws {
+        let disk = SimulatedDisk()
+        var options = Self.small
+        options.sync = .always
+        let store = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        let seqs = try (0..<10).map { i in try store.append([UInt8(i)], commit: false) }
+        #expect(disk.syncs == 0)
+        #expect(store.isDirty)
+        try store.sync()
+        #expect(disk.syncs > 0 && !store.isDirty)
+        try store.acknowledge(seqs[4])
+        #expect(try store.pending(after: seqs[2], limit: 3).map(\.seq) == [seqs[3], seqs[5], seqs[6]])
+        #expect(try store.pending(after: 0, limit: 2).map(\.seq) == [seqs[0], seqs[1]])
+        #expect(try store.pending(after: seqs[9], limit: 5).isEmpty)
+        // A plain append still syncs before it returns.
+        let before = disk.syncs
+        try store.append([42])
+        #expect(disk.syncs > before)
+    }
+
+    @Test("the checkpoint lets recovery skip acknowledged segments; a torn or damaged slot falls back to the other")
+    func checkpoint() throws {
+        let disk = SimulatedDisk()
+        var options = Self.small
+        options.checkpointInterval = 30
+        let store = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        var live: [UInt64] = []
+        for i in 0..<400 {
+            let seq = try store.append([UInt8](repeating: UInt8(i % 251), count: 600))
+            if i < 300 { try store.acknowledge(seq) } else { live.append(seq) }
+        }
+        try store.tick(now: 0)  // the interval starts
+        let written = disk.bytesWritten
+        try store.tick(now: 10)
+        #expect(disk.files["checkpoint.dat"]!.current.allSatisfy { $0 == 0 }, "no checkpoint before the interval")
+        try store.tick(now: 31)
+        #expect(disk.bytesWritten > written)
+        let again = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        #expect(again.recovery.checkpointHead == live.first)
+        #expect(again.recovery.segmentsSkipped > 0)
+        #expect(try again.pending().map(\.seq) == live)
+        // Damage the newer slot: the older one (or a full scan) still gives the same records.
+        try again.acknowledge(live[0])
+        try again.close()
+        let cp = disk.files["checkpoint.dat"]!
+        let newer = cp.current[8] > cp.current[4096 + 8] ? 0 : 4096
+        cp.current[newer + 20] ^= 0x10
+        let third = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        #expect(third.recovery.checkpointHead != nil && third.recovery.checkpointHead! < live[1])
+        #expect(try third.pending().map(\.seq) == Array(live.dropFirst()))
+        // Both slots damaged: a full scan, nothing lost.
+        cp.current[(4096 - newer) + 20] ^= 0x10
+        let fourth = try RingStore(directory: "/s", options: options, fileSystem: disk)
+        #expect(fourth.recovery.checkpointHead == nil && fourth.recovery.segmentsSkipped == 0)
+        #expect(try fourth.pending().map(\.seq) == Array(live.dropFirst()))
+    }
+
+    @Test("a checkpoint that does not belong to the segments is ignored, not trusted")
+    func foreignCheckpoint() throws {
+        let disk = SimulatedDisk()
+        let store = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        for _ in 0..<50 { try store.acknowledge(try store.append([1, 2, 3])) }
+        try store.close()
+        // New, empty segments beside the old checkpoint (say, a restored backup of one file).
+        for (name, f) in disk.files where name.hasPrefix("segment") {
+            f.current = [UInt8](repeating: 0, count: f.size)
+            f.synced = f.current
+        }
+        let fresh = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
+        #expect(fresh.recovery.checkpointHead == nil)
+        let seq = try fresh.append([9])
+        try fresh.close()
+        #expect(try RingStore(directory: "/s", options: Self.small, fileSystem: disk).pending().map(\.seq) == [seq])
+    }
+
+    @Test("a store directory is locked while open; read-only opening needs no lock and writes nothing")
+    func locking() throws {
+        let dir = "/tmp/ringstore-lock-\(getpid())"
+        defer { for n in RingStore.fileNames(segmentCount: 16) { unlink(dir + "/" + n) }; rmdir(dir) }
+        let options = Self.small
+        let store = try RingStore(directory: dir, options: options)
+        let seq = try store.append(Array("kept".utf8))
+        try store.sync()
+        #expect(throws: StoreError.locked(path: dir + "/segment-00.dat")) { try RingStore(directory: dir, options: options) }
+        let reader = try RingStore(directory: dir, options: options, fileSystem: PosixFileSystem(readOnly: true))
+        #expect(try reader.pending().map(\.body) == [Array("kept".utf8)])
+        #expect(try reader.pending().first?.seq == seq)
+        #expect(throws: StoreError.self) { try RingStore(directory: dir + "-missing", options: options, fileSystem: PosixFileSystem(readOnly: true)) }
     }
 
     @Test("1,000 seeded power cuts: synced, unacknowledged records come back exactly once, intact, in order")

@@ -4,7 +4,7 @@
 /// keep each file's image as of its last fdatasync, then apply a prefix of the later writes (in
 /// the order they were issued, across files), the last one torn at a 512-byte boundary, and
 /// optionally flip bits.
-final class SimulatedDisk: StoreFileSystem {
+final class SimulatedDisk: StoreFileSystem, @unchecked Sendable {
     /// What the files report to (no reference back to the disk: no cycle).
     final class Journal {
         var pending: [(file: String, offset: Int, bytes: [UInt8])] = []
