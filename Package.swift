@@ -26,6 +26,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
+                "OfflineStore",
             ]
         ),
         // The flash-friendly ring buffer of opaque records (knows nothing of MQTT).

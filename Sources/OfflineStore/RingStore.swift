@@ -124,6 +124,11 @@ public final class RingStore {
     private var bufStart = 0
     private var nextSeq: UInt64 = 1
     private var nextEpoch: UInt64 = 1
+    /// Each segment's activation epoch and first sequence number (as in its header).
+    private var segmentEpoch: [UInt64]
+    private var segmentFirst: [UInt64]
+    /// The checkpoint read at opening: head, and the header of the segment holding it.
+    private var checkpointFound: (head: UInt64, epoch: UInt64, first: UInt64)?
     private var dirty: Set<Int> = []
     private var unsyncedBytes = 0
     private var dirtySince: Double?
@@ -148,8 +153,10 @@ public final class RingStore {
         self.files = files
         checkpointFile = try fileSystem.open(directory: directory, name: Self.checkpointName, size: 2 * Self.pageSize)
         liveCount = Array(repeating: 0, count: options.segmentCount)
+        segmentEpoch = Array(repeating: 0, count: options.segmentCount)
+        segmentFirst = Array(repeating: 0, count: options.segmentCount)
         var rec = Recovery()
-        rec.checkpointHead = try readCheckpoint()
+        checkpointFound = try readCheckpoint()
         try recover(&rec)
         recovery = rec
         checkpointedHead = headSeq
@@ -231,7 +238,22 @@ public final class RingStore {
         return out
     }
 
-    public var pendingCount: Int { entries[head...].lazy.filter { !$0.done }.count }
+    public var pendingCount: Int { liveCount.reduce(0, +) }
+
+    /// Whether `seq` is a record still waiting for its acknowledgement.
+    public func isPending(_ seq: UInt64) -> Bool {
+        guard let i = index(of: seq) else { return false }
+        return !entries[i].done
+    }
+
+    /// The sequence number of the newest record written (0 before the first).
+    public var lastSeq: UInt64 { nextSeq - 1 }
+
+    /// Records dropped by `drop_oldest` since the store was opened.
+    public var droppedCount: Int { dropped }
+
+    /// Share of segments holding unacknowledged records (cheap: no scan).
+    public var fill: Double { Double(liveCount.lazy.filter { $0 > 0 }.count) / Double(files.count) }
 
     /// Every record below this sequence number is acknowledged or dropped.
     public var headSeq: UInt64 { head < entries.count ? entries[head].seq : nextSeq }
@@ -345,6 +367,8 @@ public final class RingStore {
         Self.put32(Self.segmentMagic, into: &header, at: 0)
         header[4] = Self.formatVersion
         Self.put64(nextEpoch, into: &header, at: 8)
+        segmentEpoch[cur] = nextEpoch
+        segmentFirst[cur] = nextSeq
         Self.put64(nextSeq, into: &header, at: 16)
         Self.put32(CRC32C.checksum(Array(header[0..<60])), into: &header, at: 60)
         nextEpoch += 1
@@ -397,6 +421,7 @@ public final class RingStore {
     private func writeCheckpoint() throws(StoreError) {
         try sync()
         let headNow = headSeq
+        let headSegment = head < entries.count ? entries[head].segment : cur
         checkpointGeneration += 1
         var page = [UInt8](repeating: 0, count: Self.pageSize)
         Self.put32(Self.checkpointMagic, into: &page, at: 0)
@@ -404,6 +429,9 @@ public final class RingStore {
         Self.put64(checkpointGeneration, into: &page, at: 8)
         Self.put64(headNow, into: &page, at: 16)
         Self.put64(nextSeq, into: &page, at: 24)
+        // The header of the segment holding the head: a checkpoint is trusted only beside it.
+        Self.put64(segmentEpoch[headSegment], into: &page, at: 32)
+        Self.put64(segmentFirst[headSegment], into: &page, at: 40)
         Self.put32(CRC32C.checksum(Array(page[0..<60])), into: &page, at: 60)
         try checkpointFile.write(page, at: Int(checkpointGeneration % 2) * Self.pageSize)
         try checkpointFile.sync()
@@ -412,10 +440,10 @@ public final class RingStore {
         checkpointedHead = headNow
     }
 
-    /// The head of the newer valid slot (nil when neither is valid).
-    private func readCheckpoint() throws(StoreError) -> UInt64? {
+    /// The newer valid slot (nil when neither is valid).
+    private func readCheckpoint() throws(StoreError) -> (head: UInt64, epoch: UInt64, first: UInt64)? {
         let data = try checkpointFile.read(at: 0, count: 2 * Self.pageSize)
-        var best: (gen: UInt64, head: UInt64)?
+        var best: (gen: UInt64, head: UInt64, epoch: UInt64, first: UInt64)?
         for slot in 0..<2 {
             let p = slot * Self.pageSize
             let h = Array(data[p..<(p + 64)])
@@ -423,10 +451,10 @@ public final class RingStore {
                 Self.get32(h, 60) == CRC32C.checksum(Array(h[0..<60]))
             else { continue }
             let gen = Self.get64(h, 8)
-            if best == nil || gen > best!.gen { best = (gen, Self.get64(h, 16)) }
+            if best == nil || gen > best!.gen { best = (gen, Self.get64(h, 16), Self.get64(h, 32), Self.get64(h, 40)) }
         }
         checkpointGeneration = best?.gen ?? 0
-        return best?.head
+        return best.map { ($0.head, $0.epoch, $0.first) }
     }
 
     // MARK: - Recovery
@@ -447,6 +475,8 @@ public final class RingStore {
             if Self.get32(h, 0) == Self.segmentMagic && h[4] == Self.formatVersion && Self.get32(h, 60) == CRC32C.checksum(Array(h[0..<60])) {
                 headers.append(SegmentHeader(index: i, epoch: Self.get64(h, 8), firstSeq: Self.get64(h, 16)))
                 maxEpoch = max(maxEpoch, Self.get64(h, 8))
+                segmentEpoch[i] = Self.get64(h, 8)
+                segmentFirst[i] = Self.get64(h, 16)
             } else if h.contains(where: { $0 != 0 }) {
                 // A damaged header: the segment's first record still tells where it belongs.
                 if let r = try firstRecord(segment: i) {
@@ -456,11 +486,14 @@ public final class RingStore {
             }
         }
         headers.sort { $0.firstSeq < $1.firstSeq }
-        // A checkpoint beyond anything the log could hold belongs to other files: ignored.
-        if let cp = rec.checkpointHead,
-            headers.isEmpty || cp > headers.last!.firstSeq + UInt64(segmentSize / Self.recordHeaderSize)
-        {
-            rec.checkpointHead = nil
+        // The checkpoint counts only beside the very segment it names (same activation epoch and
+        // first record): a checkpoint left from other segment files, or from an earlier lap, is
+        // ignored, and the whole log is read.
+        if let cp = checkpointFound {
+            maxEpoch = max(maxEpoch, cp.epoch)  // a new store never reuses the epoch it names
+            if headers.contains(where: { $0.epoch == cp.epoch && $0.firstSeq == cp.first && $0.epoch > 0 }) {
+                rec.checkpointHead = cp.head
+            }
         }
         var expected: UInt64?
         var acked: Set<UInt64> = []

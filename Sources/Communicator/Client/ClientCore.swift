@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import OfflineStore
 
 /// The connection's state, as the application sees it.
 public enum ConnectionState: Sendable, Equatable, CustomStringConvertible {
@@ -47,6 +48,14 @@ enum Completion: Sendable {
     case granted(filters: [String], @Sendable (Result<[UInt8], any Error>) -> Void)
     /// Subscriptions restored after a reconnect: results only logged.
     case restore(filters: [String])
+    /// A message kept in the offline store under this sequence number (its caller's completion,
+    /// if any, waits in the outbox).
+    case stored(UInt64)
+
+    var isStored: Bool {
+        if case .stored = self { return true }
+        return false
+    }
 }
 
 /// Requests from any thread to the loop that owns the session.
@@ -90,6 +99,9 @@ final class ClientCore: @unchecked Sendable {
     let droppedTotal = NIOLockedValueBox(0)
     private let lastSessionPresent = NIOLockedValueBox<Bool?>(nil)
     var sessionPresent: Bool? { lastSessionPresent.withLockedValue { $0 } }
+    let storeStatus = NIOLockedValueBox<OfflineStoreStatus?>(nil)
+    /// A reject_newest store refused its last message: `publish` refuses QoS 1/2 at once.
+    let storeRefusing = NIOLockedValueBox(false)
 
     // Owned by the loop:
     private var loop: EventLoop?
@@ -122,6 +134,10 @@ final class ClientCore: @unchecked Sendable {
     private var tickTask: RepeatedTask?
     private var attemptTimeout: Scheduled<Void>?
     private var reconnectTask: Scheduled<Void>?
+    /// The offline store (nil: none configured, or it could not be opened yet).
+    private var outbox: Outbox?
+    private var storeOpenFailure: (error: StoreError, at: Double)?
+    private var storeTickTask: RepeatedTask?
 
     init(config: MQTTConfig, clientID: String, logger: Logger) throws {
         self.config = config
@@ -137,6 +153,50 @@ final class ClientCore: @unchecked Sendable {
                 maxPacketSize: config.maxPacketSize, queueLimit: config.publishQueueMaxsize,
                 queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
                 dropOldestWhenFull: config.queueFullPolicy == .dropOldest))
+        if config.offlineStore != nil { openStore() }
+    }
+
+    /// Opens the offline store and puts QoS 2 flows of an earlier run back into the session.
+    /// A store that cannot be opened leaves the client working from memory; it is tried again.
+    private func openStore() {
+        guard let sc = config.offlineStore else { return }
+        do {
+            let o = try Outbox(config: sc, logger: logger, status: storeStatus, refusing: storeRefusing)
+            for f in o.recoverFlows() { machine.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq)) }
+            outbox = o
+            storeOpenFailure = nil
+        } catch {
+            if storeOpenFailure == nil {
+                logger.error(
+                    "offline store \(sc.directory) cannot be opened: \(error). Messages are kept in memory only (publish_queue_maxsize); trying again every \(sc.retryInterval) s")
+            }
+            storeOpenFailure = (error, Outbox.now())
+            storeStatus.withLockedValue {
+                $0 = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, degraded: "\(error)")
+            }
+        }
+    }
+
+    private func storeTick() {
+        if let f = storeOpenFailure, let sc = config.offlineStore, Outbox.now() - f.at >= sc.retryInterval {
+            openStore()
+        }
+        guard let outbox else { return }
+        outbox.tick()
+        failDroppedCallbacks()
+        if machine.isConnected {
+            feedFromStore(now: Self.now())
+            runActions()
+        }
+    }
+
+    private func failDroppedCallbacks() {
+        guard let outbox, !outbox.droppedCallbacks.isEmpty else { return }
+        let dropped = outbox.droppedCallbacks
+        outbox.droppedCallbacks.removeAll()
+        for c in dropped {
+            complete(c, .failure(ProtocolValidationError("message dropped: the offline store was full and when_full is drop_oldest")))
+        }
     }
 
     var state: ConnectionState { publicState.withLockedValue { $0 } }
@@ -202,10 +262,18 @@ final class ClientCore: @unchecked Sendable {
             $0.loop = loop
             $0.drainScheduled = true
         }
+        if config.offlineStore != nil {
+            storeTickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [self] _ in
+                storeTick()
+            }
+        }
         drain()
     }
 
     private func detach() {
+        storeTickTask?.cancel()
+        storeTickTask = nil
+        outbox?.close()
         inbox.withLockedValue {
             $0.loop = nil
             $0.drainScheduled = false
@@ -223,14 +291,55 @@ final class ClientCore: @unchecked Sendable {
         for command in commands {
             switch command {
             case .connect(let c): startConnect(c)
-            case .publish(let p, let c): machine.publish(p, token: c, now: now, into: &actions)
+            case .publish(let p, let c): accept(p, c, now: now)
             case .subscribe(let entries, let c): subscribe(entries, c, now: now)
             case .unsubscribe(let filters, let c): unsubscribe(filters, c, now: now)
             case .disconnect(let c): startDisconnect(c, now: now)
             case .setWill(let w): machine.setWill(w)
             }
         }
+        if let outbox {
+            outbox.commit()  // group commit of this batch's appends (sync: always)
+            failDroppedCallbacks()
+            feedFromStore(now: now)
+        }
         runActions()
+    }
+
+    /// A publish from the inbox: into the session (memory) or into the offline store.
+    private func accept(_ p: MQTTPacket.Publish, _ c: Completion, now: UInt64) {
+        guard let outbox, p.qos != .atMostOnce else {
+            machine.publish(p, token: c, now: now, into: &actions)
+            return
+        }
+        // persist: offline keeps messages in memory while the broker takes them promptly; once
+        // anything waits in the store, newer messages queue behind it there (order is kept).
+        let inMemory =
+            outbox.config.persist == .offline && machine.isConnected && !outbox.hasUnfed
+            && machine.inflightCount + machine.queuedCount < outbox.config.spillThreshold
+        if inMemory || outbox.degraded != nil {
+            machine.publish(p, token: c, now: now, into: &actions)
+            return
+        }
+        switch outbox.append(p, c, deferCommit: true) {
+        case .stored:
+            inbox.withLockedValue { $0.outstanding -= 1 }  // its room is the store's now
+        case .refused(let error):
+            inbox.withLockedValue { $0.outstanding -= 1 }
+            logger.warning("\(error.message)")
+            complete(c, .failure(error))
+        case .degraded:
+            machine.publish(p, token: c, now: now, into: &actions)
+        }
+    }
+
+    /// Hands stored messages to the session as far as its in-flight window has room.
+    private func feedFromStore(now: UInt64) {
+        guard let outbox, machine.isConnected, outbox.hasUnfed else { return }
+        let room = machine.window - machine.inflightCount - machine.queuedCount
+        for (seq, p) in outbox.next(limit: room) {
+            machine.publish(p, token: .stored(seq), now: now, into: &actions)
+        }
     }
 
     private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
@@ -321,6 +430,7 @@ final class ClientCore: @unchecked Sendable {
             for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
             connectWaiters.removeAll()
             setState(.disconnected(reason: "disconnect requested"))
+            outbox?.close()
             complete(completion, .success(()))
             if config.mode == .blocking { endLoop() }
             return
@@ -388,6 +498,7 @@ final class ClientCore: @unchecked Sendable {
         if userDisconnect {
             wantConnected = false
             setState(.disconnected(reason: "disconnect requested"))
+            outbox?.close()
             for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
             connectWaiters.removeAll()
             for w in disconnectWaiters { complete(w, .success(())) }
@@ -524,11 +635,18 @@ final class ClientCore: @unchecked Sendable {
             swap(&actions, &spareActions)
             // Room in the queue is given back before the completion callbacks run, so a caller
             // that publishes again from (or right after) a callback finds it.
+            // (Stored messages gave their room back when they were stored; QoS 0: when written.)
             var completed = 0
-            for case .publishCompleted in spareActions { completed += 1 }  // (.qos0Sent: when written)
+            var anyCompleted = false
+            for case .publishCompleted(let token, _) in spareActions {
+                anyCompleted = true
+                if !token.isStored { completed += 1 }
+            }
             if completed > 0 { inbox.withLockedValue { $0.outstanding -= completed } }
             for action in spareActions { perform(action) }
             spareActions.removeAll(keepingCapacity: true)
+            // The window opened: stored messages go next.
+            if anyCompleted && outbox != nil { feedFromStore(now: Self.now()) }
         }
         if needsFlush && !inReadBatch { writeOut() }
     }
@@ -536,6 +654,9 @@ final class ClientCore: @unchecked Sendable {
     private func writeOut() {
         guard needsFlush else { return }
         needsFlush = false
+        // A stored QoS 2 message's packet identifier (or its release) is durable before the
+        // bytes that use it leave: after a restart it is resent with the same identifier.
+        if let outbox, outbox.needsSync { outbox.syncBeforeSend() }
         guard let channel, out.readableBytes > 0 else {
             failWriteWaiters()
             return
@@ -568,6 +689,7 @@ final class ClientCore: @unchecked Sendable {
     private func perform(_ action: SessionMachine<Completion>.Action) {
         switch action {
         case .send(let packet):
+            if let outbox, case .ack(let a) = packet, a.kind == .pubrel { outbox.noteRelease(packetID: a.packetID) }
             packet.encode(version: machine.options.version, into: &out)
         case .flush:
             needsFlush = true
@@ -606,6 +728,24 @@ final class ClientCore: @unchecked Sendable {
             machine.sendQueued(now: now, into: &actions)
             for w in connectWaiters { complete(w, .success(())) }
             connectWaiters.removeAll()
+        case .assigned(let token, let packetID):
+            if case .stored(let seq) = token { outbox?.noteIdentity(seq, packetID: packetID) }
+        case .publishCompleted(.stored(let seq), let result):
+            guard let outbox else { return }
+            let (callback, final) = outbox.finished(seq, result)
+            switch result {
+            case .success:
+                if let callback { complete(callback, .success(())) }
+            case .failure(let f):
+                let error = mapFailure(f)
+                if final {
+                    logger.error("stored message \(seq) removed from the offline store: \(error.message)")
+                    if let callback { complete(callback, .failure(error)) }
+                } else if let callback {
+                    complete(callback, .failure(ProtocolConnectionError(
+                        "\(error.message); the message stays in the offline store and is sent after the next connect")))
+                }
+            }
         case .publishCompleted(let token, let result):
             switch result {
             case .success: complete(token, .success(()))
@@ -663,7 +803,7 @@ final class ClientCore: @unchecked Sendable {
 
     private func complete(_ completion: Completion, _ result: Result<Void, any Error>, granted: [UInt8] = []) {
         switch completion {
-        case .none, .restore: break
+        case .none, .restore, .stored: break
         case .done(let cb): cb(result)
         case .granted(let filters, let cb):
             switch result {

@@ -97,6 +97,9 @@ public struct MQTTConfig: Sendable {
     public var queueQoS0WhileDisconnected: Bool
     /// What a full publish queue does with a new message.
     public var queueFullPolicy: QueueFullPolicy
+    /// Keeps QoS 1/2 messages on flash while the broker is unreachable (and across restarts and
+    /// power cuts); nil = memory only.
+    public var offlineStore: OfflineStoreConfig?
 
     public enum QueueFullPolicy: String, Sendable {
         /// `publish` throws `ProtocolValidationError`; nothing already accepted is lost.
@@ -133,7 +136,8 @@ public struct MQTTConfig: Sendable {
         maxPacketSize: Int = 268_435_460,
         maxInflight: Int? = nil,
         queueQoS0WhileDisconnected: Bool = false,
-        queueFullPolicy: QueueFullPolicy = .reject
+        queueFullPolicy: QueueFullPolicy = .reject,
+        offlineStore: OfflineStoreConfig? = nil
     ) {
         self.brokerAddress = brokerAddress
         self.port = port
@@ -163,6 +167,7 @@ public struct MQTTConfig: Sendable {
         self.maxInflight = maxInflight
         self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
         self.queueFullPolicy = queueFullPolicy
+        self.offlineStore = offlineStore
     }
 
     var usesTLS: Bool { tls ?? (caCerts != nil || clientCertificate != nil || port == 8883) }
@@ -198,6 +203,7 @@ public struct MQTTConfig: Sendable {
         if (clientCertificate == nil) != (clientKey == nil) {
             p.append("client_certificate and client_key go together for mutual TLS: set both or neither")
         }
+        if let store = offlineStore { p += store.problems() }
         for (name, path) in [("ca_certs", caCerts), ("client_certificate", clientCertificate), ("client_key", clientKey)] {
             if let path, access(path, R_OK) != 0 {
                 p.append("\(name) file \"\(path)\" cannot be read: check the path and its permissions")

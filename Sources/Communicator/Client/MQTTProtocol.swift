@@ -90,6 +90,9 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
     public var droppedMessages: Int { core.droppedTotal.withLockedValue { $0 } }
 
+    /// The offline store's fill, counters and degraded state (nil without a store).
+    public var offlineStoreStatus: OfflineStoreStatus? { core.storeStatus.withLockedValue { $0 } }
+
     /// Why the last connection attempt or connection ended (nil if none has failed).
     public var lastError: (any CommunicatorError)? { core.lastError }
 
@@ -239,6 +242,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
             throw ProtocolConnectionError(
                 "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it")
+        }
+        if p.qos != .atMostOnce && core.storeRefusing.withLockedValue({ $0 }) {
+            throw ProtocolValidationError(
+                "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored")
         }
         guard core.submitPublish(p, completion) else {
             throw ProtocolValidationError(

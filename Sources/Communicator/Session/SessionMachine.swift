@@ -95,6 +95,10 @@ public struct SessionMachine<Token> {
         case publishCompleted(Token, Result<Void, Failure>)
         /// A QoS 0 publish was handed to `send`: it is complete once those bytes are written.
         case qos0Sent(Token)
+        /// A QoS 2 publish got its packet identifier; the `send` of it follows in the same batch.
+        /// An owner that keeps messages across restarts makes the identity durable before the
+        /// bytes leave (exactly once across a restart needs the same identifier on resend).
+        case assigned(Token, packetID: UInt16)
         /// Granted QoS or failure code per filter.
         case subscribeCompleted(Token, Result<[UInt8], Failure>)
         case unsubscribeCompleted(Token, Result<Void, Failure>)
@@ -205,6 +209,18 @@ public struct SessionMachine<Token> {
         while let p = pending.popFirst() {
             actions.append(.publishCompleted(p.token, .failure(failure)))
         }
+    }
+
+    /// Puts back a QoS 1/2 flow of an earlier run, kept in durable storage with its packet
+    /// identifier: on the next connection it is resent as [MQTT-4.4.0-1] asks (PUBLISH with DUP
+    /// set, or PUBREL when `released`), before anything queued.
+    public mutating func restoreOutgoing(_ publish: MQTTPacket.Publish, released: Bool, token: Token) {
+        guard let id = publish.packetID, publish.qos != .atMostOnce, outgoing[id] == nil else { return }
+        var p = publish
+        p.dup = true
+        order &+= 1
+        let state: OutState = publish.qos == .atLeastOnce ? .awaitingPuback : (released ? .awaitingPubcomp : .awaitingPubrec)
+        outgoing[id] = OutFlow(publish: p, state: state, token: token, order: order)
     }
 
     // MARK: - Requests
@@ -419,6 +435,7 @@ public struct SessionMachine<Token> {
                 outgoing[id] = OutFlow(
                     publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
                     token: p.token, order: order)
+                if p.publish.qos == .exactlyOnce { actions.append(.assigned(p.token, packetID: id)) }
                 send(.publish(p.publish), now: now, into: &actions)
             }
             sent = true

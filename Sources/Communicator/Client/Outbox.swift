@@ -1,0 +1,476 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import OfflineStore
+
+/// Where outgoing QoS 1/2 messages are kept on flash (see `OfflineStore.RingStore`).
+///
+/// Loss window per `persist` mode:
+/// - `.offline` (default): messages accepted while the broker is unreachable, or while more
+///   than `spillThreshold` messages wait in memory, go to the store; they are durable after the
+///   sync policy's interval (1 s by default). Messages accepted while the link is up and the
+///   backlog is short stay in memory until acknowledged: a crash or power cut loses at most those
+///   (`spillThreshold` plus the in-flight window).
+/// - `.always`: every QoS 1/2 message is written before it is sent; with `sync: .always` it is
+///   durable before the first send (group commit: one fdatasync per batch).
+public struct OfflineStoreConfig: Sendable {
+    public enum Persist: String, Sendable {
+        case offline
+        case always
+    }
+
+    /// Folder of the store's files (created on first use; 16 segments + a checkpoint file).
+    public var directory: String
+    /// Bytes on disk, fixed at creation (default 64 MiB).
+    public var capacity: Int
+    public var segments: Int
+    public var sync: RingStore.SyncPolicy
+    public var whenFull: RingStore.FullPolicy
+    public var persist: Persist
+    /// Messages waiting in memory (queued + in flight) beyond which new ones go to the store
+    /// even while connected (`.offline` mode).
+    public var spillThreshold: Int
+    /// After a disk error, how often (seconds) the disk is tried again.
+    public var retryInterval: Double
+    /// The file layer (the real one by default; tests put a failing one here).
+    public var fileSystem: any StoreFileSystem
+
+    public init(
+        directory: String, capacity: Int = 64 << 20, segments: Int = 16, sync: RingStore.SyncPolicy = .default,
+        whenFull: RingStore.FullPolicy = .dropOldest, persist: Persist = .offline, spillThreshold: Int = 100,
+        retryInterval: Double = 30, fileSystem: any StoreFileSystem = PosixFileSystem()
+    ) {
+        self.directory = directory
+        self.capacity = capacity
+        self.segments = segments
+        self.sync = sync
+        self.whenFull = whenFull
+        self.persist = persist
+        self.spillThreshold = spillThreshold
+        self.retryInterval = retryInterval
+        self.fileSystem = fileSystem
+    }
+
+    func problems() -> [String] {
+        var p: [String] = []
+        if directory.isEmpty { p.append("offline_store.directory is empty: name a folder on persistent storage") }
+        if segments < 2 { p.append("offline_store.segments \(segments) must be at least 2") }
+        if capacity / max(segments, 1) < 8192 {
+            p.append("offline_store.capacity \(capacity) is too small: each of the \(segments) segments needs at least 8 KiB")
+        }
+        if spillThreshold < 0 { p.append("offline_store.spill_threshold \(spillThreshold) must be 0 or more") }
+        if !(retryInterval > 0) { p.append("offline_store.retry_interval must be more than 0 seconds") }
+        return p
+    }
+}
+
+/// A snapshot of the offline store for status reports (`MQTTProtocol.offlineStoreStatus`).
+public struct OfflineStoreStatus: Sendable, Equatable {
+    public var directory: String
+    /// Messages waiting in the store (not yet acknowledged by the broker).
+    public var pending: Int
+    /// Share of the segments holding waiting messages (0...1).
+    public var fill: Double
+    /// Messages dropped by `drop_oldest` since the start.
+    public var dropped: Int
+    /// Corrupt records skipped when the store was opened.
+    public var corruptSkipped: Int
+    /// The disk error that put the store in degraded mode (nil: healthy).
+    public var degraded: String?
+}
+
+/// One record of the MQTT layer in the store. The store itself sees opaque bytes.
+///
+/// Layout (little-endian): `M` message: qos, flags (bit 0 retain), 0, accepted-at (ms since the
+/// epoch, u64), topic length (u16), topic, properties (5.0 encoding, length-prefixed), payload.
+/// `I` identity: message seq (u64), packet identifier (u16): written before the first send of a
+/// QoS 2 message. `R` released: message seq (u64): written before PUBREL.
+public enum StoredRecord: Equatable, Sendable {
+    case message(MQTTPacket.Publish, acceptedAtMillis: UInt64)
+    case identity(message: UInt64, packetID: UInt16)
+    case released(message: UInt64)
+
+    public struct DecodeError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public func encoded() -> [UInt8] {
+        var b = ByteBuffer()
+        switch self {
+        case .message(let p, let at):
+            b.writeInteger(UInt8(ascii: "M"))
+            b.writeInteger(p.qos.rawValue)
+            b.writeInteger(UInt8(p.retain ? 1 : 0))
+            b.writeInteger(UInt8(0))
+            b.writeInteger(at, endianness: .little)
+            b.writeInteger(UInt16(p.topic.utf8.count), endianness: .little)
+            b.writeString(p.topic)
+            p.properties.write(to: &b)
+            b.writeImmutableBuffer(p.payload)
+        case .identity(let m, let id):
+            b.writeInteger(UInt8(ascii: "I"))
+            b.writeInteger(m, endianness: .little)
+            b.writeInteger(id, endianness: .little)
+        case .released(let m):
+            b.writeInteger(UInt8(ascii: "R"))
+            b.writeInteger(m, endianness: .little)
+        }
+        return Array(b.readableBytesView)
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> StoredRecord {
+        var b = ByteBuffer(bytes: bytes)
+        func fail(_ what: String) -> DecodeError { DecodeError(description: "stored record of \(bytes.count) bytes: \(what)") }
+        guard let kind = b.readInteger(as: UInt8.self) else { throw fail("empty") }
+        switch kind {
+        case UInt8(ascii: "M"):
+            guard let q = b.readInteger(as: UInt8.self), let qos = QoS(rawValue: q), let flags = b.readInteger(as: UInt8.self),
+                b.readInteger(as: UInt8.self) != nil, let at = b.readInteger(endianness: .little, as: UInt64.self),
+                let n = b.readInteger(endianness: .little, as: UInt16.self), let topic = b.readString(length: Int(n))
+            else { throw fail("message header truncated") }
+            let props: MQTTProperties
+            do { props = try MQTTProperties.read(from: &b, context: .publish) } catch { throw fail("bad properties: \(error)") }
+            return .message(MQTTPacket.Publish(topic: topic, payload: b, qos: qos, retain: flags & 1 == 1, properties: props), acceptedAtMillis: at)
+        case UInt8(ascii: "I"):
+            guard let m = b.readInteger(endianness: .little, as: UInt64.self), let id = b.readInteger(endianness: .little, as: UInt16.self)
+            else { throw fail("identity truncated") }
+            return .identity(message: m, packetID: id)
+        case UInt8(ascii: "R"):
+            guard let m = b.readInteger(endianness: .little, as: UInt64.self) else { throw fail("released truncated") }
+            return .released(message: m)
+        default:
+            throw fail("unknown kind \(kind)")
+        }
+    }
+}
+
+/// The durable side of the publish queue, owned by the client's event loop (like the session).
+/// The client decides per message whether it goes to the store; the outbox appends it, hands
+/// stored messages to the session as the in-flight window opens (oldest first), and removes a
+/// message only after its PUBACK / PUBCOMP.
+final class Outbox {
+    struct QoS2State {
+        var identity: UInt64
+        var released: UInt64?
+        var packetID: UInt16
+    }
+
+    enum Accepted {
+        case stored
+        /// The store refused it for good (full under reject_newest, too large): the error says why.
+        case refused(ProtocolValidationError)
+        /// A disk error: the message must be kept in memory instead.
+        case degraded
+    }
+
+    let config: OfflineStoreConfig
+    let logger: Logger
+    let store: RingStore
+    /// Highest sequence number handed to the session (records above it wait in the store).
+    private var fedUpTo: UInt64 = 0
+    /// Completion callbacks of stored messages accepted by this process.
+    private var callbacks: [UInt64: Completion] = [:]
+    private var qos2: [UInt64: QoS2State] = [:]
+    private var byPacketID: [UInt16: UInt64] = [:]
+    /// Flows of an earlier run put back into the session; not fed again.
+    private var restored: Set<UInt64> = []
+    private(set) var degraded: StoreError?
+    private var lastRetry: Double = 0
+    private var unwrittenAcks: [UInt64] = []
+    /// Identity / released records appended: fdatasync before the next bytes reach the socket.
+    private(set) var needsSync = false
+    private var droppedSeen = 0
+    private var warnedFill = 0.0
+    /// Whether a reject_newest store refused the last append (checked by `publish` at once).
+    private let refusing: NIOLockedValueBox<Bool>
+    private let status: NIOLockedValueBox<OfflineStoreStatus?>
+
+    /// `status` and `refusing` are read by other threads (the facade).
+    init(config: OfflineStoreConfig, logger: Logger, status: NIOLockedValueBox<OfflineStoreStatus?>, refusing: NIOLockedValueBox<Bool>)
+        throws(StoreError)
+    {
+        self.config = config
+        self.logger = logger
+        self.status = status
+        self.refusing = refusing
+        store = try RingStore(
+            directory: config.directory,
+            options: .init(capacity: config.capacity, segmentCount: config.segments, sync: config.sync, whenFull: config.whenFull),
+            fileSystem: config.fileSystem)
+        let r = store.recovery
+        updateStatus()
+        logger.info(
+            "offline store \(config.directory): \(r.pending) messages waiting, \(r.corruptSkipped) corrupt records skipped, \(r.segmentsSkipped) segments covered by the checkpoint")
+        if r.corruptSkipped > 0 {
+            logger.warning("offline store \(config.directory): skipped \(r.corruptSkipped) corrupt records (power cut or media error); everything else was kept")
+        }
+    }
+
+    static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+
+    /// QoS 2 flows that had their packet identifier before the last stop: they go back into the
+    /// session with that identifier. Bookkeeping records without their message are retired.
+    func recoverFlows() -> [(seq: UInt64, publish: MQTTPacket.Publish, released: Bool)] {
+        var flows: [UInt64: (publish: MQTTPacket.Publish?, state: QoS2State?)] = [:]
+        var orphans: [UInt64] = []
+        var cursor: UInt64 = 0
+        do {
+            while true {
+                let batch = try store.pending(after: cursor, limit: 512)
+                guard let last = batch.last else { break }
+                cursor = last.seq
+                for r in batch {
+                    switch try? StoredRecord.decode(r.body) {
+                    case .identity(let m, let id):
+                        flows[m, default: (nil, nil)].state = QoS2State(identity: r.seq, released: nil, packetID: id)
+                    case .released(let m):
+                        if flows[m]?.state != nil { flows[m]!.state!.released = r.seq } else { orphans.append(r.seq) }
+                    case .message, .none:
+                        break
+                    }
+                }
+            }
+            var out: [(UInt64, MQTTPacket.Publish, Bool)] = []
+            for (m, f) in flows.sorted(by: { $0.key < $1.key }) {
+                guard let s = f.state else { continue }
+                guard store.isPending(m), let rec = try store.pending(after: m - 1, limit: 1).first, rec.seq == m,
+                    case .message(var p, _) = try? StoredRecord.decode(rec.body)
+                else {
+                    orphans.append(s.identity)
+                    if let r = s.released { orphans.append(r) }
+                    continue
+                }
+                p.packetID = s.packetID
+                qos2[m] = s
+                byPacketID[s.packetID] = m
+                restored.insert(m)
+                out.append((m, p, s.released != nil))
+            }
+            for o in orphans { try store.acknowledge(o) }
+            if !out.isEmpty {
+                logger.info("offline store: \(out.count) QoS 2 messages resume with their packet identifiers")
+            }
+            return out
+        } catch {
+            enterDegraded(error)
+            return []
+        }
+    }
+
+    /// Whether records wait in the store that the session has not been given yet.
+    var hasUnfed: Bool { store.lastSeq > fedUpTo && store.pendingCount > restored.count }
+
+    func append(_ p: MQTTPacket.Publish, _ completion: Completion, deferCommit: Bool) -> Accepted {
+        if degraded != nil { return .degraded }
+        let record = StoredRecord.message(p, acceptedAtMillis: Self.wallClockMillis()).encoded()
+        do {
+            let seq = try store.append(record, now: Self.now(), commit: !deferCommit)
+            if case .none = completion {} else { callbacks[seq] = completion }
+            if store.droppedCount != droppedSeen { noteDropped() }
+            if store.fill >= 0.8 { warnFill() } else if store.fill < 0.7 { warnedFill = 0 }
+            return .stored
+        } catch {
+            switch error {
+            case .full:
+                refusing.withLockedValue { $0 = true }
+                return .refused(ProtocolValidationError(
+                    "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored"))
+            case .tooLarge:
+                return .refused(ProtocolValidationError("message on \"\(p.topic)\" refused: \(error)"))
+            case .io, .layout, .locked:
+                enterDegraded(error)
+                return .degraded
+            }
+        }
+    }
+
+    /// Group commit: the appends of one batch become durable together.
+    func commit() {
+        guard store.isDirty, config.sync == .always, degraded == nil else { return }
+        do { try store.sync() } catch { enterDegraded(error) }
+    }
+
+    /// The next stored messages for the session, oldest first.
+    func next(limit: Int) -> [(seq: UInt64, publish: MQTTPacket.Publish)] {
+        guard limit > 0, store.lastSeq > fedUpTo else { return [] }
+        var out: [(UInt64, MQTTPacket.Publish)] = []
+        do {
+            while out.count < limit {
+                let batch = try store.pending(after: fedUpTo, limit: limit - out.count)
+                if batch.isEmpty {
+                    fedUpTo = store.lastSeq
+                    break
+                }
+                for r in batch {
+                    fedUpTo = r.seq
+                    guard !restored.contains(r.seq) else { continue }
+                    switch try? StoredRecord.decode(r.body) {
+                    case .message(let p, _):
+                        out.append((r.seq, p))
+                    case .identity, .released:
+                        break
+                    case .none:
+                        // Passed its CRC but not ours: written by something else. Retired, loudly.
+                        logger.error("offline store: record \(r.seq) is not a message of this program; removed")
+                        _ = try store.acknowledge(r.seq)
+                    }
+                }
+            }
+        } catch {
+            enterDegraded(error)
+        }
+        return out
+    }
+
+    /// A stored message finished in the session. Returns its caller's completion, if any, and
+    /// whether it is gone from the store (false: it stays and is sent again later).
+    func finished(_ seq: UInt64, _ result: Result<Void, SessionMachine<Completion>.Failure>) -> (Completion?, final: Bool) {
+        if case .failure(let f) = result, f == .connectionLost || isDropped(f) {
+            // The session gave it up (the client stopped reconnecting): still in the store, it is
+            // handed to the session again, as a new flow, after the next connect.
+            restored.remove(seq)
+            fedUpTo = min(fedUpTo, seq - 1)
+            retireQoS2State(seq)
+            return (callbacks.removeValue(forKey: seq), false)
+        }
+        acknowledge(seq)
+        retireQoS2State(seq)
+        restored.remove(seq)
+        refusing.withLockedValue { $0 = false }
+        return (callbacks.removeValue(forKey: seq), true)
+    }
+
+    private func retireQoS2State(_ seq: UInt64) {
+        guard let s = qos2.removeValue(forKey: seq) else { return }
+        byPacketID[s.packetID] = nil
+        acknowledge(s.identity)
+        if let r = s.released { acknowledge(r) }
+    }
+
+    private func isDropped(_ f: SessionMachine<Completion>.Failure) -> Bool {
+        if case .dropped = f { return true }
+        return false
+    }
+
+    /// Before the first send of a stored QoS 2 message: its identifier goes to the store.
+    func noteIdentity(_ seq: UInt64, packetID: UInt16) {
+        guard qos2[seq] == nil, degraded == nil else { return }
+        do {
+            let r = try store.append(StoredRecord.identity(message: seq, packetID: packetID).encoded(), now: Self.now(), commit: false)
+            qos2[seq] = QoS2State(identity: r, released: nil, packetID: packetID)
+            byPacketID[packetID] = seq
+            needsSync = true
+        } catch {
+            enterDegraded(error)
+        }
+    }
+
+    /// Before PUBREL of a stored QoS 2 message: the release goes to the store.
+    func noteRelease(packetID: UInt16) {
+        guard let m = byPacketID[packetID], qos2[m]?.released == nil, degraded == nil else { return }
+        do {
+            qos2[m]!.released = try store.append(StoredRecord.released(message: m).encoded(), now: Self.now(), commit: false)
+            needsSync = true
+        } catch {
+            enterDegraded(error)
+        }
+    }
+
+    /// Makes identity / released records durable (called before the socket write that needs it).
+    func syncBeforeSend() {
+        needsSync = false
+        guard degraded == nil else { return }
+        do { try store.sync() } catch { enterDegraded(error) }
+    }
+
+    private func acknowledge(_ seq: UInt64) {
+        guard degraded == nil else {
+            unwrittenAcks.append(seq)
+            return
+        }
+        do { try store.acknowledge(seq, now: Self.now()) } catch {
+            unwrittenAcks.append(seq)
+            enterDegraded(error)
+        }
+    }
+
+    /// Periodic: the sync policy, the checkpoint, retries after a disk error, the status snapshot.
+    func tick() {
+        let now = Self.now()
+        if let error = degraded {
+            if now - lastRetry >= config.retryInterval {
+                lastRetry = now
+                do {
+                    try store.sync()
+                    for a in unwrittenAcks { try store.acknowledge(a, now: now) }
+                    unwrittenAcks.removeAll()
+                    try store.sync()
+                    degraded = nil
+                    logger.notice("offline store \(config.directory): the disk works again (was: \(error)); storing messages again")
+                } catch {
+                    logger.warning("offline store \(config.directory): still failing: \(error); next try in \(config.retryInterval) s")
+                }
+            }
+        } else {
+            do { try store.tick(now: now) } catch { enterDegraded(error) }
+        }
+        updateStatus()
+    }
+
+    func updateStatus() {
+        let s = OfflineStoreStatus(
+            directory: config.directory, pending: store.pendingCount, fill: store.fill, dropped: store.droppedCount,
+            corruptSkipped: store.recovery.corruptSkipped, degraded: degraded.map { "\($0)" })
+        status.withLockedValue { $0 = s }
+    }
+
+    /// Syncs and checkpoints (a clean stop).
+    func close() {
+        guard degraded == nil else { return }
+        do { try store.close() } catch { enterDegraded(error) }
+        updateStatus()
+    }
+
+    private func enterDegraded(_ error: StoreError) {
+        if degraded == nil {
+            logger.error(
+                "offline store \(config.directory): \(error). Degraded: new messages are kept in memory (publish_queue_maxsize) and the disk is tried again every \(config.retryInterval) s")
+        }
+        degraded = error
+        lastRetry = Self.now()
+        updateStatus()
+    }
+
+    private func noteDropped() {
+        let n = store.droppedCount - droppedSeen
+        droppedSeen = store.droppedCount
+        logger.warning("offline store full: dropped the \(n) oldest waiting messages (when_full drop_oldest); \(droppedSeen) dropped since start")
+        // Callers waiting on dropped messages learn it now.
+        for (seq, c) in callbacks where seq > fedUpTo && !store.isPending(seq) {
+            callbacks[seq] = nil
+            droppedCallbacks.append(c)
+        }
+    }
+
+    /// Completions of messages the store dropped, for the client to fail.
+    var droppedCallbacks: [Completion] = []
+
+    private func warnFill() {
+        let level = store.fill >= 0.95 ? 0.95 : 0.8
+        guard level > warnedFill else { return }
+        warnedFill = level
+        logger.warning(
+            "offline store \(config.directory) is \(Int(store.fill * 100)) % full (\(store.pendingCount) messages waiting): \(config.whenFull == .dropOldest ? "the oldest will be dropped" : "new messages will be refused") when it is full")
+    }
+
+    private static func wallClockMillis() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)
+    }
+}
