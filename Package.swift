@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "mqtt-example", targets: ["mqtt-example"]),
         .executable(name: "mqtt-bench", targets: ["mqtt-bench"]),
         .executable(name: "store-bench", targets: ["store-bench"]),
+        .executable(name: "offline-probe", targets: ["offline-probe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -46,6 +47,8 @@ let package = Package(
         ),
         // Offline store benchmarks on the real file system (numbers, not tests).
         .executableTarget(name: "store-bench", dependencies: ["OfflineStore"]),
+        // Publishes numbered messages through an offline store, for the SIGKILL black-box test.
+        .executableTarget(name: "offline-probe", dependencies: ["Communicator", "OfflineStore"]),
         .testTarget(
             name: "CommunicatorTests",
             dependencies: [
@@ -61,6 +64,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "Communicator",
+                "OfflineStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -263,7 +263,7 @@ final class ClientCore: @unchecked Sendable {
             $0.drainScheduled = true
         }
         if config.offlineStore != nil {
-            storeTickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [self] _ in
+            storeTickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { [self] _ in
                 storeTick()
             }
         }
