@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "Communicator", targets: ["Communicator"]),
         .library(name: "OfflineStore", targets: ["OfflineStore"]),
+        .executable(name: "edge-agent", targets: ["edge-agent"]),
         .executable(name: "mqtt-example", targets: ["mqtt-example"]),
         .executable(name: "mqtt-bench", targets: ["mqtt-bench"]),
         .executable(name: "store-bench", targets: ["store-bench"]),
@@ -17,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // The MQTT library: codec (pure), session state machine (pure), NIO transport, public API.
@@ -32,6 +34,18 @@ let package = Package(
         ),
         // The flash-friendly ring buffer of opaque records (knows nothing of MQTT).
         .target(name: "OfflineStore"),
+        // The agent: configuration, status, LED, event sources, commands, store tools.
+        .target(
+            name: "EdgeAgent",
+            dependencies: ["Communicator", "OfflineStore"]
+        ),
+        .executableTarget(
+            name: "edge-agent",
+            dependencies: [
+                "EdgeAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "mqtt-example",
             dependencies: ["Communicator"]

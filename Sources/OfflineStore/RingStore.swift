@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A bounded, flash-friendly, power-cut-safe log of opaque records (it knows nothing of MQTT).
 ///
 /// Layout: `segmentCount` preallocated segment files of `capacity / segmentCount` bytes each,
@@ -160,6 +166,26 @@ public final class RingStore {
         try recover(&rec)
         recovery = rec
         checkpointedHead = headSeq
+    }
+
+    /// The layout of the store already in `directory`, read from its files (for tools that
+    /// inspect a store without its configuration).
+    public static func existingOptions(directory: String) throws(StoreError) -> Options {
+        var count = 0
+        var size = 0
+        while true {
+            let path = directory + "/" + fileNames(segmentCount: count + 1)[count]
+            var st = stat()
+            guard stat(path, &st) == 0 else { break }
+            if count == 0 { size = Int(st.st_size) }
+            count += 1
+        }
+        guard count >= 2, size >= 2 * pageSize else {
+            var st = stat()
+            if stat(directory, &st) != 0 { throw .io(operation: "stat", path: directory, errno: errno) }
+            throw .layout("\(directory) holds no store (no segment-00.dat and segment-01.dat of at least 8 KiB)")
+        }
+        return Options(capacity: size * count, segmentCount: count)
     }
 
     /// The names of the files a store in a directory consists of (fixed for its segment count).

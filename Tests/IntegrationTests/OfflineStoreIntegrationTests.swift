@@ -278,6 +278,45 @@ struct OfflineStoreIntegrationTests {
         #expect(Self.listing(dir) == files)
     }
 
+    static func runTool(_ args: [String]) throws -> (status: Int32, output: String) {
+        let out = TestFiles.makeTempDir("tool").appendingPathComponent("out").path
+        let child = try Child.spawn(packageRoot.appendingPathComponent(".build/debug/edge-agent").path, args, output: out)
+        let status = try child.wait(timeout: 30)
+        return (status, child.output)
+    }
+
+    @Test("edge-agent buffer inspect shows what waits, beside the running program; --dump gives every record as JSON")
+    func bufferInspect() throws {
+        let dir = TestFiles.makeTempDir("probe-store").path
+        let out = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
+        let probe = try Child.spawn(
+            Self.probe, ["--port", "\(Broker.freePort())", "--store", dir, "--count", "200", "--interval-ms", "0", "--capacity", "\(1 << 20)"],
+            output: out)
+        defer { probe.stop(signal: SIGKILL) }
+        try waitUntil(timeout: 30, "200 accepted") { probe.output.contains("accepted 200 ") }
+        usleep(1_400_000)  // one sync interval
+        let (status, text) = try Self.runTool(["buffer", "inspect", dir])
+        #expect(status == 0, "\(text)")
+        #expect(text.contains("waiting:    200 messages"), "\(text)")
+        #expect(text.contains("oldest:     #1  ") && text.contains("newest:     #200  ") && text.contains("probe/seq"), "\(text)")
+        #expect(text.contains("corrupt:    0 records skipped"), "\(text)")
+        let (dumpStatus, dump) = try Self.runTool(["buffer", "inspect", dir, "--dump"])
+        #expect(dumpStatus == 0)
+        let lines = dump.split(separator: "\n")
+        #expect(lines.count == 200)
+        for (i, line) in lines.enumerated() {
+            let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(json?["seq"] as? Int == i + 1 && json?["kind"] as? String == "message" && json?["qos"] as? Int == 1)
+            #expect(json?["payload"] as? String == Self.probePayload(i + 1))
+        }
+        let (limited, few) = try Self.runTool(["buffer", "inspect", dir, "--dump", "--limit", "3"])
+        #expect(limited == 0 && few.split(separator: "\n").count == 3)
+        let (bad, message) = try Self.runTool(["buffer", "inspect", dir + "/nothing-here"])
+        #expect(bad == 1)
+        #expect(message.contains("cannot read the offline store at \(dir)/nothing-here") && message.contains("No such file or directory"), "\(message)")
+        #expect(probe.isRunning, "inspecting disturbed the running program")
+    }
+
     enum QoS2Stop: String, CaseIterable, Sendable {
         case afterPublish = "after PUBLISH"
         case afterPubrel = "after PUBREL"
