@@ -194,6 +194,33 @@ struct OfflineStoreIntegrationTests {
         _ = first
     }
 
+    @Test("a full file system: the store cannot be created, the client runs degraded from memory, and takes the store once there is room",
+          .enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")))
+    func fullFileSystem() throws {
+        let mountPoint = TestFiles.makeTempDir("tmpfs").path
+        guard system("mount -t tmpfs -o size=512k tmpfs '\(mountPoint)'") == 0 else {
+            Issue.record("cannot mount a tmpfs at \(mountPoint)")
+            return
+        }
+        defer { _ = system("umount '\(mountPoint)'") }
+        _ = system("dd if=/dev/zero of='\(mountPoint)/filler' bs=4k count=100 2>/dev/null")  // 400 of 512 KiB
+        let store = OfflineStoreConfig(directory: mountPoint + "/store", capacity: 16 * 16384, retryInterval: 0.5)
+        let broker = try SharedBroker.get()
+        let client = MQTTProtocol(config: config(port: broker.port, store: store))
+        let reason = client.offlineStoreStatus?.degraded ?? ""
+        #expect(reason.contains("No space left on device"), "\(reason)")
+        let inbox = Inbox()
+        try client.connect()
+        let topic = uniqueTopic("fullfs")
+        try client.subscribe(topic, qos: 1) { t, p in inbox.add(t, p) }
+        for i in 1...20 { try client.publish(topic, "\(i)", qos: 1) }
+        #expect(try inbox.wait(for: 20).map(\.payload) == (1...20).map { "\($0)" })
+        unlink(mountPoint + "/filler")
+        try waitUntil(timeout: 5, "the store opened on a retry") { client.offlineStoreStatus?.degraded == nil }
+        #expect(Self.listing(mountPoint + "/store").count == 17)
+        client.disconnect()
+    }
+
     // MARK: - Black box: a separate program, killed with SIGKILL
 
     struct ProbeRun {
