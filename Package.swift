@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // The MQTT library: codec (pure), session state machine (pure), NIO transport, public API.
@@ -37,12 +39,32 @@ let package = Package(
         // The agent: configuration, status, LED, event sources, commands, store tools.
         .target(
             name: "EdgeAgent",
-            dependencies: ["Communicator", "OfflineStore"]
+            dependencies: [
+                "Communicator", "OfflineStore", "DeviceAdapters",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
+        // Hardware behind small protocols: the status LED (libgpiod or simulated), event sources.
+        .target(
+            name: "DeviceAdapters",
+            dependencies: [
+                "CGPIOShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The C shim over libgpiod 1.x / 2.x. The explicit link: a modulemap's `link` alone
+        // leaves the C code's calls unresolved in some builds (shared/research/arm-build-notes.md).
+        .target(name: "CGPIOShim", linkerSettings: [.linkedLibrary("gpiod")]),
         .executableTarget(
             name: "edge-agent",
             dependencies: [
                 "EdgeAgent",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,0 +1,249 @@
+import Communicator
+import DeviceAdapters
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The agent: configuration → sources → events → MQTT, with the device status (retained
+/// `online`, Will `offline`), the retained info document and the status LED.
+public final class Agent: @unchecked Sendable {
+    public let config: AgentConfig
+    let logger: Logger
+    let mqtt: MQTTProtocol
+    let pipeline: EventPipeline
+    let sources: [EventSource]
+    let player: LightPlayer?
+    let startedAt = Date()
+    let startedUptime = ProcessInfo.processInfo.systemUptime
+    private let state = NIOLockedValueBox<(current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)>(
+        (.connecting, nil, 0, false, false))
+    private let wake = NSCondition()
+    private var connector: Thread?
+    private var infoTimer: DispatchSourceTimer?
+    private let infoQueue = DispatchQueue(label: "edge-agent.info")
+
+    public var currentState: AgentState { state.withLockedValue { $0.current } }
+
+    /// Builds everything; throws (with every reason) when the agent cannot run as configured.
+    public init(config: AgentConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        var mqttLogger = logger
+        mqttLogger[metadataKey: "part"] = "mqtt"
+        mqtt = MQTTProtocol(config: config.mqttConfig(), logger: mqttLogger)
+        pipeline = EventPipeline(
+            mqtt: mqtt, topic: config.topic(config.topics.events), qos: config.eventsQoS, deviceID: config.deviceID,
+            sequence: try SequenceCounter(directory: config.stateDirectory), logger: logger)
+        // The LED: a missing chip or line is logged and the agent goes on without it, unless required.
+        var player: LightPlayer?
+        if config.led.enabled {
+            do {
+                let light: StatusLight =
+                    config.led.driver == "gpiod"
+                    ? try GPIOLight(chip: config.led.chip, line: UInt32(config.led.line), activeLow: config.led.activeLow)
+                    : SimulatedLight(logPath: config.led.simulatedLog)
+                let l = logger
+                player = LightPlayer(light: light) { l.warning("status LED: \($0)") }
+                logger.info("status LED: \(light.name)\(config.led.driver == "gpiod" ? " (\(GPIOLight.libraryVersion))" : "")")
+            } catch {
+                if config.led.required { throw AgentError("status LED required (led.required) but \(error)") }
+                logger.error("status LED unavailable, going on without it: \(error)")
+            }
+        }
+        self.player = player
+        var built: [EventSource] = []
+        for s in config.sources {
+            let l = logger
+            switch s.type {
+            case "simulated": built.append(SimulatedCamera(name: s.name, rate: s.rate, labels: s.labels.isEmpty ? ["person", "car", "bicycle", "dog"] : s.labels))
+            case "socket": built.append(SocketSource(name: s.name, path: s.path, maxLineBytes: s.maxLineBytes) { l.warning("\($0)") })
+            case "v4l2": built.append(V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval))
+            default: built.append(DirectoryWatcher(name: s.name, path: s.path))
+            }
+        }
+        sources = built
+    }
+
+    // MARK: - Lifecycle
+
+    /// Starts the LED, the MQTT session (in the background: a broker that is down at boot is
+    /// retried for ever), the sources and the info timer.
+    public func start() throws {
+        setState(.connecting)
+        try mqtt.setWill(topic: config.topic(config.topics.status), payload: "offline", qos: 1, retain: true)
+        mqtt.onStateChange { [weak self] s in self?.connectionChanged(s) }
+        for s in sources {
+            do {
+                let pipeline = self.pipeline
+                try s.start { [unowned s] event in pipeline.publish(event, from: s) }
+                logger.info("source \(s.name) (\(s.kind)) started")
+            } catch {
+                stopSources()
+                throw AgentError("source \(s.name) cannot start: \(error)")
+            }
+        }
+        let t = Thread { [self] in connectLoop() }
+        t.name = "edge-agent-connect"
+        connector = t
+        t.start()
+        let timer = DispatchSource.makeTimerSource(queue: infoQueue)
+        timer.schedule(deadline: .now() + config.infoInterval, repeating: config.infoInterval)
+        timer.setEventHandler { [weak self] in self?.publishInfo() }
+        timer.resume()
+        infoTimer = timer
+    }
+
+    /// The first connect (and every one after the client gave up): with back-off, for ever.
+    private func connectLoop() {
+        var delay = config.mqtt.reconnectInitialDelay
+        while !state.withLockedValue({ $0.stopping }) {
+            do {
+                try mqtt.connect()
+                return  // from here on the client reconnects by itself (max_reconnect_attempts 0)
+            } catch {
+                let auth = error is ProtocolAuthenticationError
+                setState(auth ? .error : .offline)
+                logger.warning("cannot connect to \(config.mqtt.host):\(config.mqtt.port): \(error); next try in \(Int(delay)) s")
+            }
+            wake.lock()
+            _ = wake.wait(until: Date().addingTimeInterval(max(0.05, delay)))
+            wake.unlock()
+            delay = min(config.mqtt.reconnectMaxDelay, max(0.1, delay * 2))
+        }
+    }
+
+    private func connectionChanged(_ s: ConnectionState) {
+        switch s {
+        case .connected:
+            let first = state.withLockedValue { st -> Bool in
+                let first = !st.everConnected
+                if st.everConnected { st.reconnects += 1 }
+                st.everConnected = true
+                st.connectedSince = Date()
+                return first
+            }
+            setState(.connected)
+            logger.info("\(first ? "connected" : "reconnected") to \(config.mqtt.host):\(config.mqtt.port) as \(mqtt.clientID)")
+            do { try mqtt.publish(config.topic(config.topics.status), "online", qos: 1, retain: true) } catch {
+                logger.error("status online not published: \(error)")
+            }
+            infoQueue.async { [weak self] in self?.publishInfo() }
+        case .connecting:
+            if currentState != .offline && currentState != .error { setState(.connecting) }
+        case .reconnecting, .disconnected:
+            state.withLockedValue { $0.connectedSince = nil }
+            if state.withLockedValue({ $0.stopping }) { return }
+            setState(mqtt.lastError is ProtocolAuthenticationError ? .error : .offline)
+        case .idle:
+            break
+        }
+    }
+
+    private func setState(_ s: AgentState) {
+        let changed = state.withLockedValue { st -> Bool in
+            guard st.current != s else { return false }
+            st.current = s
+            return true
+        }
+        if let player, let p = config.led.patterns[s] { player.play(p) }
+        if changed { logger.info("state: \(s.rawValue)") }
+    }
+
+    /// A clean stop: sources first, then the retained `offline` (a clean DISCONNECT suppresses
+    /// the Will, so the agent says it itself), then DISCONNECT; the LED goes off.
+    public func stop() {
+        state.withLockedValue { $0.stopping = true }
+        wake.lock()
+        wake.broadcast()
+        wake.unlock()
+        infoTimer?.cancel()
+        stopSources()
+        if mqtt.state == .connected {
+            let done = DispatchSemaphore(value: 0)
+            do {
+                try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "offline"), qos: 1, retain: true) { _ in done.signal() }
+                if done.wait(timeout: .now() + 3) == .timedOut { logger.warning("status offline not acknowledged within 3 s") }
+            } catch {
+                logger.warning("status offline not published: \(error)")
+            }
+        }
+        mqtt.disconnect()
+        setState(.stopped)
+        player?.stop()
+        logger.info("stopped")
+    }
+
+    private func stopSources() {
+        for s in sources { s.stop() }
+    }
+
+    // MARK: - Info document
+
+    struct Info: Encodable {
+        struct Connection: Encodable {
+            var broker: String
+            var state: String
+            var connected_since: String?
+            var reconnects: Int
+            var last_error: String?
+            var client_id: String
+        }
+        struct Buffer: Encodable {
+            var pending: Int
+            var fill: Double
+            var dropped: Int
+            var corrupt_skipped: Int
+            var degraded: String?
+        }
+        struct Source: Encodable {
+            var name: String
+            var type: String
+            var counters: [String: Int]
+        }
+        struct Events: Encodable {
+            var published: Int
+            var failed: Int
+            var last_seq: UInt64
+        }
+        var device_id: String
+        var version: String
+        var state: String
+        var started_at: String
+        var uptime_s: Int
+        var connection: Connection
+        var buffer: Buffer?
+        var sources: [Source]
+        var events: Events
+        var led: String?
+    }
+
+    func info() -> Info {
+        let st = state.withLockedValue { $0 }
+        let store = mqtt.offlineStoreStatus
+        let ev = pipeline.figures
+        return Info(
+            device_id: config.deviceID, version: EdgeAgentVersion.current, state: st.current.rawValue,
+            started_at: EventPipeline.timestamp(startedAt), uptime_s: Int(ProcessInfo.processInfo.systemUptime - startedUptime),
+            connection: .init(
+                broker: "\(config.mqtt.host):\(config.mqtt.port)", state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
+                reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID),
+            buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, degraded: $0.degraded) },
+            sources: sources.map { .init(name: $0.name, type: $0.kind, counters: $0.counters) },
+            events: .init(published: ev.published, failed: ev.failed, last_seq: ev.lastSeq),
+            led: player.map { "\($0.light.name): \($0.current)" })
+    }
+
+    public func infoJSON() -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? e.encode(info())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    private func publishInfo() {
+        guard mqtt.state == .connected else { return }
+        do { try mqtt.publish(config.topic(config.topics.info), infoJSON(), qos: 1, retain: true) } catch {
+            logger.warning("info not published: \(error)")
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+
+/// One line per event, for a person and for journald: under systemd (JOURNAL_STREAM set) each
+/// line starts with its syslog priority (`<3>` error ... `<7>` debug) and no timestamp (journald
+/// adds its own); otherwise an ISO timestamp and the level. Metadata follows as key=value.
+public struct AgentLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    let label: String
+    let journald: Bool
+
+    public init(label: String, level: Logger.Level, journald: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
+        self.label = label
+        self.logLevel = level
+        self.journald = journald
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let m = event.metadata { all.merge(m) { $1 } }
+        let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let text = "\(event.message)".replacingOccurrences(of: "\n", with: " | ")
+        let line: String
+        if journald {
+            line = "<\(Self.priority(event.level))>\(label): \(text)\(extra)\n"
+        } else {
+            line = "\(Self.stamp()) \(event.level) \(label): \(text)\(extra)\n"
+        }
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    static func priority(_ l: Logger.Level) -> Int {
+        switch l {
+        case .trace, .debug: 7
+        case .info: 6
+        case .notice: 5
+        case .warning: 4
+        case .error: 3
+        case .critical: 2
+        }
+    }
+
+    static func stamp() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+}

@@ -1,0 +1,400 @@
+import Communicator
+import DeviceAdapters
+import Foundation
+import OfflineStore
+
+/// The agent's configuration: one YAML file (every key documented in
+/// config/edge-agent.example.yaml), any key overridable by the environment
+/// (`EDGE_AGENT_MQTT__PASSWORD` for `mqtt.password`). A minimal file is a device id and a broker.
+public struct AgentConfig: Sendable {
+    public struct MQTT: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 1883
+        public var clientID = "{device_id}"
+        public var username: String?
+        public var password: String?
+        public var caCerts: String?
+        public var clientCertificate: String?
+        public var clientKey: String?
+        public var tlsServerName: String?
+        public var protocolVersion = "5.0"
+        public var keepalive = 60
+        public var timeout = 10.0
+        public var sessionExpiry = 86_400
+        public var reconnectInitialDelay = 1.0
+        public var reconnectMaxDelay = 60.0
+    }
+
+    public struct Topics: Sendable {
+        public var status = "device/status"
+        public var info = "device/info"
+        public var events = "vision/events"
+    }
+
+    public struct Store: Sendable {
+        public var enabled = true
+        public var directory = "/var/lib/edge-agent/buffer"
+        public var capacityMB = 64
+        public var sync = "interval"
+        public var syncInterval = 1.0
+        public var whenFull = "drop_oldest"
+        public var persist = "offline"
+    }
+
+    public struct LED: Sendable {
+        public var enabled = true
+        public var driver = "simulated"
+        public var board: String?
+        public var chip = "gpiochip0"
+        public var line = 0
+        public var activeLow = false
+        public var required = false
+        public var simulatedLog: String?
+        public var patterns: [AgentState: LightPattern] = AgentState.defaultPatterns
+    }
+
+    public struct Source: Sendable {
+        public var type: String
+        public var name: String
+        public var rate = 1.0
+        public var labels: [String] = []
+        public var path = ""
+        public var maxLineBytes = 65_536
+        public var directory = "/dev"
+        public var sysfs = "/sys/class/video4linux"
+        public var pollInterval = 2.0
+    }
+
+    public var deviceID = ""
+    public var mqtt = MQTT()
+    public var topics = Topics()
+    public var eventsQoS = 1
+    public var infoInterval = 60.0
+    public var store = Store()
+    public var led = LED()
+    public var sources: [Source] = []
+    public var stateDirectory = "/var/lib/edge-agent"
+    public var logLevel = "info"
+    public var hardwareDirectory = "/usr/share/edge-agent/hardware"
+    /// Keys set from the environment.
+    public var fromEnvironment: Set<String> = []
+
+    public init() {}
+
+    /// Reads and validates the file; throws with every problem at once.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> AgentConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read (permissions?)" : "does not exist"
+            throw ConfigError(problems: ["configuration file \(path) \(reason): pass --config with the right path (example: config/edge-agent.example.yaml)"])
+        }
+        let baseDir = (path as NSString).deletingLastPathComponent
+        return try parse(String(decoding: data, as: UTF8.self), source: path, environment: environment, baseDirectory: baseDir)
+    }
+
+    static func parse(_ text: String, source: String, environment: [String: String], baseDirectory: String) throws(ConfigError) -> AgentConfig {
+        let t = try ConfigTree(yaml: text, source: source)
+        t.applyEnvironment(environment)
+        var c = AgentConfig()
+        c.fromEnvironment = t.fromEnvironment
+
+        if let id = t.string("device_id", nil), !id.isEmpty {
+            if id.range(of: "^[A-Za-z0-9._-]{1,64}$", options: .regularExpression) == nil {
+                t.problem("device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id")
+            }
+            c.deviceID = id
+        } else {
+            t.problem("device_id: missing; set a unique name for this board (e.g. device_id: cam-0042)")
+        }
+
+        // mqtt
+        var m = MQTT()
+        m.host = t.string("mqtt.host", m.host) ?? m.host
+        if m.host.isEmpty { t.problem("mqtt.host: empty; set the broker's host name or address") }
+        m.port = t.int("mqtt.port", m.port, 1...65_535)
+        m.clientID = t.string("mqtt.client_id", m.clientID) ?? m.clientID
+        m.username = t.string("mqtt.username", nil)
+        m.password = t.string("mqtt.password", nil)
+        m.caCerts = t.string("mqtt.ca_certs", nil)
+        m.clientCertificate = t.string("mqtt.client_certificate", nil)
+        m.clientKey = t.string("mqtt.client_key", nil)
+        m.tlsServerName = t.string("mqtt.tls_server_name", nil)
+        m.protocolVersion = t.choice("mqtt.protocol_version", m.protocolVersion, ["5.0", "3.1.1"])
+        m.keepalive = t.int("mqtt.keepalive", m.keepalive, 0...65_535)
+        m.timeout = t.double("mqtt.timeout", m.timeout, 0.1...600)
+        m.sessionExpiry = t.int("mqtt.session_expiry", m.sessionExpiry, 0...4_294_967_295)
+        m.reconnectInitialDelay = t.double("mqtt.reconnect_initial_delay", m.reconnectInitialDelay, 0...3600)
+        m.reconnectMaxDelay = t.double("mqtt.reconnect_max_delay", m.reconnectMaxDelay, 0...86_400)
+        if m.reconnectMaxDelay < m.reconnectInitialDelay {
+            t.problem("mqtt.reconnect_max_delay: \(m.reconnectMaxDelay) is below reconnect_initial_delay \(m.reconnectInitialDelay)")
+        }
+        for (key, file) in [("mqtt.ca_certs", m.caCerts), ("mqtt.client_certificate", m.clientCertificate), ("mqtt.client_key", m.clientKey)] {
+            if let file, !FileManager.default.isReadableFile(atPath: file) {
+                t.problem("\(key): \(file) cannot be read (missing, or no permission for this user)")
+            }
+        }
+        if (m.clientCertificate == nil) != (m.clientKey == nil) {
+            t.problem("mqtt.client_certificate and mqtt.client_key go together for mutual TLS: set both or neither")
+        }
+        if m.password != nil && m.username == nil { t.problem("mqtt.password is set without mqtt.username") }
+        c.mqtt = m
+
+        // topics
+        for (key, keyPath) in [("status", \Topics.status), ("info", \Topics.info), ("events", \Topics.events)] as [(String, WritableKeyPath<Topics, String>)] {
+            let v = t.string("topics.\(key)", c.topics[keyPath: keyPath]) ?? c.topics[keyPath: keyPath]
+            c.topics[keyPath: keyPath] = v
+            let expanded = v.replacingOccurrences(of: "{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+            if let p = Topic.nameProblem(expanded) { t.problem("topics.\(key): \(p)") }
+            if expanded.contains("{") { t.problem("topics.\(key): only {device_id} may be used in a topic template") }
+        }
+        c.eventsQoS = t.int("events.qos", 1, 0...2)
+        c.infoInterval = t.double("status.info_interval", 60, 1...86_400)
+
+        // offline store
+        var s = Store()
+        s.enabled = t.bool("offline_store.enabled", s.enabled)
+        s.directory = t.string("offline_store.directory", s.directory) ?? s.directory
+        s.capacityMB = t.int("offline_store.capacity_mb", s.capacityMB, 1...65_536)
+        s.sync = t.choice("offline_store.sync", s.sync, ["interval", "always", "none"])
+        s.syncInterval = t.double("offline_store.sync_interval", s.syncInterval, 0.01...60)
+        s.whenFull = t.choice("offline_store.when_full", s.whenFull, ["drop_oldest", "reject_newest"])
+        s.persist = t.choice("offline_store.persist", s.persist, ["offline", "always"])
+        c.store = s
+
+        // LED (a board profile first, then the file's own keys on top)
+        var l = LED()
+        l.enabled = t.bool("led.enabled", l.enabled)
+        l.driver = t.choice("led.driver", l.driver, ["simulated", "gpiod"])
+        c.hardwareDirectory = t.string("hardware_dir", nil) ?? Self.defaultHardwareDirectory(near: baseDirectory)
+        if let board = t.string("led.board", nil) {
+            l.board = board
+            if let profile = Self.boardProfile(board, directory: c.hardwareDirectory, problems: t.problem) {
+                l.chip = profile.chip
+                l.line = profile.line
+                l.activeLow = profile.activeLow
+            }
+        }
+        l.chip = t.string("led.chip", l.chip) ?? l.chip
+        l.line = t.int("led.line", l.line, 0...1023)
+        l.activeLow = t.bool("led.active_low", l.activeLow)
+        l.required = t.bool("led.required", l.required)
+        l.simulatedLog = t.string("led.simulated_log", nil)
+        for state in AgentState.allCases {
+            if let text = t.string("led.patterns.\(state.rawValue)", nil) {
+                do { l.patterns[state] = try LightPattern(parsing: text) } catch { t.problem("led.patterns.\(state.rawValue): \(error)") }
+            }
+        }
+        c.led = l
+
+        // sources
+        var names: Set<String> = []
+        for (i, item) in t.list("sources").enumerated() {
+            let p = "sources[\(i)]"
+            guard case .mapping(let pairs) = item else {
+                t.problem("\(p): expected a mapping with type and name")
+                continue
+            }
+            func key(_ k: String) -> String { "\(p).\(k)" }
+            let type = t.choice(key("type"), "", ["simulated", "socket", "v4l2", "directory"], in: item)
+            if item.child("type") == nil { t.problem("\(key("type")): missing; one of simulated, socket, v4l2, directory") }
+            var src = Source(type: type, name: t.string(key("name"), type.isEmpty ? "source\(i)" : "\(type)\(i)", in: item) ?? "")
+            if !names.insert(src.name).inserted { t.problem("\(key("name")): \"\(src.name)\" is used by another source; names must be unique") }
+            var allowed: Set<String> = ["type", "name"]
+            switch type {
+            case "simulated":
+                src.rate = t.double(key("rate"), 1, 0.001...1000, in: item)
+                if let labels = item.child("labels") {
+                    if case .sequence(let ls) = labels {
+                        src.labels = ls.compactMap { if case .scalar(let s, _) = $0 { s } else { nil } }
+                    } else {
+                        t.problem("\(key("labels")): expected a list of labels")
+                    }
+                }
+                allowed.formUnion(["rate", "labels"])
+            case "socket":
+                src.path = t.string(key("path"), "/run/edge-agent/events.sock", in: item) ?? ""
+                src.maxLineBytes = t.int(key("max_line_bytes"), 65_536, 64...16_777_216, in: item)
+                allowed.formUnion(["path", "max_line_bytes"])
+            case "v4l2":
+                src.directory = t.string(key("directory"), "/dev", in: item) ?? "/dev"
+                src.sysfs = t.string(key("sysfs"), "/sys/class/video4linux", in: item) ?? ""
+                src.pollInterval = t.double(key("poll_interval"), 2, 0.05...3600, in: item)
+                allowed.formUnion(["directory", "sysfs", "poll_interval"])
+            case "directory":
+                src.path = t.string(key("path"), nil, in: item) ?? ""
+                if src.path.isEmpty { t.problem("\(key("path")): missing; the snapshot folder to watch") }
+                allowed.formUnion(["path"])
+            default:
+                break
+            }
+            for (k, _) in pairs where !allowed.contains(k) && !type.isEmpty {
+                t.problem("\(key(k)): unknown key for a \(type) source (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            c.sources.append(src)
+        }
+
+        c.stateDirectory = t.string("state_dir", c.stateDirectory) ?? c.stateDirectory
+        c.logLevel = t.choice("log_level", c.logLevel, ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        t.reportUnknownKeys { $0.hasPrefix("sources") }
+        // The MQTT library's own checks (ranges it knows better).
+        if t.problems.isEmpty {
+            for p in c.mqttConfig().problems() { t.problem("mqtt: \(p)") }
+        }
+        guard t.problems.isEmpty else { throw ConfigError(problems: t.problems) }
+        return c
+    }
+
+    struct BoardProfile {
+        var chip: String
+        var line: Int
+        var activeLow: Bool
+    }
+
+    static func defaultHardwareDirectory(near base: String) -> String {
+        for candidate in [base + "/../hardware", "/usr/share/edge-agent/hardware"] {
+            if FileManager.default.fileExists(atPath: candidate) { return (candidate as NSString).standardizingPath }
+        }
+        return "/usr/share/edge-agent/hardware"
+    }
+
+    /// `hardware/<board>.yaml`: led.chip, led.line, led.active_low.
+    static func boardProfile(_ board: String, directory: String, problems: (String) -> Void) -> BoardProfile? {
+        let path = board.contains("/") ? board : "\(directory)/\(board).yaml"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let known = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".yaml") }
+                .map { String($0.dropLast(5)) }.sorted()
+            problems("led.board: no profile \(path) (known in \(directory): \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+            return nil
+        }
+        do {
+            let t = try ConfigTree(yaml: String(decoding: data, as: UTF8.self), source: path)
+            let p = BoardProfile(
+                chip: t.string("led.chip", "gpiochip0") ?? "gpiochip0", line: t.int("led.line", 0, 0...1023),
+                activeLow: t.bool("led.active_low", false))
+            _ = t.string("name", nil)
+            _ = t.string("description", nil)
+            t.markUsed("cameras")
+            t.reportUnknownKeys { $0.hasPrefix("cameras") }
+            for q in t.problems { problems("board profile \(path): \(q)") }
+            return p
+        } catch {
+            problems("led.board: \(error)")
+            return nil
+        }
+    }
+
+    /// The topic with `{device_id}` filled in.
+    public func topic(_ template: String) -> String { template.replacingOccurrences(of: "{device_id}", with: deviceID) }
+
+    /// The MQTT library's configuration for this agent.
+    public func mqttConfig() -> MQTTConfig {
+        var c = MQTTConfig(
+            brokerAddress: mqtt.host, port: mqtt.port, timeout: mqtt.timeout, keepalive: mqtt.keepalive,
+            username: mqtt.username, password: mqtt.password, caCerts: mqtt.caCerts,
+            sessionExpiryInterval: UInt32(clamping: mqtt.sessionExpiry), maxReconnectAttempts: 0,
+            reconnectInitialDelay: mqtt.reconnectInitialDelay, reconnectMaxDelay: mqtt.reconnectMaxDelay,
+            clientID: .fixed(topic(mqtt.clientID)), protocolVersion: mqtt.protocolVersion == "3.1.1" ? .v3_1_1 : .v5_0,
+            // An agent restarting resumes its session: QoS 2 kept across restarts needs it.
+            cleanStart: false)
+        c.clientCertificate = mqtt.clientCertificate
+        c.clientKey = mqtt.clientKey
+        c.tlsServerName = mqtt.tlsServerName
+        if store.enabled {
+            let syncPolicy: RingStore.SyncPolicy =
+                switch store.sync {
+                case "always": .always
+                case "none": .none
+                default: .interval(seconds: store.syncInterval, bytes: 1 << 20)
+                }
+            c.offlineStore = OfflineStoreConfig(
+                directory: store.directory, capacity: store.capacityMB << 20, sync: syncPolicy,
+                whenFull: store.whenFull == "reject_newest" ? .rejectNewest : .dropOldest,
+                persist: store.persist == "always" ? .always : .offline)
+        }
+        return c
+    }
+
+    /// The effective configuration as YAML, secrets masked (for check-config and config/get).
+    public func rendered() -> String {
+        func q(_ s: String?) -> String { s.map { "\"\($0.replacingOccurrences(of: "\"", with: "\\\""))\"" } ?? "null" }
+        func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
+        func env(_ key: String) -> String { fromEnvironment.contains(key) ? "  # from the environment" : "" }
+        var out = """
+            device_id: \(q(deviceID))
+            mqtt:
+              host: \(q(mqtt.host))\(env("mqtt.host"))
+              port: \(mqtt.port)\(env("mqtt.port"))
+              client_id: \(q(mqtt.clientID))  # \(topic(mqtt.clientID))
+              username: \(q(mqtt.username))\(env("mqtt.username"))
+              password: \(secret(mqtt.password))\(env("mqtt.password"))
+              ca_certs: \(q(mqtt.caCerts))
+              client_certificate: \(q(mqtt.clientCertificate))
+              client_key: \(q(mqtt.clientKey))
+              tls_server_name: \(q(mqtt.tlsServerName))
+              protocol_version: \(q(mqtt.protocolVersion))
+              keepalive: \(mqtt.keepalive)
+              timeout: \(mqtt.timeout)
+              session_expiry: \(mqtt.sessionExpiry)
+              reconnect_initial_delay: \(mqtt.reconnectInitialDelay)
+              reconnect_max_delay: \(mqtt.reconnectMaxDelay)
+            topics:
+              status: \(q(topics.status))  # \(topic(topics.status))
+              info: \(q(topics.info))  # \(topic(topics.info))
+              events: \(q(topics.events))  # \(topic(topics.events))
+            events:
+              qos: \(eventsQoS)
+            status:
+              info_interval: \(infoInterval)
+            offline_store:
+              enabled: \(store.enabled)
+              directory: \(q(store.directory))
+              capacity_mb: \(store.capacityMB)
+              sync: \(store.sync)
+              sync_interval: \(store.syncInterval)
+              when_full: \(store.whenFull)
+              persist: \(store.persist)
+            led:
+              enabled: \(led.enabled)
+              driver: \(led.driver)
+              board: \(q(led.board))
+              chip: \(q(led.chip))
+              line: \(led.line)
+              active_low: \(led.activeLow)
+              required: \(led.required)
+              simulated_log: \(q(led.simulatedLog))
+              patterns:
+
+            """
+        for s in AgentState.allCases { out += "    \(s.rawValue): \"\(led.patterns[s] ?? .off)\"\n" }
+        out += "sources:\n"
+        for s in sources {
+            out += "  - type: \(s.type)\n    name: \(q(s.name))\n"
+            switch s.type {
+            case "simulated": out += "    rate: \(s.rate)\n" + (s.labels.isEmpty ? "" : "    labels: [\(s.labels.map { q($0) }.joined(separator: ", "))]\n")
+            case "socket": out += "    path: \(q(s.path))\n    max_line_bytes: \(s.maxLineBytes)\n"
+            case "v4l2": out += "    directory: \(q(s.directory))\n    sysfs: \(q(s.sysfs))\n    poll_interval: \(s.pollInterval)\n"
+            default: out += "    path: \(q(s.path))\n"
+            }
+        }
+        out += "state_dir: \(q(stateDirectory))\nlog_level: \(logLevel)\nhardware_dir: \(q(hardwareDirectory))\n"
+        return out
+    }
+}
+
+/// What the agent is doing, as the LED and the status document show it.
+public enum AgentState: String, Sendable, CaseIterable {
+    case connected
+    case connecting
+    /// The broker is unreachable: events are buffered.
+    case offline
+    /// Configuration or authentication error: a person must act.
+    case error
+    case stopped
+
+    public static let defaultPatterns: [AgentState: LightPattern] = [
+        .connected: .on,
+        .connecting: .blink(100, 100),
+        .offline: .blink(1000, 1000),
+        .error: LightPattern(steps: [100, 100, 100, 100, 100, 1000], solid: false),
+        .stopped: .off,
+    ]
+}

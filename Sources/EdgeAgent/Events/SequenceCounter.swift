@@ -1,0 +1,59 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The per-device event sequence number, kept across restarts without a write per event: the
+/// file holds the end of a lease of `lease` numbers, written (atomically, fsynced) when a lease
+/// begins. After a crash the count resumes at the lease's end: numbers are never reused, and a
+/// gap downstream shows that events may have been lost.
+public final class SequenceCounter: @unchecked Sendable {
+    public let path: String
+    private let lease: UInt64
+    private let lock = NSLock()
+    private var next: UInt64
+    private var leaseEnd: UInt64
+
+    public init(directory: String, lease: UInt64 = 1000) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/event-sequence"
+        self.lease = lease
+        var start: UInt64 = 1
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            guard let v = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw AgentError("event sequence file \(path) is damaged (\"\(text.prefix(40))\"); move it away to start a new count")
+            }
+            start = v
+        }
+        next = start
+        leaseEnd = start
+        try extend()
+    }
+
+    /// The next sequence number.
+    public func take() throws -> UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        if next >= leaseEnd { try extend() }
+        defer { next += 1 }
+        return next
+    }
+
+    private func extend() throws {
+        let end = next + lease
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw AgentError("cannot write \(tmp): \(String(cString: strerror(errno))) (state_dir)") }
+        let text = "\(end)\n"
+        let ok = text.withCString { write(fd, $0, strlen($0)) } == text.utf8.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else { throw AgentError("cannot write \(path): \(String(cString: strerror(errno))) (state_dir)") }
+        leaseEnd = end
+    }
+}
+
+public struct AgentError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
