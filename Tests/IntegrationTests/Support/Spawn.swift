@@ -10,7 +10,9 @@ struct Child: @unchecked Sendable {
     let pid: pid_t
     let outputPath: String
 
-    static func spawn(_ path: String, _ args: [String], output: String, stdin inputPath: String? = nil) throws -> Child {
+    static func spawn(
+        _ path: String, _ args: [String], output: String, stdin inputPath: String? = nil, environment: [String: String] = [:]
+    ) throws -> Child {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -32,8 +34,12 @@ struct Child: @unchecked Sendable {
         for sig in [SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, sig) }
         posix_spawnattr_setsigdefault(&attr, &defaults)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for e in envp { free(e) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
         guard rc == 0 else { throw TestFailure("cannot start \(path): errno \(rc)") }
         ChildProcesses.register(pid)
         return Child(pid: pid, outputPath: output)
