@@ -93,6 +93,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "AgentTests",
+            dependencies: ["EdgeAgent", "DeviceAdapters"]
+        ),
+        .testTarget(
             name: "OfflineStoreTests",
             dependencies: ["OfflineStore"]
         ),

@@ -54,9 +54,11 @@ public final class SocketSource: EventSource, @unchecked Sendable {
     }
 
     public func stop() {
+        guard let group else { return }
         try? channel?.close().wait()
-        try? group?.syncShutdownGracefully()
-        group = nil
+        channel = nil
+        try? group.syncShutdownGracefully()
+        self.group = nil
         unlink(path)
     }
 }

@@ -1,0 +1,196 @@
+import DeviceAdapters
+@testable import EdgeAgent
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Agent configuration")
+struct ConfigTests {
+    func parse(_ text: String, env: [String: String] = [:], base: String = "/nonexistent") throws -> AgentConfig {
+        try AgentConfig.parse(text, source: "test.yaml", environment: env, baseDirectory: base)
+    }
+
+    @Test("a minimal file is a device id and a broker; everything else has its default")
+    func minimal() throws {
+        let c = try parse("device_id: cam-1\nmqtt:\n  host: broker.example\n")
+        #expect(c.deviceID == "cam-1" && c.mqtt.host == "broker.example" && c.mqtt.port == 1883)
+        #expect(c.topic(c.topics.status) == "device/status" && c.topics.events == "vision/events")
+        #expect(c.store.enabled && c.store.capacityMB == 64 && c.store.whenFull == "drop_oldest")
+        #expect(c.led.patterns[.connected] == .on && c.led.patterns[.offline] == .blink(1000, 1000))
+        let m = c.mqttConfig()
+        #expect(m.clientID == .fixed("cam-1") && m.cleanStart == false && m.maxReconnectAttempts == 0)
+        #expect(m.offlineStore?.capacity == 64 << 20)
+    }
+
+    @Test("the environment overrides any key, secrets included; templates fill in the device id")
+    func environment() throws {
+        let c = try parse(
+            "device_id: cam-2\nmqtt: {host: a, username: u}\ntopics: {status: 'devices/{device_id}/status'}\n",
+            env: ["EDGE_AGENT_MQTT__PASSWORD": "pw", "EDGE_AGENT_MQTT__PORT": "8883", "EDGE_AGENT_OFFLINE_STORE__ENABLED": "false", "OTHER": "x"])
+        #expect(c.mqtt.password == "pw" && c.mqtt.port == 8883 && !c.store.enabled)
+        #expect(c.topic(c.topics.status) == "devices/cam-2/status")
+        #expect(c.rendered().contains("password: \"********\"  # from the environment"))
+        #expect(!c.rendered().contains("\"pw\""))
+        // A wrong type from the environment is reported like one in the file.
+        #expect(throws: ConfigError.self) { try parse("device_id: x\n", env: ["EDGE_AGENT_MQTT__PORT": "eighty"]) }
+    }
+
+    @Test("every problem at once, each with its key")
+    func problems() {
+        do {
+            _ = try parse("mqtt:\n  port: 0\n  protocol_version: 4\ntopics:\n  events: 'a/#'\nled:\n  line: -1\n  patterns:\n    offline: fast\nsources:\n  - name: x\n")
+            Issue.record("accepted a bad file")
+        } catch {
+            let text = "\(error)"
+            for needle in ["device_id: missing", "mqtt.port: 0 is out of range", "mqtt.protocol_version: \"4\" is not one of", "topics.events:",
+                           "led.line: -1 is out of range", "led.patterns.offline: \"fast\" is not a pattern", "sources[0].type: missing"] {
+                #expect(text.contains(needle), "no \"\(needle)\" in \(text)")
+            }
+        }
+    }
+
+    @Test("a board profile sets the LED's chip and line; the file's own keys win")
+    func boardProfile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hw-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "name: b\nled:\n  chip: gpiochip4\n  line: 17\n  active_low: true\n".write(toFile: dir + "/board-x.yaml", atomically: true, encoding: .utf8)
+        let c = try parse("device_id: d\nhardware_dir: \(dir)\nled:\n  board: board-x\n")
+        #expect(c.led.chip == "gpiochip4" && c.led.line == 17 && c.led.activeLow)
+        let d = try parse("device_id: d\nhardware_dir: \(dir)\nled:\n  board: board-x\n  line: 5\n")
+        #expect(d.led.chip == "gpiochip4" && d.led.line == 5)
+        #expect(throws: ConfigError.self) { try parse("device_id: d\nhardware_dir: \(dir)\nled:\n  board: nope\n") }
+    }
+
+    @Test("the shipped example and the repository's board profiles are valid")
+    func shippedFiles() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        _ = try AgentConfig.load(path: root + "/config/edge-agent.example.yaml", environment: [:])
+        _ = try AgentConfig.load(path: root + "/config/dev.yaml", environment: [:])
+        for board in ["generic", "raspberry-pi-4", "raspberry-pi-5", "jetson-orin-nano"] {
+            let c = try parse("device_id: d\nhardware_dir: \(root)/hardware\nled:\n  board: \(board)\n")
+            #expect(c.led.board == board)
+        }
+    }
+}
+
+@Suite("Status light")
+struct LightTests {
+    @Test("patterns parse from the configuration's words, and bad ones say what is accepted")
+    func parsing() throws {
+        #expect(try LightPattern(parsing: "on") == .on)
+        #expect(try LightPattern(parsing: " OFF ") == .off)
+        #expect(try LightPattern(parsing: "blink 100/300") == .blink(100, 300))
+        #expect(try LightPattern(parsing: "pattern 100/100/100/700").steps == [100, 100, 100, 700])
+        for bad in ["blink", "blink 100", "blink 5/5", "pattern 100/100/100", "strobe 1/1", "blink 100/100/100/100"] {
+            #expect(throws: LightError.self, "\(bad)") { try LightPattern(parsing: bad) }
+        }
+    }
+
+    /// The durations between transitions after `from` transitions.
+    func gaps(_ t: [SimulatedLight.Transition]) -> [Double] { zip(t, t.dropFirst()).map { $1.at - $0.at } }
+
+    @Test("each agent state plays its pattern on the light; a new state takes over at once")
+    func statesOnTheLight() throws {
+        let light = SimulatedLight()
+        let player = LightPlayer(light: light)
+        defer { player.stop() }
+        let p = AgentState.defaultPatterns
+        player.play(p[.connected]!)
+        usleep(300_000)
+        #expect(light.transitions.map(\.on) == [true], "connected: solid on")
+        player.play(p[.connecting]!)
+        usleep(900_000)
+        let fast = light.transitions.dropFirst()
+        #expect(fast.count >= 5, "connecting: fast blink, got \(fast.count) transitions")
+        #expect(gaps(Array(fast)).allSatisfy { $0 > 0.05 && $0 < 0.4 }, "\(gaps(Array(fast)))")
+        let before = light.transitions.count
+        player.play(p[.offline]!)
+        usleep(2_300_000)
+        let slow = Array(light.transitions.dropFirst(before))
+        #expect(slow.count >= 2 && slow.count <= 4, "offline: slow blink, got \(slow.map(\.at))")
+        #expect(gaps(slow).allSatisfy { $0 > 0.8 && $0 < 1.5 }, "\(gaps(slow))")
+        let mark = light.transitions.count
+        player.play(p[.error]!)
+        usleep(1_600_000)
+        let err = Array(light.transitions.dropFirst(mark))
+        // Three short flashes, then a long pause: the distinct error pattern.
+        #expect(err.count >= 6, "error pattern: \(err.map(\.at))")
+        let g = gaps(err)
+        #expect(g.contains { $0 > 0.7 } && g.filter { $0 < 0.3 }.count >= 4, "\(g)")
+        player.play(p[.stopped]!)
+        usleep(200_000)
+        #expect(light.isOn == false)
+    }
+}
+
+@Suite("Event sources")
+struct SourceTests {
+    final class Collected: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [SourceEvent] = []
+        func add(_ e: SourceEvent) { lock.lock(); items.append(e); lock.unlock() }
+        var all: [SourceEvent] { lock.lock(); defer { lock.unlock() }; return items }
+    }
+
+    func waitFor(_ what: String, timeout: Double = 10, _ ok: () -> Bool) throws {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end { if ok() { return }; usleep(10_000) }
+        if !ok() { Issue.record("timed out waiting for \(what)") }
+    }
+
+    @Test("the socket takes many writers at once; garbage, non-objects and over-long lines are counted and never stop it")
+    func socketManyWriters() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("src-\(getpid()).sock").path
+        let logged = Collected()
+        let source = SocketSource(name: "s", path: path, maxLineBytes: 256) { logged.add(SourceEvent(type: $0)) }
+        let got = Collected()
+        try source.start { got.add($0) }
+        defer { source.stop() }
+        DispatchQueue.concurrentPerform(iterations: 8) { w in
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            var text = ""
+            for i in 0..<50 { text += "{\"type\":\"t\",\"writer\":\(w),\"i\":\(i)}\n" }
+            text += "garbage \(w)\n" + String(repeating: "z", count: 1000) + "\n\"just a string\"\n"
+            _ = text.withCString { send(fd, $0, strlen($0), 0) }
+            close(fd)
+        }
+        try waitFor("400 events") { got.all.count >= 400 && source.counters["rejected_not_object"] == 8 }
+        #expect(got.all.count == 400)
+        #expect(source.counters["accepted"] == 400 && source.counters["rejected_invalid_json"] == 8 && source.counters["rejected_too_large"] == 8)
+        for w in 0..<8 {
+            let mine = got.all.filter { $0.fields["writer"] == .int(w) }.compactMap { if case .int(let i) = $0.fields["i"] { i } else { nil } }
+            #expect(mine == Array(0..<50), "writer \(w) out of order")
+        }
+        #expect(logged.all.contains { $0.type.contains("line longer than 256 bytes") })
+        // A stale socket file from an earlier run is replaced; a regular file is refused.
+        source.stop()
+        let plain = path + ".txt"
+        _ = FileManager.default.createFile(atPath: plain, contents: Data("x".utf8))
+        #expect(throws: LightError.self) { try SocketSource(name: "f", path: plain).start { _ in } }
+    }
+
+    @Test("the directory source reports complete files once, with size and SHA-256; temporary names are skipped")
+    func directory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("snap-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let source = DirectoryWatcher(name: "d", path: dir)
+        let got = Collected()
+        try source.start { got.add($0) }
+        defer { source.stop() }
+        try Data("abc".utf8).write(to: URL(fileURLWithPath: dir + "/a.jpg"))
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: dir + "/b.part"))
+        try waitFor("one snapshot") { got.all.count >= 1 }
+        usleep(200_000)
+        #expect(got.all.count == 1, "\(got.all)")
+        #expect(got.all.first?.fields["sha256"] == .string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
+        #expect(got.all.first?.fields["size"] == .int(3) && got.all.first?.fields["path"] == .string(dir + "/a.jpg"))
+        #expect(throws: LightError.self) { try DirectoryWatcher(name: "x", path: dir + "/missing").start { _ in } }
+    }
+}
