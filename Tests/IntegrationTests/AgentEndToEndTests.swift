@@ -264,6 +264,30 @@ struct AgentEndToEndTests {
         #expect(agent.output.contains("state: offline") && agent.output.contains("reconnected"), "\(agent.output)")
     }
 
+    @Test("refused credentials: the error state and its LED pattern (three flashes, a pause); the password comes from the environment")
+    func authenticationError() throws {
+        let broker = try Broker.start(Broker.Options(users: ["cam": "right-password"]))
+        defer { broker.stop() }
+        let layout = try Layout()
+        try layout.write(port: broker.port, extra: "", sources: "  - type: simulated\n    name: cam0\n    rate: 1")
+        var text = try String(contentsOfFile: layout.config, encoding: .utf8)
+        text = text.replacingOccurrences(of: "  keepalive: 5", with: "  keepalive: 5\n  username: cam")
+        try text.write(toFile: layout.config, atomically: true, encoding: .utf8)
+        let agent = try layout.start(["EDGE_AGENT_MQTT__PASSWORD": "wrong-password"])
+        defer { agent.stop(signal: SIGKILL) }
+        try waitUntil(timeout: 20, "state error") { agent.output.contains("state: error") }
+        #expect(agent.output.contains("refused user \"cam\""), "\(agent.output)")
+        let from = layout.led.last?.ms ?? 0
+        try waitUntil(timeout: 10, "a few rounds of the error pattern") { Self.intervals(layout.led, after: from + 1).count >= 10 }
+        let g = Self.intervals(layout.led, after: from + 1)
+        #expect(g.contains { $0 >= 800 } && g.filter { $0 < 300 }.count >= 6, "error pattern intervals: \(g)")
+        // Fixed credentials (the same environment variable) and a restart: connected.
+        agent.stop()
+        let fixed = try layout.start(["EDGE_AGENT_MQTT__PASSWORD": "right-password"])
+        defer { fixed.stop() }
+        try waitUntil(timeout: 20, "connected with the right password") { fixed.output.contains("state: connected") }
+    }
+
     @Test("the LED: a missing GPIO chip is logged and the agent runs without it; with led.required it refuses to start")
     func missingChip() throws {
         let broker = try SharedBroker.get()
