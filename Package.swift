@@ -65,6 +65,7 @@ let package = Package(
             dependencies: [
                 "EdgeAgent",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

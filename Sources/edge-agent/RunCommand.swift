@@ -2,6 +2,7 @@ import ArgumentParser
 import EdgeAgent
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -37,13 +38,18 @@ struct RunCommand: ParsableCommand {
         logger.info("edge-agent \(EdgeAgentVersion.current) starting: device \(cfg.deviceID), broker \(cfg.mqtt.host):\(cfg.mqtt.port), config \(config)")
         let agent: Agent
         do {
-            agent = try Agent(config: cfg, logger: logger)
+            agent = try Agent(config: cfg, logger: logger, configPath: config)
             try agent.start()
         } catch {
             logger.critical("cannot run: \(error)")
             throw ExitCode(Exit.failure)
         }
         let stop = DispatchSemaphore(value: 0)
+        let exitCode = NIOLockedValueBox<Int32>(0)
+        agent.onExitRequest = { code in
+            exitCode.withLockedValue { $0 = code }
+            stop.signal()
+        }
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
@@ -58,6 +64,11 @@ struct RunCommand: ParsableCommand {
         stop.wait()
         agent.stop()
         _ = sources
+        let code = exitCode.withLockedValue { $0 }
+        if code != 0 {
+            logger.notice("exiting with \(code) (restart requested)")
+            throw ExitCode(code)
+        }
     }
 }
 

@@ -92,6 +92,9 @@ struct LightTests {
     /// The durations between transitions after `from` transitions.
     func gaps(_ t: [SimulatedLight.Transition]) -> [Double] { zip(t, t.dropFirst()).map { $1.at - $0.at } }
 
+    func median(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.sorted()[xs.count / 2] }
+
+    /// Pattern shapes, with wide bounds: the machine may be loaded (these are not speed tests).
     @Test("each agent state plays its pattern on the light; a new state takes over at once")
     func statesOnTheLight() throws {
         let light = SimulatedLight()
@@ -100,28 +103,31 @@ struct LightTests {
         let p = AgentState.defaultPatterns
         player.play(p[.connected]!)
         usleep(300_000)
-        #expect(light.transitions.map(\.on) == [true], "connected: solid on")
+        let solid = light.transitions
+        #expect(solid.last?.on == true, "connected: on")
+        usleep(300_000)
+        #expect(light.transitions.count == solid.count, "connected: solid, no blinking")
         player.play(p[.connecting]!)
-        usleep(900_000)
-        let fast = light.transitions.dropFirst()
-        #expect(fast.count >= 5, "connecting: fast blink, got \(fast.count) transitions")
-        #expect(gaps(Array(fast)).allSatisfy { $0 > 0.05 && $0 < 0.4 }, "\(gaps(Array(fast)))")
+        usleep(1_000_000)
+        let fast = Array(light.transitions.dropFirst(solid.count))
+        #expect(fast.count >= 4, "connecting: fast blink, got \(fast.count) transitions")
+        #expect((0.05...0.3).contains(median(gaps(fast))), "fast blink: \(gaps(fast))")
         let before = light.transitions.count
         player.play(p[.offline]!)
-        usleep(2_300_000)
+        usleep(3_300_000)
         let slow = Array(light.transitions.dropFirst(before))
-        #expect(slow.count >= 2 && slow.count <= 4, "offline: slow blink, got \(slow.map(\.at))")
-        #expect(gaps(slow).allSatisfy { $0 > 0.8 && $0 < 1.5 }, "\(gaps(slow))")
+        #expect(slow.count >= 2 && slow.count <= 5, "offline: slow blink, got \(slow.map(\.at))")
+        #expect((0.7...1.6).contains(median(gaps(slow))), "slow blink: \(gaps(slow))")
         let mark = light.transitions.count
         player.play(p[.error]!)
-        usleep(1_600_000)
+        usleep(2_500_000)
         let err = Array(light.transitions.dropFirst(mark))
         // Three short flashes, then a long pause: the distinct error pattern.
-        #expect(err.count >= 6, "error pattern: \(err.map(\.at))")
         let g = gaps(err)
-        #expect(g.contains { $0 > 0.7 } && g.filter { $0 < 0.3 }.count >= 4, "\(g)")
+        #expect(err.count >= 6, "error pattern: \(err.map(\.at))")
+        #expect(g.contains { $0 > 0.7 } && g.filter { $0 < 0.4 }.count >= 4, "\(g)")
         player.play(p[.stopped]!)
-        usleep(200_000)
+        usleep(300_000)
         #expect(light.isOn == false)
     }
 }

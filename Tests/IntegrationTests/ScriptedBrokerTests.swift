@@ -27,7 +27,7 @@ struct ScriptedBrokerTests {
         }
         let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) { $0.sessionExpiryInterval = 3600 })
         try mqtt.connect()
-        try waitUntil(timeout: 5, "two connections") { connects.withLockedValue { $0.count } == 2 }
+        try waitUntil(timeout: 30, "two connections") { connects.withLockedValue { $0.count } == 2 }
         let seen = connects.withLockedValue { $0 }
         #expect(seen[0].clean == true)
         #expect(seen[0].next == .disconnect(.init()))  // a clean DISCONNECT: no Will

@@ -222,6 +222,17 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         try enqueue(try makePublish(topic, payload, qos: qos, retain: retain), .done(completion))
     }
 
+    /// Publishes with MQTT 5.0 properties (response topic, correlation data, user properties,
+    /// content type, ...); on 3.1.1 the properties are not sent.
+    public func publish(
+        _ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties,
+        completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil
+    ) throws {
+        var p = try makePublish(topic, payload, qos: qos, retain: retain)
+        if config.protocolVersion == .v5_0 { p.properties = properties }
+        try enqueue(p, completion.map { .done($0) } ?? .none)
+    }
+
     /// Publishes and waits until the message is complete (see `publish(_:_:qos:retain:completion:)`).
     public func publish(_ topic: String, _ payload: String, qos: Int = 1, retain: Bool = false) async throws {
         try await publish(topic, ByteBuffer(string: payload), qos: qos, retain: retain)

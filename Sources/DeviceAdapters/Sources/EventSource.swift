@@ -44,6 +44,7 @@ final class Worker: @unchecked Sendable {
     var isStopped: Bool { stopped.withLockedValue { $0 } }
 
     func start(name: String, _ body: @escaping @Sendable (Worker) -> Void) {
+        stopped.withLockedValue { $0 = false }  // a stopped source can start again
         let t = Thread { [self] in body(self) }
         t.name = name
         thread = t

@@ -22,13 +22,35 @@ public final class Agent: @unchecked Sendable {
     private var connector: Thread?
     private var infoTimer: DispatchSourceTimer?
     private let infoQueue = DispatchQueue(label: "edge-agent.info")
+    /// Settings a command may change while running.
+    struct Runtime {
+        var infoInterval: Double
+        var patterns: [AgentState: LightPattern]
+        /// A pattern set by `led/set` and when it ends.
+        var ledOverride: (pattern: LightPattern, until: Date)?
+        var sourceRunning: [String: Bool] = [:]
+    }
+    let runtime: NIOLockedValueBox<Runtime>
+    /// The configuration as last validated (changed by `config/set`).
+    let effective: NIOLockedValueBox<AgentConfig>
+    /// The configuration file (for `config/set`), if the agent was started from one.
+    public let configPath: String?
+    /// Called when a command asks for a restart (`agent/restart`) or a reboot.
+    public var onExitRequest: (@Sendable (Int32) -> Void)?
+    var commands: CommandServer?
 
     public var currentState: AgentState { state.withLockedValue { $0.current } }
 
+    /// The exit code of `agent/restart`: systemd's Restart=on-failure starts the agent again.
+    public static let restartExitCode: Int32 = 3
+
     /// Builds everything; throws (with every reason) when the agent cannot run as configured.
-    public init(config: AgentConfig, logger: Logger) throws {
+    public init(config: AgentConfig, logger: Logger, configPath: String? = nil) throws {
         self.config = config
         self.logger = logger
+        self.configPath = configPath
+        runtime = NIOLockedValueBox(Runtime(infoInterval: config.infoInterval, patterns: config.led.patterns))
+        effective = NIOLockedValueBox(config)
         var mqttLogger = logger
         mqttLogger[metadataKey: "part"] = "mqtt"
         mqtt = MQTTProtocol(config: config.mqttConfig(), logger: mqttLogger)
@@ -63,6 +85,7 @@ public final class Agent: @unchecked Sendable {
             }
         }
         sources = built
+        if config.commands.enabled { commands = CommandServer(agent: self) }
     }
 
     // MARK: - Lifecycle
@@ -74,25 +97,59 @@ public final class Agent: @unchecked Sendable {
         try mqtt.setWill(topic: config.topic(config.topics.status), payload: "offline", qos: 1, retain: true)
         mqtt.onStateChange { [weak self] s in self?.connectionChanged(s) }
         for s in sources {
-            do {
-                let pipeline = self.pipeline
-                try s.start { [unowned s] event in pipeline.publish(event, from: s) }
-                logger.info("source \(s.name) (\(s.kind)) started")
-            } catch {
+            do { try startSource(s) } catch {
                 stopSources()
                 throw AgentError("source \(s.name) cannot start: \(error)")
             }
         }
+        try commands?.start()
         let t = Thread { [self] in connectLoop() }
         t.name = "edge-agent-connect"
         connector = t
         t.start()
-        let timer = DispatchSource.makeTimerSource(queue: infoQueue)
-        timer.schedule(deadline: .now() + config.infoInterval, repeating: config.infoInterval)
-        timer.setEventHandler { [weak self] in self?.publishInfo() }
-        timer.resume()
-        infoTimer = timer
+        scheduleInfo(every: config.infoInterval)
     }
+
+    func scheduleInfo(every seconds: Double) {
+        infoQueue.async { [self] in
+            infoTimer?.cancel()
+            let timer = DispatchSource.makeTimerSource(queue: infoQueue)
+            timer.schedule(deadline: .now() + seconds, repeating: seconds)
+            timer.setEventHandler { [weak self] in self?.publishInfo() }
+            timer.resume()
+            infoTimer = timer
+        }
+    }
+
+    func startSource(_ s: EventSource) throws {
+        let pipeline = self.pipeline
+        try s.start { [unowned s] event in pipeline.publish(event, from: s) }
+        runtime.withLockedValue { $0.sourceRunning[s.name] = true }
+        logger.info("source \(s.name) (\(s.kind)) started")
+    }
+
+    func stopSource(_ s: EventSource) {
+        s.stop()
+        runtime.withLockedValue { $0.sourceRunning[s.name] = false }
+        logger.info("source \(s.name) (\(s.kind)) stopped")
+    }
+
+    /// `led/set`: a pattern for `seconds` (nil: back to the agent's state).
+    func overrideLED(_ pattern: LightPattern?, seconds: Double) {
+        runtime.withLockedValue { $0.ledOverride = pattern.map { ($0, Date().addingTimeInterval(seconds)) } }
+        refreshLED()
+        if pattern != nil {
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds + 0.01) { [weak self] in self?.refreshLED() }
+        }
+    }
+
+    func refreshLED() {
+        guard let player else { return }
+        let (r, s) = (runtime.withLockedValue { $0 }, currentState)
+        if let o = r.ledOverride, o.until > Date() { player.play(o.pattern) } else if let p = r.patterns[s] { player.play(p) }
+    }
+
+    var ledDescription: String? { player.map { "\($0.light.name): \($0.current)" } }
 
     /// The first connect (and every one after the client gave up): with back-off, for ever.
     private func connectLoop() {
@@ -146,18 +203,19 @@ public final class Agent: @unchecked Sendable {
             st.current = s
             return true
         }
-        if let player, let p = config.led.patterns[s] { player.play(p) }
+        refreshLED()
         if changed { logger.info("state: \(s.rawValue)") }
     }
 
     /// A clean stop: sources first, then the retained `offline` (a clean DISCONNECT suppresses
     /// the Will, so the agent says it itself), then DISCONNECT; the LED goes off.
     public func stop() {
-        state.withLockedValue { $0.stopping = true }
+        guard state.withLockedValue({ st in defer { st.stopping = true }; return !st.stopping }) else { return }
         wake.lock()
         wake.broadcast()
         wake.unlock()
-        infoTimer?.cancel()
+        infoQueue.sync { infoTimer?.cancel() }
+        commands?.stop()
         stopSources()
         if mqtt.state == .connected {
             let done = DispatchSemaphore(value: 0)
@@ -175,7 +233,7 @@ public final class Agent: @unchecked Sendable {
     }
 
     private func stopSources() {
-        for s in sources { s.stop() }
+        for s in sources where runtime.withLockedValue({ $0.sourceRunning[s.name] ?? false }) { stopSource(s) }
     }
 
     // MARK: - Info document
@@ -216,6 +274,7 @@ public final class Agent: @unchecked Sendable {
         var sources: [Source]
         var events: Events
         var led: String?
+        var commands: [String: Int]?
     }
 
     func info() -> Info {
@@ -229,9 +288,13 @@ public final class Agent: @unchecked Sendable {
                 broker: "\(config.mqtt.host):\(config.mqtt.port)", state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
                 reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID),
             buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, degraded: $0.degraded) },
-            sources: sources.map { .init(name: $0.name, type: $0.kind, counters: $0.counters) },
+            sources: sources.map { s in
+                var c = s.counters
+                if runtime.withLockedValue({ $0.sourceRunning[s.name] }) == false { c["disabled"] = 1 }
+                return .init(name: s.name, type: s.kind, counters: c)
+            },
             events: .init(published: ev.published, failed: ev.failed, last_seq: ev.lastSeq),
-            led: player.map { "\($0.light.name): \($0.current)" })
+            led: ledDescription, commands: commands?.counters)
     }
 
     public func infoJSON() -> String {
@@ -240,7 +303,7 @@ public final class Agent: @unchecked Sendable {
         return (try? e.encode(info())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
-    private func publishInfo() {
+    func publishInfo() {
         guard mqtt.state == .connected else { return }
         do { try mqtt.publish(config.topic(config.topics.info), infoJSON(), qos: 1, retain: true) } catch {
             logger.warning("info not published: \(error)")

@@ -1,19 +1,26 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 /// One line per event, for a person and for journald: under systemd (JOURNAL_STREAM set) each
 /// line starts with its syslog priority (`<3>` error ... `<7>` debug) and no timestamp (journald
 /// adds its own); otherwise an ISO timestamp and the level. Metadata follows as key=value.
 public struct AgentLogHandler: LogHandler {
-    public var logLevel: Logger.Level
+    /// One level for the whole process, changeable at run time (`log/level` command).
+    public static let level = NIOLockedValueBox<Logger.Level>(.info)
+
+    public var logLevel: Logger.Level {
+        get { Self.level.withLockedValue { $0 } }
+        set { Self.level.withLockedValue { $0 = newValue } }
+    }
     public var metadata: Logger.Metadata = [:]
     let label: String
     let journald: Bool
 
     public init(label: String, level: Logger.Level, journald: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
         self.label = label
-        self.logLevel = level
         self.journald = journald
+        Self.level.withLockedValue { $0 = level }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

@@ -65,8 +65,29 @@ public struct AgentConfig: Sendable {
         public var pollInterval = 2.0
     }
 
+    /// Remote management over MQTT (docs/COMMANDS.md).
+    public struct Commands: Sendable {
+        public var enabled = true
+        /// Requests arrive on `<topic>/<name>`; the name may have several levels (config/get).
+        public var topic = "devices/{device_id}/commands"
+        public var broadcastTopic: String?
+        /// Where answers go when the request names no response topic.
+        public var responseTopic = "devices/{device_id}/response"
+        public var allow: [String] = ["ping", "status", "config/get", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats", "log/level"]
+        public var timeout = 10.0
+        public var maxPayloadBytes = 65_536
+        public var remember = 256
+        public var rebootCommand = "/bin/systemctl reboot"
+    }
+
+    public static let knownCommands = [
+        "ping", "status", "config/get", "config/set", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats",
+        "log/level", "agent/restart", "reboot",
+    ]
+
     public var deviceID = ""
     public var mqtt = MQTT()
+    public var commands = Commands()
     public var topics = Topics()
     public var eventsQoS = 1
     public var infoInterval = 60.0
@@ -232,6 +253,36 @@ public struct AgentConfig: Sendable {
             c.sources.append(src)
         }
 
+        // commands
+        var k = Commands()
+        k.enabled = t.bool("commands.enabled", k.enabled)
+        k.topic = t.string("commands.topic", k.topic) ?? k.topic
+        k.broadcastTopic = t.string("commands.broadcast_topic", nil)
+        k.responseTopic = t.string("commands.response_topic", k.responseTopic) ?? k.responseTopic
+        for (key, v) in [("commands.topic", k.topic), ("commands.response_topic", k.responseTopic), ("commands.broadcast_topic", k.broadcastTopic ?? "x")] {
+            let expanded = v.replacingOccurrences(of: "{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+            if let p = Topic.nameProblem(expanded) { t.problem("\(key): \(p) (the agent appends /<command name> itself)") }
+        }
+        if let list = t.value("commands.allow") {
+            if case .sequence(let items) = list {
+                k.allow = []
+                for item in items {
+                    guard case .scalar(let name, _) = item, Self.knownCommands.contains(name) else {
+                        t.problem("commands.allow: \(ConfigTree.show(item)) is not a command (known: \(Self.knownCommands.joined(separator: ", ")))")
+                        continue
+                    }
+                    k.allow.append(name)
+                }
+            } else {
+                t.problem("commands.allow: expected a list of command names")
+            }
+        }
+        k.timeout = t.double("commands.timeout", k.timeout, 0.1...3600)
+        k.maxPayloadBytes = t.int("commands.max_payload_bytes", k.maxPayloadBytes, 64...16_777_216)
+        k.remember = t.int("commands.remember", k.remember, 1...100_000)
+        k.rebootCommand = t.string("commands.reboot_command", k.rebootCommand) ?? k.rebootCommand
+        c.commands = k
+
         c.stateDirectory = t.string("state_dir", c.stateDirectory) ?? c.stateDirectory
         c.logLevel = t.choice("log_level", c.logLevel, ["trace", "debug", "info", "notice", "warning", "error", "critical"])
         t.reportUnknownKeys { $0.hasPrefix("sources") }
@@ -375,6 +426,10 @@ public struct AgentConfig: Sendable {
             default: out += "    path: \(q(s.path))\n"
             }
         }
+        out += "commands:\n  enabled: \(commands.enabled)\n  topic: \(q(commands.topic))  # \(topic(commands.topic))/<name>\n"
+        out += "  broadcast_topic: \(q(commands.broadcastTopic))\n  response_topic: \(q(commands.responseTopic))\n"
+        out += "  allow: [\(commands.allow.joined(separator: ", "))]\n  timeout: \(commands.timeout)\n"
+        out += "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  reboot_command: \(q(commands.rebootCommand))\n"
         out += "state_dir: \(q(stateDirectory))\nlog_level: \(logLevel)\nhardware_dir: \(q(hardwareDirectory))\n"
         return out
     }

@@ -76,6 +76,24 @@ final class ConfigTree {
 
     func problem(_ text: String) { problems.append(text) }
 
+    /// Sets one dotted key (used by `config/set`).
+    func set(_ path: String, _ value: Value) {
+        root = Self.set(root, path.split(separator: ".").map(String.init)[...], value)
+    }
+
+    /// The tree as YAML text (comments of the original file are not kept).
+    func yaml() throws -> String {
+        func node(_ v: Value) -> Node {
+            switch v {
+            case .scalar(let s, let quoted): return .scalar(.init(s, .implicit, quoted ? .doubleQuoted : .plain))
+            case .mapping(let pairs): return .mapping(.init(pairs.map { (Node.scalar(.init($0.0)), node($0.1)) }))
+            case .sequence(let items): return .sequence(.init(items.map(node)))
+            case .null: return .scalar(.init("null"))
+            }
+        }
+        return try Yams.serialize(node: node(root))
+    }
+
     func value(_ path: String, in base: Value? = nil) -> Value? {
         markUsed(path)
         var v: Value? = base ?? root

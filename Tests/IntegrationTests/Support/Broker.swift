@@ -115,7 +115,18 @@ final class Broker: @unchecked Sendable {
         return r == 0
     }
 
+    /// Ports handed out in this process: never twice, so a test that reserves a port and starts
+    /// its broker later cannot collide with another test's broker.
+    private static let handedOut = NIOLockedValueBox<Set<Int>>([])
+
     static func freePort() -> Int {
+        while true {
+            let p = unusedPort()
+            if handedOut.withLockedValue({ $0.insert(p).inserted }) { return p }
+        }
+    }
+
+    private static func unusedPort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()

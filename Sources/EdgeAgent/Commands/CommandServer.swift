@@ -1,0 +1,289 @@
+import Communicator
+import DeviceAdapters
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Remote management over MQTT (docs/COMMANDS.md). Requests arrive on `<commands.topic>/<name>`
+/// (and on the optional fleet-wide broadcast topic) as JSON `{"id": "...", "args": {...}}`; every
+/// request gets exactly one answer `{"id", "status": "ok"|"error", "result" | "error": {"code",
+/// "message"}}`, on the request's MQTT 5 Response Topic with its Correlation Data, else on the
+/// `response_topic` of the JSON (3.1.1), else on `commands.response_topic`.
+/// Commands run one at a time per name, off the network thread, with a timeout.
+final class CommandServer: @unchecked Sendable {
+    unowned let agent: Agent
+    let logger: Logger
+    let prefix: String
+    let broadcastPrefix: String?
+    let defaultResponseTopic: String
+    let recent: RecentRequests
+    private let queues = NIOLockedValueBox<[String: DispatchQueue]>([:])
+    private let counts = NIOLockedValueBox<[String: Int]>([:])
+    let allow: NIOLockedValueBox<Set<String>>
+
+    init(agent: Agent) {
+        self.agent = agent
+        let c = agent.config
+        logger = agent.logger
+        prefix = c.topic(c.commands.topic)
+        broadcastPrefix = c.commands.broadcastTopic.map { c.topic($0) }
+        defaultResponseTopic = c.topic(c.commands.responseTopic)
+        recent = RecentRequests(path: c.stateDirectory + "/command-answers.json", capacity: c.commands.remember)
+        allow = NIOLockedValueBox(Set(c.commands.allow))
+    }
+
+    var counters: [String: Int] { counts.withLockedValue { $0 } }
+
+    func start() throws {
+        // Subscribed before the first connect: the client restores subscriptions on every connect.
+        for p in [prefix] + (broadcastPrefix.map { [$0] } ?? []) {
+            try agent.mqtt.subscribe(p + "/#", qos: 1) { [weak self] m in self?.received(m, prefix: p) }
+        }
+        logger.info("commands on \(prefix)/<name>\(broadcastPrefix.map { " and \($0)/<name>" } ?? ""); allowed: \(allow.withLockedValue { $0.sorted() }.joined(separator: ", "))")
+    }
+
+    func stop() {}
+
+    struct Failure: Error {
+        var code: String
+        var message: String
+    }
+
+    /// Where and how to answer one request.
+    struct ReplyTo {
+        var topic: String
+        var correlation: ByteBuffer?
+        var jsonCorrelation: JSONValue?
+    }
+
+    private func count(_ key: String) { counts.withLockedValue { $0[key, default: 0] += 1 } }
+
+    func received(_ m: MQTTMessage, prefix: String) {
+        let name = String(m.topic.dropFirst(prefix.count + 1))
+        var reply = ReplyTo(topic: defaultResponseTopic, correlation: m.properties.correlationData)
+        if let t = m.properties.responseTopic, Topic.nameProblem(t) == nil { reply.topic = t }
+        guard m.payload.readableBytes <= agent.config.commands.maxPayloadBytes else {
+            respond(id: nil, name: name, reply, .failure(Failure(code: "too_large", message: "request of \(m.payload.readableBytes) bytes is over commands.max_payload_bytes \(agent.config.commands.maxPayloadBytes)")))
+            return
+        }
+        guard let parsed = JSONValue.parse(m.payload.readableBytesView) else {
+            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "payload is not valid JSON; send {\"id\": \"...\", \"args\": {...}}")))
+            return
+        }
+        guard case .object(let request) = parsed else {
+            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "payload must be a JSON object {\"id\": \"...\", \"args\": {...}}")))
+            return
+        }
+        // 3.1.1 has no properties: the same fields may come inside the JSON.
+        if m.properties.responseTopic == nil, let t = request["response_topic"]?.stringValue, Topic.nameProblem(t) == nil { reply.topic = t }
+        reply.jsonCorrelation = request["correlation_data"]
+        guard let idValue = request["id"], case .string(let id) = idValue, !id.isEmpty, id.utf8.count <= 128 else {
+            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "\"id\" must be a string of 1 to 128 bytes")))
+            return
+        }
+        var args: [String: JSONValue] = [:]
+        if let a = request["args"] {
+            guard case .object(let o) = a else {
+                respond(id: id, name: name, reply, .failure(Failure(code: "bad_arguments", message: "\"args\" must be a JSON object")))
+                return
+            }
+            args = o
+        }
+        switch recent.begin(id) {
+        case .answered(let previous):
+            count("duplicates")
+            logger.info("command \(name) id \(id): repeated request, answered with the first answer")
+            publish(previous, reply)
+            return
+        case .running:
+            count("duplicates")
+            logger.info("command \(name) id \(id): repeated while running; the first run answers")
+            return
+        case .new:
+            break
+        }
+        guard AgentConfig.knownCommands.contains(name) else {
+            respond(id: id, name: name, reply, .failure(Failure(code: "unknown_command", message: "no command \"\(name)\" (known: \(AgentConfig.knownCommands.joined(separator: ", ")))")))
+            return
+        }
+        guard allow.withLockedValue({ $0.contains(name) }) else {
+            respond(id: id, name: name, reply, .failure(Failure(code: "forbidden", message: "command \"\(name)\" is not allowed on this device (commands.allow)")))
+            return
+        }
+        run(name, id: id, args: args, reply)
+    }
+
+    /// One at a time per name, off the network thread; the answer goes out at the timeout if the
+    /// command is still running (its late result is then only logged).
+    private func run(_ name: String, id: String, args: [String: JSONValue], _ reply: ReplyTo) {
+        let queue = queues.withLockedValue { q in
+            if let existing = q[name] { return existing }
+            let n = DispatchQueue(label: "edge-agent.command.\(name)")
+            q[name] = n
+            return n
+        }
+        let answered = NIOLockedValueBox(false)
+        let timeout = agent.config.commands.timeout
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in
+            guard answered.withLockedValue({ a in defer { a = true }; return !a }) else { return }
+            respond(id: id, name: name, reply, .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
+        }
+        queue.async { [self] in
+            let result: Result<JSONValue, Failure>
+            do { result = .success(try execute(name, args)) } catch let f as Failure { result = .failure(f) } catch {
+                result = .failure(Failure(code: "failed", message: "\(error)"))
+            }
+            guard answered.withLockedValue({ a in defer { a = true }; return !a }) else {
+                logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
+                return
+            }
+            respond(id: id, name: name, reply, result)
+            if case .success = result, let after = afterAnswer.withLockedValue({ a in defer { a = nil }; return a }) { after() }
+        }
+    }
+
+    /// Work to do once the answer is out (a restart).
+    private let afterAnswer = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+
+    struct Response: Encodable {
+        var id: String?
+        var status: String
+        var result: JSONValue?
+        var error: ErrorBody?
+        var correlation_data: JSONValue?
+        struct ErrorBody: Encodable {
+            var code: String
+            var message: String
+        }
+    }
+
+    private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>) {
+        var r = Response(id: id, status: "ok", correlation_data: reply.jsonCorrelation)
+        switch result {
+        case .success(let v):
+            r.result = v
+            count("ok")
+            logger.info("command \(name) id \(id ?? "-"): ok")
+        case .failure(let f):
+            r.status = "error"
+            r.error = .init(code: f.code, message: f.message)
+            count(f.code)
+            logger.warning("command \(name.isEmpty ? "(none)" : name) id \(id ?? "-"): \(f.code): \(f.message)")
+        }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let text = (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        if let id { recent.finish(id, response: text) }
+        publish(text, reply)
+    }
+
+    private func publish(_ text: String, _ reply: ReplyTo) {
+        var props = MQTTProperties()
+        props.correlationData = reply.correlation
+        props.contentType = "application/json"
+        do { try agent.mqtt.publish(reply.topic, ByteBuffer(string: text), qos: 1, properties: props) } catch {
+            logger.error("command answer to \(reply.topic) not sent: \(error)")
+        }
+    }
+
+    // MARK: - The commands
+
+    private func string(_ args: [String: JSONValue], _ key: String) throws(Failure) -> String {
+        guard let v = args[key] else { throw Failure(code: "bad_arguments", message: "missing argument \"\(key)\"") }
+        guard case .string(let s) = v else { throw Failure(code: "bad_arguments", message: "argument \"\(key)\" must be a string") }
+        return s
+    }
+
+    private func source(_ args: [String: JSONValue]) throws(Failure) -> EventSource {
+        let name = try string(args, "name")
+        guard let s = agent.sources.first(where: { $0.name == name }) else {
+            throw Failure(code: "bad_arguments", message: "no source \"\(name)\" (sources: \(agent.sources.map(\.name).joined(separator: ", ")))")
+        }
+        return s
+    }
+
+    private func json<T: Encodable>(_ value: T) -> JSONValue {
+        guard let data = try? JSONEncoder().encode(value), let v = JSONValue.parse(Array(data)) else { return .null }
+        return v
+    }
+
+    func execute(_ name: String, _ args: [String: JSONValue]) throws -> JSONValue {
+        switch name {
+        case "ping":
+            return .object(["pong": .bool(true), "device_id": .string(agent.config.deviceID), "version": .string(EdgeAgentVersion.current)])
+        case "status":
+            return json(agent.info())
+        case "buffer/stats":
+            guard let s = agent.mqtt.offlineStoreStatus else { return .object(["enabled": .bool(false)]) }
+            var o: [String: JSONValue] = [
+                "enabled": .bool(true), "directory": .string(s.directory), "pending": .int(s.pending), "fill": .number(s.fill),
+                "dropped": .int(s.dropped), "corrupt_skipped": .int(s.corruptSkipped),
+            ]
+            if let d = s.degraded { o["degraded"] = .string(d) }
+            return .object(o)
+        case "config/get":
+            return .object(["config": .string(agent.effective.withLockedValue { $0 }.rendered())])
+        case "config/set":
+            return try ConfigUpdate(agent: agent, allow: allow).apply(args)
+        case "led/set":
+            if args["auto"] == .bool(true) {
+                agent.overrideLED(nil, seconds: 0)
+                return .object(["led": .string("automatic")])
+            }
+            let text = try string(args, "pattern")
+            let pattern: LightPattern
+            do { pattern = try LightPattern(parsing: text) } catch { throw Failure(code: "bad_arguments", message: "\(error)") }
+            var seconds = 60.0
+            if let s = args["seconds"] {
+                switch s {
+                case .int(let i) where (1...86_400).contains(i): seconds = Double(i)
+                case .number(let d) where (1...86_400).contains(d): seconds = d
+                default: throw Failure(code: "bad_arguments", message: "\"seconds\" must be a number in 1...86400")
+                }
+            }
+            guard agent.player != nil else { throw Failure(code: "unavailable", message: "this agent runs without a status LED") }
+            agent.overrideLED(pattern, seconds: seconds)
+            return .object(["led": .string("\(pattern)"), "seconds": .number(seconds)])
+        case "source/enable", "source/disable", "source/restart":
+            let s = try source(args)
+            let running = agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false }
+            if name != "source/enable" && running { agent.stopSource(s) }
+            if name != "source/disable" && (name == "source/restart" || !running) {
+                do { try agent.startSource(s) } catch { throw Failure(code: "failed", message: "source \(s.name) cannot start: \(error)") }
+            }
+            return .object(["source": .string(s.name), "running": .bool(agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false })])
+        case "log/level":
+            let text = try string(args, "level")
+            guard let level = Logger.Level(rawValue: text) else {
+                throw Failure(code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            AgentLogHandler.level.withLockedValue { $0 = level }
+            return .object(["level": .string(text)])
+        case "agent/restart":
+            let agent = self.agent
+            afterAnswer.withLockedValue { $0 = { DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { agent.onExitRequest?(Agent.restartExitCode) } } }
+            return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
+        case "reboot":
+            let command = agent.config.commands.rebootCommand
+            let agent = self.agent
+            afterAnswer.withLockedValue {
+                $0 = {
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+                        agent.logger.notice("reboot requested over MQTT: stopping, then \(command)")
+                        agent.stop()
+                        let p = Process()
+                        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+                        p.arguments = ["-c", command]
+                        try? p.run()
+                        p.waitUntilExit()
+                        agent.onExitRequest?(0)
+                    }
+                }
+            }
+            return .object(["rebooting": .bool(true)])
+        default:
+            throw Failure(code: "unknown_command", message: "no command \"\(name)\"")
+        }
+    }
+}
