@@ -156,6 +156,18 @@ final class CommandServer: @unchecked Sendable {
             var code: String
             var message: String
         }
+
+        enum CodingKeys: String, CodingKey { case id, status, result, error, correlation_data }
+
+        /// `id` is always there: null when the request had none that could be read.
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(status, forKey: .status)
+            try c.encodeIfPresent(result, forKey: .result)
+            try c.encodeIfPresent(error, forKey: .error)
+            try c.encodeIfPresent(correlation_data, forKey: .correlation_data)
+        }
     }
 
     private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>) {

@@ -1,0 +1,236 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Remote commands against the running `edge-agent`, with mosquitto_pub / mosquitto_sub as the
+/// operator (an independent client), MQTT 5 and 3.1.1.
+@Suite("edge-agent commands over MQTT")
+struct CommandTests {
+    typealias Layout = AgentEndToEndTests.Layout
+
+    static let quietSources = "  - type: simulated\n    name: cam0\n    rate: 0.2"
+
+    /// Starts an agent (commands allowed as given) and waits until it is online.
+    static func agent(_ broker: Broker, port: Int? = nil, allow: [String]? = nil, extra: String = "") throws -> (Layout, Child) {
+        let layout = try Layout()
+        var more = "commands:\n  max_payload_bytes: 2048\n  timeout: 2\n"
+        if let allow { more += "  allow: [\(allow.joined(separator: ", "))]\n" }
+        try layout.write(port: port ?? broker.port, extra: more + extra, sources: quietSources)
+        let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
+        let child = try layout.start()
+        try waitUntil(timeout: 30, "agent online") { status.lines.contains("online") }
+        try waitUntil(timeout: 10, "commands subscribed") { child.output.contains("commands on devices/") }
+        usleep(200_000)
+        return (layout, child)
+    }
+
+    /// Sends one request with mosquitto_pub.
+    static func send(_ broker: Broker, _ topic: String, _ payload: String, v5: Bool = true, responseTopic: String? = nil, correlation: String? = nil) throws {
+        var args = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-t", topic, "-m", payload, "-V", v5 ? "mqttv5" : "mqttv311"]
+        if let responseTopic { args += ["-D", "publish", "response-topic", responseTopic] }
+        if let correlation { args += ["-D", "publish", "correlation-data", correlation] }
+        try Broker.run("/usr/bin/mosquitto_pub", args)
+    }
+
+    static func json(_ line: String) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// The answer with this id among "correlation|payload" lines.
+    static func answer(_ sub: ExternalSubscriber, id: String?, timeout: Double = 10) throws -> (correlation: String, body: [String: Any]) {
+        var found: (String, [String: Any])?
+        try waitUntil(timeout: timeout, "answer to \(id ?? "(no id)")") {
+            for line in sub.lines {
+                let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                guard parts.count == 2 else { continue }
+                let body = json(parts[1])
+                if (body["id"] as? String) == id, id != nil || body["id"] == nil || body["id"] is NSNull { found = (parts[0], body); return true }
+            }
+            return false
+        }
+        return found!
+    }
+
+    @Test("MQTT 5: the answer goes to the request's response topic with its correlation data; 3.1.1: to the response topic, id inside")
+    func requestResponse() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let (layout, agent) = try Self.agent(broker)
+        defer { agent.stop() }
+        let replies = try ExternalSubscriber(broker: broker, topic: "op/replies", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let fallback = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let commands = "devices/\(layout.device)/commands"
+        try Self.send(broker, commands + "/ping", #"{"id":"p-1"}"#, responseTopic: "op/replies", correlation: "corr-77")
+        let (corr, ping) = try Self.answer(replies, id: "p-1")
+        #expect(corr == "corr-77")
+        #expect(ping["status"] as? String == "ok" && (ping["result"] as? [String: Any])?["pong"] as? Bool == true)
+        // 3.1.1: no properties; the answer goes to the documented topic.
+        try Self.send(broker, commands + "/status", #"{"id":"s-1"}"#, v5: false)
+        let (_, status) = try Self.answer(fallback, id: "s-1")
+        let result = try #require(status["result"] as? [String: Any])
+        #expect(result["device_id"] as? String == layout.device && result["state"] as? String == "connected" && result["version"] != nil)
+        // 3.1.1 with the fields inside the JSON.
+        try Self.send(broker, commands + "/buffer/stats", #"{"id":"b-1","response_topic":"op/replies","correlation_data":"c-9"}"#, v5: false)
+        let (_, stats) = try Self.answer(replies, id: "b-1")
+        #expect(stats["correlation_data"] as? String == "c-9" && (stats["result"] as? [String: Any])?["enabled"] as? Bool == true)
+        // config/get masks secrets; log/level and led/set work; sources can be stopped and started.
+        try Self.send(broker, commands + "/config/get", #"{"id":"g-1"}"#, responseTopic: "op/replies")
+        let (_, got) = try Self.answer(replies, id: "g-1")
+        #expect(((got["result"] as? [String: Any])?["config"] as? String)?.contains("device_id: \"\(layout.device)\"") == true)
+        try Self.send(broker, commands + "/led/set", #"{"id":"l-1","args":{"pattern":"blink 300/300","seconds":30}}"#, responseTopic: "op/replies")
+        #expect(try Self.answer(replies, id: "l-1").body["status"] as? String == "ok")
+        try waitUntil(timeout: 5, "LED overridden") { AgentEndToEndTests.intervals(layout.led, after: 0).suffix(3).allSatisfy { $0 >= 200 && $0 <= 500 } && layout.led.count > 4 }
+        try Self.send(broker, commands + "/source/disable", #"{"id":"d-1","args":{"name":"cam0"}}"#, responseTopic: "op/replies")
+        #expect((try Self.answer(replies, id: "d-1").body["result"] as? [String: Any])?["running"] as? Bool == false)
+        try Self.send(broker, commands + "/source/enable", #"{"id":"e-1","args":{"name":"cam0"}}"#, responseTopic: "op/replies")
+        #expect((try Self.answer(replies, id: "e-1").body["result"] as? [String: Any])?["running"] as? Bool == true)
+        try Self.send(broker, commands + "/log/level", #"{"id":"v-1","args":{"level":"debug"}}"#, responseTopic: "op/replies")
+        #expect(try Self.answer(replies, id: "v-1").body["status"] as? String == "ok")
+    }
+
+    @Test("forbidden, unknown, malformed and oversized requests get a precise error, a log line and a counter; the agent goes on")
+    func badRequests() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let (layout, agent) = try Self.agent(broker)
+        defer { agent.stop() }
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let commands = "devices/\(layout.device)/commands"
+        let cases: [(String, String, String, String)] = [  // name, payload, expected code, part of the message
+            ("reboot", #"{"id":"x-1"}"#, "forbidden", "not allowed on this device"),
+            ("config/set", #"{"id":"x-2","args":{"values":{"log_level":"debug"}}}"#, "forbidden", "commands.allow"),
+            ("agent/restart", #"{"id":"x-3"}"#, "forbidden", "not allowed"),
+            ("self/destruct", #"{"id":"x-4"}"#, "unknown_command", "no command \"self/destruct\""),
+            ("ping", #"{"id":"x-5","args":[1,2]}"#, "bad_arguments", "\"args\" must be a JSON object"),
+            ("led/set", #"{"id":"x-6","args":{"pattern":7}}"#, "bad_arguments", "argument \"pattern\" must be a string"),
+            ("led/set", #"{"id":"x-7","args":{"pattern":"strobe"}}"#, "bad_arguments", "is not a pattern"),
+            ("source/restart", #"{"id":"x-8","args":{"name":"nope"}}"#, "bad_arguments", "no source \"nope\""),
+            ("log/level", #"{"id":"x-9","args":{"level":"loud"}}"#, "bad_arguments", "\"level\" must be one of"),
+        ]
+        for (name, payload, code, text) in cases {
+            try Self.send(broker, commands + "/" + name, payload)
+            let id = Self.json(payload)["id"] as? String
+            let body = try Self.answer(replies, id: id).body
+            let err = body["error"] as? [String: Any]
+            #expect(body["status"] as? String == "error" && err?["code"] as? String == code, "\(name): \(body)")
+            #expect((err?["message"] as? String)?.contains(text) == true, "\(name): \(body)")
+        }
+        // No usable id: answered with id null.
+        for (payload, text) in [("this is not json", "not valid JSON"), ("[1,2,3]", "must be a JSON object"), (#"{"id":42}"#, "\"id\" must be a string"),
+                                (String(repeating: "x", count: 3000), "over commands.max_payload_bytes")] {
+            let before = replies.lines.count
+            try Self.send(broker, commands + "/ping", payload)
+            try waitUntil(timeout: 10, "an answer to \(payload.prefix(20))") { replies.lines.count > before }
+            let body = Self.json(String(replies.lines.last!.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)[1]))
+            #expect(body["id"] is NSNull && body["status"] as? String == "error", "\(body)")
+            #expect(((body["error"] as? [String: Any])?["message"] as? String)?.contains(text) == true, "\(body)")
+        }
+        #expect(agent.output.contains("command reboot id x-1: forbidden"))
+        // Still serving, and counting.
+        try Self.send(broker, commands + "/status", #"{"id":"after"}"#)
+        let counters = try #require((try Self.answer(replies, id: "after").body["result"] as? [String: Any])?["commands"] as? [String: Any])
+        #expect(counters["forbidden"] as? Int == 3 && counters["bad_request"] as? Int == 3 && counters["too_large"] as? Int == 1 && counters["bad_arguments"] as? Int == 5, "\(counters)")
+        #expect(agent.isRunning)
+    }
+
+    @Test("a repeated request id is answered with the first answer, also after a restart, and the command does not run twice")
+    func duplicates() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let (layout, agent) = try Self.agent(broker)
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let topic = "devices/\(layout.device)/commands/led/set"
+        try Self.send(broker, topic, #"{"id":"same","args":{"pattern":"blink 200/200","seconds":60}}"#)
+        let first = try Self.answer(replies, id: "same").body
+        try Self.send(broker, topic, #"{"id":"same","args":{"pattern":"blink 900/900","seconds":60}}"#)
+        try waitUntil(timeout: 10, "second answer") { replies.lines.count >= 2 }
+        #expect(replies.lines[0] == replies.lines[1], "the repeat got another answer")
+        #expect(((first["result"] as? [String: Any])?["led"] as? String) == "blink 200/200")
+        #expect(agent.output.components(separatedBy: "command led/set id same: ok").count == 2, "ran once")
+        agent.stop()
+        let again = try layout.start()
+        defer { again.stop() }
+        try waitUntil(timeout: 30, "restarted") { again.output.contains("commands on devices/") }
+        usleep(300_000)
+        try Self.send(broker, topic, #"{"id":"same","args":{"pattern":"on"}}"#)
+        try waitUntil(timeout: 10, "third answer") { replies.lines.count >= 3 }
+        #expect(replies.lines[2] == replies.lines[0], "after a restart the repeat got another answer")
+        #expect(!again.output.contains("command led/set id same: ok"))
+    }
+
+    @Test("config/set: one bad key leaves the running configuration and the file untouched; a good change is written and applied")
+    func configSet() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let allow = ["ping", "status", "config/get", "config/set"]
+        let (layout, agent) = try Self.agent(broker, allow: allow)
+        defer { agent.stop() }
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let commands = "devices/\(layout.device)/commands"
+        let original = try Data(contentsOf: URL(fileURLWithPath: layout.config))
+        try Self.send(broker, commands + "/config/set", #"{"id":"c-1","args":{"values":{"status.info_interval":5,"mqtt.port":"abc","mqtt.keepalve":3}}}"#)
+        let bad = try Self.answer(replies, id: "c-1").body
+        let err = bad["error"] as? [String: Any]
+        #expect(err?["code"] as? String == "invalid_config", "\(bad)")
+        let message = err?["message"] as? String ?? ""
+        #expect(message.contains("mqtt.port: expected a whole number") && message.contains("mqtt.keepalve: unknown key (did you mean mqtt.keepalive?)"), "\(message)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: layout.config)) == original, "the file changed")
+        try Self.send(broker, commands + "/config/get", #"{"id":"c-2"}"#)
+        let running = (try Self.answer(replies, id: "c-2").body["result"] as? [String: Any])?["config"] as? String ?? ""
+        #expect(running.contains("info_interval: 1.0"), "\(running)")
+        // A good change: written, validated at the next start, applied now where possible.
+        try Self.send(broker, commands + "/config/set", #"{"id":"c-3","args":{"values":{"status.info_interval":7,"mqtt.keepalive":30}}}"#)
+        let good = try Self.answer(replies, id: "c-3").body
+        let r = try #require(good["result"] as? [String: Any], "\(good)")
+        #expect(r["applied"] as? [String] == ["status.info_interval"] && r["restart_required"] as? [String] == ["mqtt.keepalive"])
+        let check = try Child.spawn(AgentEndToEndTests.binary, ["check-config", layout.config], output: layout.dir + "/check.out")
+        #expect(try check.wait() == 0)
+        #expect(check.output.contains("info_interval: 7.0") && check.output.contains("keepalive: 30"), "\(check.output)")
+        try Self.send(broker, commands + "/config/get", #"{"id":"c-4"}"#)
+        #expect(((try Self.answer(replies, id: "c-4").body["result"] as? [String: Any])?["config"] as? String)?.contains("info_interval: 7.0") == true)
+    }
+
+    @Test("commands while the broker link flaps: every request is answered, each command runs once")
+    func linkFlaps() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let proxy = try TCPProxy(to: broker.port)
+        let (layout, agent) = try Self.agent(broker, port: proxy.port)
+        defer { agent.stop() }
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let topic = "devices/\(layout.device)/commands/ping"
+        let n = 20
+        for i in 0..<n {
+            try Self.send(broker, topic, "{\"id\":\"f-\(i)\"}")
+            if i % 4 == 1 { proxy.cutAll() }
+            usleep(150_000)
+        }
+        try waitUntil(timeout: 60, "an answer for every request") {
+            let ids = Set(replies.lines.compactMap { Self.json(String($0.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).last ?? ""))["id"] as? String })
+            return ids.count == n
+        }
+        for i in 0..<n {
+            let answers = Set(replies.lines.filter { $0.contains("\"f-\(i)\"") })
+            #expect(answers.count == 1, "f-\(i): answers differ: \(answers)")
+            #expect(agent.output.components(separatedBy: "command ping id f-\(i): ok").count == 2, "f-\(i) ran more than once")
+        }
+    }
+
+    @Test("agent/restart: the answer, a clean stop with the status offline, and the exit code systemd restarts on")
+    func restart() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let (layout, agent) = try Self.agent(broker, allow: ["ping", "agent/restart"])
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
+        try Self.send(broker, "devices/\(layout.device)/commands/agent/restart", #"{"id":"r-1"}"#)
+        #expect(try Self.answer(replies, id: "r-1").body["status"] as? String == "ok")
+        #expect(try agent.wait(timeout: 20) == 3)
+        try waitUntil(timeout: 10, "offline") { status.lines.last == "offline" }
+        #expect(agent.output.contains("exiting with 3 (restart requested)"))
+    }
+}
