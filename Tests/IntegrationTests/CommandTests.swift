@@ -29,8 +29,11 @@ struct CommandTests {
     }
 
     /// Sends one request with mosquitto_pub.
-    static func send(_ broker: Broker, _ topic: String, _ payload: String, v5: Bool = true, responseTopic: String? = nil, correlation: String? = nil) throws {
-        var args = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-t", topic, "-m", payload, "-V", v5 ? "mqttv5" : "mqttv311"]
+    static func send(
+        _ broker: Broker, _ topic: String, _ payload: String, v5: Bool = true, responseTopic: String? = nil, correlation: String? = nil,
+        auth: [String] = []
+    ) throws {
+        var args = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-t", topic, "-m", payload, "-V", v5 ? "mqttv5" : "mqttv311"] + auth
         if let responseTopic { args += ["-D", "publish", "response-topic", responseTopic] }
         if let correlation { args += ["-D", "publish", "correlation-data", correlation] }
         try Broker.run("/usr/bin/mosquitto_pub", args)
@@ -218,6 +221,33 @@ struct CommandTests {
             #expect(answers.count == 1, "f-\(i): answers differ: \(answers)")
             #expect(agent.output.components(separatedBy: "command ping id f-\(i): ok").count == 2, "f-\(i) ran more than once")
         }
+    }
+
+    @Test("the shipped mosquitto ACL: only the fleet service can command a device")
+    func acl() throws {
+        let root = OfflineStoreIntegrationTests.packageRoot.path
+        let layout = try Layout()
+        let broker = try Broker.start(Broker.Options(
+            extraConfig: "acl_file \(root)/config/mosquitto-acl.example", users: [layout.device: "device-pw", "fleet": "fleet-pw", "intruder": "x-pw"]))
+        defer { broker.stop() }
+        try layout.write(port: broker.port, sources: Self.quietSources)
+        var text = try String(contentsOfFile: layout.config, encoding: .utf8)
+        text = text.replacingOccurrences(of: "  keepalive: 5", with: "  keepalive: 5\n  username: \(layout.device)")
+        try text.write(toFile: layout.config, atomically: true, encoding: .utf8)
+        let fleet = ["-u", "fleet", "-P", "fleet-pw"]
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"] + fleet)
+        let agent = try layout.start(["EDGE_AGENT_MQTT__PASSWORD": "device-pw"])
+        defer { agent.stop() }
+        try waitUntil(timeout: 30, "agent connected") { agent.output.contains("state: connected") && agent.output.contains("commands on devices/") }
+        usleep(300_000)
+        let topic = "devices/\(layout.device)/commands/ping"
+        try Self.send(broker, topic, #"{"id":"from-intruder"}"#, auth: ["-u", "intruder", "-P", "x-pw"])
+        try Self.send(broker, topic, #"{"id":"from-fleet"}"#, auth: fleet)
+        #expect(try Self.answer(replies, id: "from-fleet").body["status"] as? String == "ok")
+        usleep(500_000)
+        #expect(!replies.lines.contains { $0.contains("from-intruder") }, "the broker let another user command the device")
+        #expect(!agent.output.contains("from-intruder"))
     }
 
     @Test("agent/restart: the answer, a clean stop with the status offline, and the exit code systemd restarts on")
