@@ -85,6 +85,11 @@ struct OfflineStoreIntegrationTests {
                 break
             }
         }
+        // Every message is either stored or refused (a refusal's callback may come a moment after
+        // the throw that the refusal caused).
+        try waitUntil(timeout: 10, "stored + refused = sent") {
+            (client.offlineStoreStatus?.pending ?? 0) + failures.withLockedValue { $0.count } == sent
+        }
         let refusedLater = failures.withLockedValue { $0 }
         #expect(thrown?.contains("reject_newest") == true, "publish never refused: \(String(describing: thrown))")
         #expect(refusedLater.values.allSatisfy { $0.contains("reject_newest") }, "\(refusedLater)")

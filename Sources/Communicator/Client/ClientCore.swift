@@ -66,6 +66,8 @@ enum Command: Sendable {
     case unsubscribe([String], Completion)
     case disconnect(Completion)
     case setWill(MQTTPacket.Will?)
+    /// Runs on the loop after everything queued before it (a liveness probe).
+    case probe(@Sendable () -> Void)
 }
 
 /// The engine behind `MQTTProtocol`. All session state is owned by one event loop; other threads
@@ -296,6 +298,7 @@ final class ClientCore: @unchecked Sendable {
             case .unsubscribe(let filters, let c): unsubscribe(filters, c, now: now)
             case .disconnect(let c): startDisconnect(c, now: now)
             case .setWill(let w): machine.setWill(w)
+            case .probe(let done): done()
             }
         }
         if let outbox {

@@ -90,6 +90,15 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
     public var droppedMessages: Int { core.droppedTotal.withLockedValue { $0 } }
 
+    /// Whether the network thread takes commands: a no-op goes through the same queue as
+    /// publishes and must come back within `timeout` seconds (for watchdogs). In blocking mode,
+    /// only while `loopForever()` runs.
+    public func isResponsive(timeout: Double) -> Bool {
+        let done = DispatchSemaphore(value: 0)
+        core.submit(.probe({ done.signal() }))
+        return done.wait(timeout: .now() + timeout) == .success
+    }
+
     /// The offline store's fill, counters and degraded state (nil without a store).
     public var offlineStoreStatus: OfflineStoreStatus? { core.storeStatus.withLockedValue { $0 } }
 

@@ -38,6 +38,8 @@ public final class Agent: @unchecked Sendable {
     /// Called when a command asks for a restart (`agent/restart`) or a reboot.
     public var onExitRequest: (@Sendable (Int32) -> Void)?
     var commands: CommandServer?
+    let notifier = SystemdNotifier()
+    private let readySent = NIOLockedValueBox(false)
 
     public var currentState: AgentState { state.withLockedValue { $0.current } }
 
@@ -157,10 +159,12 @@ public final class Agent: @unchecked Sendable {
         while !state.withLockedValue({ $0.stopping }) {
             do {
                 try mqtt.connect()
+                sendReady()
                 return  // from here on the client reconnects by itself (max_reconnect_attempts 0)
             } catch {
                 let auth = error is ProtocolAuthenticationError
                 setState(auth ? .error : .offline)
+                sendReady()
                 logger.warning("cannot connect to \(config.mqtt.host):\(config.mqtt.port): \(error); next try in \(Int(delay)) s")
             }
             wake.lock()
@@ -168,6 +172,40 @@ public final class Agent: @unchecked Sendable {
             wake.unlock()
             delay = min(config.mqtt.reconnectMaxDelay, max(0.1, delay * 2))
         }
+    }
+
+    /// READY=1 after the first connection attempt, whatever its outcome: the agent is up and
+    /// buffering; a broker that is down is not a failed start.
+    private func sendReady() {
+        guard readySent.withLockedValue({ r in defer { r = true }; return !r }), notifier.isActive else { return }
+        notifier.notify("READY=1\nSTATUS=\(currentState.rawValue)")
+        logger.info("systemd: READY")
+        if let interval = notifier.watchdogInterval { startWatchdog(every: interval) }
+    }
+
+    /// WATCHDOG=1 every half `WatchdogSec`, only while the MQTT client's thread takes commands
+    /// (through the same queue as publishes) and the agent's own queue runs: a stuck agent stops
+    /// feeding the watchdog and systemd restarts it.
+    private func startWatchdog(every interval: Double) {
+        let t = Thread { [weak self] in
+            while let self, !self.state.withLockedValue({ $0.stopping }) {
+                let budget = max(0.05, interval / 2)
+                let loopOK = mqtt.isResponsive(timeout: budget)
+                let queueOK = DispatchSemaphore(value: 0)
+                infoQueue.async { queueOK.signal() }
+                let agentOK = queueOK.wait(timeout: .now() + budget) == .success
+                if loopOK && agentOK {
+                    notifier.notify("WATCHDOG=1")
+                } else {
+                    logger.error("watchdog not fed: \(loopOK ? "" : "the MQTT thread did not answer within \(budget) s; ")\(agentOK ? "" : "the agent's queue is stuck")")
+                }
+                wake.lock()
+                _ = wake.wait(until: Date().addingTimeInterval(interval))
+                wake.unlock()
+            }
+        }
+        t.name = "edge-agent-watchdog"
+        t.start()
     }
 
     private func connectionChanged(_ s: ConnectionState) {
@@ -204,13 +242,17 @@ public final class Agent: @unchecked Sendable {
             return true
         }
         refreshLED()
-        if changed { logger.info("state: \(s.rawValue)") }
+        if changed {
+            logger.info("state: \(s.rawValue)")
+            notifier.notify("STATUS=\(s.rawValue)")
+        }
     }
 
     /// A clean stop: sources first, then the retained `offline` (a clean DISCONNECT suppresses
     /// the Will, so the agent says it itself), then DISCONNECT; the LED goes off.
     public func stop() {
         guard state.withLockedValue({ st in defer { st.stopping = true }; return !st.stopping }) else { return }
+        notifier.notify("STOPPING=1")
         wake.lock()
         wake.broadcast()
         wake.unlock()

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Communicator
 import DeviceAdapters
 import Foundation
@@ -118,7 +121,13 @@ public struct AgentConfig: Sendable {
         var c = AgentConfig()
         c.fromEnvironment = t.fromEnvironment
 
-        if let id = t.string("device_id", nil), !id.isEmpty {
+        if var id = t.string("device_id", nil), !id.isEmpty {
+            if id == "{hostname}" {
+                // One configuration for many boards: each takes its host name.
+                var name = [CChar](repeating: 0, count: 256)
+                gethostname(&name, 255)
+                id = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
             if id.range(of: "^[A-Za-z0-9._-]{1,64}$", options: .regularExpression) == nil {
                 t.problem("device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id")
             }

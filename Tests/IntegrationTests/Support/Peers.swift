@@ -25,7 +25,9 @@ final class ExternalSubscriber: @unchecked Sendable {
     var lines: [String] { process.output.split(separator: "\n").map(String.init) }
 
     func waitForLines(_ n: Int, timeout: Double = 10) throws -> [String] {
-        try waitUntil(timeout: timeout, "\(n) lines at mosquitto_sub (have \(lines.count))") { self.lines.count >= n }
+        do { try waitUntil(timeout: timeout, "\(n) lines at mosquitto_sub") { self.lines.count >= n } } catch {
+            throw TestFailure("\(error) (it has \(lines.count))")
+        }
         return lines
     }
 

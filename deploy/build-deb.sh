@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the Debian package of edge-agent with dpkg-deb (no network).
+#
+#   deploy/build-deb.sh [--arch amd64|arm64] [--binary PATH] [--version X.Y.Z] [--out DIR]
+#
+# Without --binary it builds the release binary for this machine with the Swift runtime linked
+# statically (`swift build -c release --static-swift-stdlib`). For arm64 pass the cross-built
+# binary (deploy/cross/README.md). Depends: is worked out from the binary's shared libraries
+# (libgpiod2 for libgpiod 1.x, libgpiod3 for 2.x, libc6, ...). A binary that still needs the
+# Swift toolchain's shared runtime is refused, unless EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME=1 (the
+# tests use it, to package the debug binary they already have).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch=$(dpkg --print-architecture)
+binary=""
+version=$(sed -n 's/.*current = "\(.*\)".*/\1/p' Sources/EdgeAgent/Version.swift)
+out=".build/deb"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) arch=$2; shift 2 ;;
+        --binary) binary=$2; shift 2 ;;
+        --version) version=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+    esac
+done
+case "$arch" in amd64|arm64) ;; *) echo "--arch must be amd64 or arm64, not $arch" >&2; exit 2 ;; esac
+
+if [ -z "$binary" ]; then
+    [ "$arch" = "$(dpkg --print-architecture)" ] || { echo "for $arch, pass --binary (a cross-built edge-agent)" >&2; exit 2; }
+    swift build -c release --product edge-agent --static-swift-stdlib
+    binary=.build/release/edge-agent
+fi
+[ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
+
+# Shared libraries → Debian packages.
+deps=()
+unknown=()
+for lib in $(objdump -p "$binary" | awk '/NEEDED/ {print $2}'); do
+    case "$lib" in
+        libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libutil.so.*|ld-linux-*.so.*) deps+=("libc6") ;;
+        libgcc_s.so.*) deps+=("libgcc-s1") ;;
+        libstdc++.so.*) deps+=("libstdc++6") ;;
+        libz.so.*) deps+=("zlib1g") ;;
+        libgpiod.so.2) deps+=("libgpiod2") ;;
+        libgpiod.so.3) deps+=("libgpiod3") ;;
+        libswift*|libFoundation*|lib_FoundationICU*|libdispatch*|libBlocksRuntime*|libicu*|lib_Testing*)
+            [ "${EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME:-0}" = 1 ] || unknown+=("$lib (the Swift runtime: build with --static-swift-stdlib)") ;;
+        *) unknown+=("$lib") ;;
+    esac
+done
+if [ ${#unknown[@]} -gt 0 ]; then
+    echo "cannot map these libraries of $binary to Debian packages: ${unknown[*]}" >&2
+    exit 1
+fi
+depends=$(printf '%s\n' "${deps[@]}" | sort -u | paste -sd, | sed 's/,/, /g')
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/edge-agent" \
+    "$stage/usr/share/edge-agent/hardware" "$stage/usr/share/doc/edge-agent"
+install -m 0755 "$binary" "$stage/usr/bin/edge-agent"
+# Stripped (symbols are not needed on the board; llvm-strip knows every architecture).
+if command -v llvm-strip >/dev/null; then llvm-strip --strip-unneeded "$stage/usr/bin/edge-agent"
+elif [ "$arch" = "$(dpkg --print-architecture)" ] && command -v strip >/dev/null; then strip --strip-unneeded "$stage/usr/bin/edge-agent"; fi
+install -m 0644 deploy/edge-agent.service "$stage/lib/systemd/system/edge-agent.service"
+install -m 0640 deploy/config.yaml "$stage/etc/edge-agent/config.yaml"
+install -m 0644 hardware/*.yaml "$stage/usr/share/edge-agent/hardware/"
+install -m 0644 README.md docs/EVENTS.md docs/COMMANDS.md config/edge-agent.example.yaml config/mosquitto-acl.example \
+    "$stage/usr/share/doc/edge-agent/"
+size=$(du -sk "$stage" | cut -f1)
+cat > "$stage/DEBIAN/control" <<CONTROL
+Package: edge-agent
+Version: $version
+Architecture: $arch
+Maintainer: edge-agent developers <edge-agent@localhost>
+Depends: $depends, adduser
+Installed-Size: $size
+Section: net
+Priority: optional
+Description: MQTT agent for ARM Linux camera gateways
+ Keeps an MQTT session to a broker, publishes vision events and a retained
+ device status with a Will, drives a GPIO status LED, buffers QoS 1/2 messages
+ on flash while offline and answers commands on MQTT command topics.
+CONTROL
+echo "/etc/edge-agent/config.yaml" > "$stage/DEBIAN/conffiles"
+install -m 0755 deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm "$stage/DEBIAN/"
+mkdir -p "$out"
+deb="$out/edge-agent_${version}_${arch}.deb"
+dpkg-deb --root-owner-group -Zgzip --build "$stage" "$deb" >/dev/null
+echo "$deb"
