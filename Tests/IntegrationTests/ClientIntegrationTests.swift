@@ -240,17 +240,20 @@ struct ClientIntegrationTests {
         let mqtt = client(broker, version) { $0.mode = .blocking }
         try mqtt.connect()  // records the intent; loopForever connects
         let inbox = Inbox()
-        let callbackThread = NIOLockedValueBox<String?>(nil)
+        // Threads compared by pthread identity (Foundation's thread names proved unreliable when
+        // many Dispatch and Foundation threads come and go in the same test process).
+        let callbackThread = NIOLockedValueBox<pthread_t?>(nil)
+        let callerThread = NIOLockedValueBox<pthread_t?>(nil)
         try mqtt.subscribe(topic, qos: 1) { t, p in
             inbox.add(t, p)
-            callbackThread.withLockedValue { $0 = Thread.current.name ?? "" }
+            callbackThread.withLockedValue { $0 = pthread_self() }
             if p == "stop" { mqtt.stopLoop() }
         }
         try mqtt.publish(topic, "first")
         let returned = NIOLockedValueBox(false)
         let loopError = NIOLockedValueBox<String?>(nil)
         let thread = Thread {
-            Thread.current.name = "caller-thread"
+            callerThread.withLockedValue { $0 = pthread_self() }
             do { try mqtt.loopForever() } catch { loopError.withLockedValue { $0 = "\(error)" } }
             returned.withLockedValue { $0 = true }
         }
@@ -260,7 +263,8 @@ struct ClientIntegrationTests {
         try waitUntil(timeout: 10, "loopForever to return") { returned.withLockedValue { $0 } }
         #expect(loopError.withLockedValue { $0 } == nil)
         #expect(inbox.all.map(\.payload) == ["first", "stop"])
-        #expect(callbackThread.withLockedValue { $0 } == "caller-thread")
+        let (cb, caller) = (callbackThread.withLockedValue { $0 }, callerThread.withLockedValue { $0 })
+        #expect(cb != nil && caller != nil && pthread_equal(cb!, caller!) != 0, "callbacks run on the thread that called loopForever")
         #expect(mqtt.state == .disconnected(reason: "disconnect requested"))
     }
 
