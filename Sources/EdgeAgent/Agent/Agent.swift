@@ -257,7 +257,6 @@ public final class Agent: @unchecked Sendable {
         wake.broadcast()
         wake.unlock()
         infoQueue.sync { infoTimer?.cancel() }
-        commands?.stop()
         stopSources()
         if mqtt.state == .connected {
             let done = DispatchSemaphore(value: 0)

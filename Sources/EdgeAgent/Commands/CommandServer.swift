@@ -43,7 +43,6 @@ final class CommandServer: @unchecked Sendable {
         logger.info("commands on \(prefix)/<name>\(broadcastPrefix.map { " and \($0)/<name>" } ?? ""); allowed: \(allow.withLockedValue { $0.sorted() }.joined(separator: ", "))")
     }
 
-    func stop() {}
 
     struct Failure: Error {
         var code: String
