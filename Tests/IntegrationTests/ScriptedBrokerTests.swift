@@ -313,6 +313,8 @@ struct ScriptedBrokerTests {
         usleep(2_300_000)
         mqtt.disconnect()
         let elapsed = Date().timeIntervalSince(start)
+        // The scripted broker reads on its own thread: wait until it has seen the DISCONNECT.
+        try waitUntil(timeout: 30, "the broker's script to end") { broker.finished }
         let packets = seen.withLockedValue { $0 }
         guard case .connect(let c) = packets.first else { Issue.record("no CONNECT first"); return }
         #expect(c.version == .v3_1_1 && c.cleanStart && c.keepAliveSeconds == 1 && c.username == "cam7")
