@@ -53,9 +53,5 @@ public struct AgentLogHandler: LogHandler {
         }
     }
 
-    static func stamp() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
-    }
+    static func stamp() -> String { EventPipeline.timestamp(Date()) }
 }

@@ -130,9 +130,5 @@ public enum BufferInspector {
             """
     }
 
-    static func iso8601(millis: UInt64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
-    }
+    static func iso8601(millis: UInt64) -> String { EventPipeline.timestamp(Date(timeIntervalSince1970: Double(millis) / 1000)) }
 }

@@ -51,11 +51,10 @@ public final class EventPipeline: @unchecked Sendable {
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)
     }
 
-    static func timestamp(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: d)
-    }
+    /// UTC, milliseconds: `2026-11-29T06:41:51.278Z` (events, logs, the info document, inspect).
+    static let iso8601 = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    static func timestamp(_ d: Date) -> String { iso8601.format(d) }
 
     func publish(_ event: SourceEvent, from source: EventSource) {
         let seq: UInt64
