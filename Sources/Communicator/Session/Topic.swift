@@ -52,38 +52,45 @@ public enum Topic {
     /// are stripped. [MQTT-4.7.2-1] a filter starting with a wildcard does not match a topic
     /// starting with '$'. "a/#" matches "a" as well (§4.7.1.2).
     public static func matches(filter: String, topic: String) -> Bool {
-        var f = Substring(filter).utf8[...]
-        if filter.hasPrefix("$share/") {
-            let rest = f.dropFirst(7)
-            if let slash = rest.firstIndex(of: UInt8(ascii: "/")) { f = rest[rest.index(after: slash)...] }
+        var filter = filter
+        var topic = topic
+        // Contiguous UTF-8 (no copy for native strings): byte comparisons on plain buffers.
+        return filter.withUTF8 { f in topic.withUTF8 { t in matches(filter: f, topic: t) } }
+    }
+
+    static func matches(filter full: UnsafeBufferPointer<UInt8>, topic t: UnsafeBufferPointer<UInt8>) -> Bool {
+        let slash = UInt8(ascii: "/")
+        let plus = UInt8(ascii: "+")
+        let hash = UInt8(ascii: "#")
+        var fi = 0
+        if full.count > 7 && full[0] == UInt8(ascii: "$") && String(decoding: UnsafeBufferPointer(rebasing: full[0..<7]), as: UTF8.self) == "$share/" {
+            // "$share/group/filter": match on the filter.
+            var i = 7
+            while i < full.count && full[i] != slash { i += 1 }
+            fi = min(i + 1, full.count)
         }
-        let t = topic.utf8
-        if let first = t.first, first == UInt8(ascii: "$"), let ff = f.first,
-            ff == UInt8(ascii: "+") || ff == UInt8(ascii: "#")
-        {
+        if let first = t.first, first == UInt8(ascii: "$"), fi < full.count, full[fi] == plus || full[fi] == hash {
             return false
         }
-        var fi = f.startIndex
-        var ti = t.startIndex
-        while fi < f.endIndex {
-            let c = f[fi]
-            if c == UInt8(ascii: "#") { return true }
-            if c == UInt8(ascii: "+") {
+        var ti = 0
+        while fi < full.count {
+            let c = full[fi]
+            if c == hash { return true }
+            if c == plus {
                 // Consume one topic level.
-                while ti < t.endIndex && t[ti] != UInt8(ascii: "/") { ti = t.index(after: ti) }
-                fi = f.index(after: fi)
+                while ti < t.count && t[ti] != slash { ti += 1 }
+                fi += 1
                 continue
             }
-            if ti == t.endIndex {
+            if ti == t.count {
                 // Topic ended: only "/#" may remain in the filter ("a/#" matches "a").
-                let rest = f[fi...]
-                return rest.count == 2 && rest.first == UInt8(ascii: "/") && rest.last == UInt8(ascii: "#")
+                return full.count - fi == 2 && full[fi] == slash && full[fi + 1] == hash
             }
             if c != t[ti] { return false }
-            fi = f.index(after: fi)
-            ti = t.index(after: ti)
+            fi += 1
+            ti += 1
         }
-        return ti == t.endIndex
+        return ti == t.count
     }
 
     private static func printable(_ s: String) -> String {
