@@ -56,7 +56,15 @@ public final class EventPipeline: @unchecked Sendable {
 
     static func timestamp(_ d: Date) -> String { iso8601.format(d) }
 
+    /// Sources publish from threads of their own: taking the sequence number and handing the
+    /// message to the client happen under one lock, so events leave in sequence order.
+    private let order = NIOLock()
+
     func publish(_ event: SourceEvent, from source: EventSource) {
+        order.withLock { publishInOrder(event, from: source) }
+    }
+
+    private func publishInOrder(_ event: SourceEvent, from source: EventSource) {
         let seq: UInt64
         do { seq = try sequence.take() } catch {
             logger.error("event from \(source.name) not published: \(error)")
