@@ -45,7 +45,9 @@ struct ConfigUpdate {
         } catch {
             throw F(code: "invalid_config", message: "nothing changed: " + error.problems.joined(separator: "; "))
         }
-        try Self.writeAtomically(text, to: path)
+        do { try AtomicFile.write(Array(text.utf8), to: path) } catch {
+            throw CommandServer.Failure(code: "failed", message: "\(error)")
+        }
         agent.effective.withLockedValue { $0 = updated }
         var applied: [String] = []
         var later: [String] = []
@@ -91,24 +93,6 @@ struct ConfigUpdate {
             })
         case .object:
             throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\": set nested keys one by one with dotted names")
-        }
-    }
-
-    static func writeAtomically(_ text: String, to path: String) throws {
-        let tmp = path + ".new"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw CommandServer.Failure(code: "failed", message: "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let bytes = Array(text.utf8)
-        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw CommandServer.Failure(code: "failed", message: "cannot replace \(path): \(String(cString: strerror(errno)))")
-        }
-        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
         }
     }
 }

@@ -61,11 +61,6 @@ final class RecentRequests: @unchecked Sendable {
 
     private func save(_ entries: [Entry]) {
         guard let data = try? JSONEncoder().encode(entries) else { return }
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return }
-        let ok = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count && fsync(fd) == 0
-        close(fd)
-        if ok { rename(tmp, path) }
+        try? AtomicFile.write(Array(data), to: path)
     }
 }

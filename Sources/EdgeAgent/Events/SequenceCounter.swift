@@ -42,13 +42,9 @@ public final class SequenceCounter: @unchecked Sendable {
 
     private func extend() throws {
         let end = next + lease
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw AgentError("cannot write \(tmp): \(String(cString: strerror(errno))) (state_dir)") }
-        let text = "\(end)\n"
-        let ok = text.withCString { write(fd, $0, strlen($0)) } == text.utf8.count && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else { throw AgentError("cannot write \(path): \(String(cString: strerror(errno))) (state_dir)") }
+        do { try AtomicFile.write(Array("\(end)\n".utf8), to: path) } catch {
+            throw AgentError("\(error) (state_dir)")
+        }
         leaseEnd = end
     }
 }

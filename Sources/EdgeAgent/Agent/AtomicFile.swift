@@ -1,0 +1,28 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Replaces `path` with `bytes` so that a power cut leaves the old or the new file, never a
+/// mix: a temporary file beside it, fsync, rename, fsync of the folder. Used for the event
+/// sequence lease, the remembered command answers and `config/set`.
+enum AtomicFile {
+    static func write(_ bytes: [UInt8], to path: String) throws(AgentError) {
+        let tmp = path + ".new"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw AgentError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        let ok = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw AgentError("cannot replace \(path): \(String(cString: strerror(e)))")
+        }
+        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY)
+        if dir >= 0 {
+            fsync(dir)
+            close(dir)
+        }
+    }
+}
