@@ -102,8 +102,10 @@ struct DeployTests {
         }
         let info = try Broker.run("/usr/bin/dpkg-deb", ["--info", deb])
         #expect(info.contains("Package: edge-agent") && info.contains("Version: 0.1.0") && info.contains("libgpiod2"), "\(info)")
-        let conffiles = try Broker.run("/usr/bin/dpkg-deb", ["--ctrl-tarfile", deb])
-        #expect(!conffiles.isEmpty)
+        let control = out + "/control"
+        try Broker.run("/usr/bin/dpkg-deb", ["-e", deb, control])
+        #expect(try String(contentsOfFile: control + "/conffiles", encoding: .utf8) == "/etc/edge-agent/config.yaml\n")
+        #expect(FileManager.default.isExecutableFile(atPath: control + "/postinst") && FileManager.default.isExecutableFile(atPath: control + "/postrm"))
         let check = try Child.spawn(AgentEndToEndTests.binary, ["check-config", Self.root + "/deploy/config.yaml"], output: out + "/check.out")
         #expect(try check.wait() == 0, "the packaged configuration must be valid: \(check.output)")
     }
