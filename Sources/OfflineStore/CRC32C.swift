@@ -1,15 +1,19 @@
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as Kafka and iSCSI use it.
 /// Software slicing-by-8: portable C-free Swift, no architecture-specific instructions.
 public enum CRC32C {
-    static let tables: [[UInt32]] = {
-        var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+    /// Eight 256-entry tables, one after the other: table k at k * 256.
+    static let table: [UInt32] = {
+        var t = [UInt32](repeating: 0, count: 8 * 256)
         for i in 0..<256 {
             var c = UInt32(i)
             for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
-            t[0][i] = c
+            t[i] = c
         }
-        for i in 0..<256 {
-            for k in 1..<8 { t[k][i] = (t[k - 1][i] >> 8) ^ t[0][Int(t[k - 1][i] & 0xFF)] }
+        for k in 1..<8 {
+            for i in 0..<256 {
+                let previous = t[(k - 1) * 256 + i]
+                t[k * 256 + i] = (previous >> 8) ^ t[Int(previous & 0xFF)]
+            }
         }
         return t
     }()
@@ -19,31 +23,22 @@ public enum CRC32C {
         var c = ~crc
         var i = 0
         let n = bytes.count
-        tables[0].withUnsafeBufferPointer { t0 in
-            tables[1].withUnsafeBufferPointer { t1 in
-                tables[2].withUnsafeBufferPointer { t2 in
-                    tables[3].withUnsafeBufferPointer { t3 in
-                        tables[4].withUnsafeBufferPointer { t4 in
-                            tables[5].withUnsafeBufferPointer { t5 in
-                                tables[6].withUnsafeBufferPointer { t6 in
-                                    tables[7].withUnsafeBufferPointer { t7 in
-                                        while i + 8 <= n {
-                                            let lo = c ^ (UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24)
-                                            let hi = UInt32(bytes[i + 4]) | UInt32(bytes[i + 5]) << 8 | UInt32(bytes[i + 6]) << 16 | UInt32(bytes[i + 7]) << 24
-                                            c = t7[Int(lo & 0xFF)] ^ t6[Int((lo >> 8) & 0xFF)] ^ t5[Int((lo >> 16) & 0xFF)] ^ t4[Int(lo >> 24)]
-                                                ^ t3[Int(hi & 0xFF)] ^ t2[Int((hi >> 8) & 0xFF)] ^ t1[Int((hi >> 16) & 0xFF)] ^ t0[Int(hi >> 24)]
-                                            i += 8
-                                        }
-                                        while i < n {
-                                            c = t0[Int((c ^ UInt32(bytes[i])) & 0xFF)] ^ (c >> 8)
-                                            i += 1
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        table.withUnsafeBufferPointer { t in
+            // One lookup in table k for byte b of the 8-byte block (kept small for the type checker).
+            @inline(__always) func at(_ k: Int, _ b: UInt32) -> UInt32 { t[k &* 256 &+ Int(b & 0xFF)] }
+            while i + 8 <= n {
+                let lo = c ^ UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                let hi = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
+                var x = at(7, lo) ^ at(6, lo >> 8)
+                x ^= at(5, lo >> 16) ^ at(4, lo >> 24)
+                x ^= at(3, hi) ^ at(2, hi >> 8)
+                x ^= at(1, hi >> 16) ^ at(0, hi >> 24)
+                c = x
+                i += 8
+            }
+            while i < n {
+                c = at(0, c ^ UInt32(bytes[i])) ^ (c >> 8)
+                i += 1
             }
         }
         return ~c
