@@ -10,7 +10,7 @@ import Glibc
 /// devices, a vision pipeline writing to the socket), and independent subscribers.
 @Suite("edge-agent end to end")
 struct AgentEndToEndTests {
-    static var binary: String { OfflineStoreIntegrationTests.packageRoot.appendingPathComponent(".build/debug/edge-agent").path }
+    static var binary: String { TestFiles.product("edge-agent") }
 
     /// A scratch layout for one agent: config, state, buffer, socket, fake /dev and sysfs, snapshots.
     struct Layout {

@@ -14,7 +14,7 @@ import Glibc
 @Suite("Offline store behind the publish queue")
 struct OfflineStoreIntegrationTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static var probe: String { packageRoot.appendingPathComponent(".build/debug/offline-probe").path }
+    static var probe: String { TestFiles.product("offline-probe") }
 
     func config(port: Int, store: OfflineStoreConfig) -> MQTTConfig {
         MQTTConfig(
@@ -312,7 +312,7 @@ struct OfflineStoreIntegrationTests {
 
     static func runTool(_ args: [String]) throws -> (status: Int32, output: String) {
         let out = TestFiles.makeTempDir("tool").appendingPathComponent("out").path
-        let child = try Child.spawn(packageRoot.appendingPathComponent(".build/debug/edge-agent").path, args, output: out)
+        let child = try Child.spawn(TestFiles.product("edge-agent"), args, output: out)
         let status = try child.wait(timeout: 30)
         return (status, child.output)
     }

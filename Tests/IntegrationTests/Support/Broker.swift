@@ -200,6 +200,18 @@ enum ChildProcesses {
 }
 
 enum TestFiles {
+    /// The folder with the products under test (edge-agent, offline-probe): the one the test
+    /// bundle itself was built into, so a cross build (`.build-cross-arm64/debug`, run under qemu)
+    /// tests its own binaries. EDGE_AGENT_TEST_PRODUCTS overrides it.
+    static let products: String = {
+        if let dir = ProcessInfo.processInfo.environment["EDGE_AGENT_TEST_PRODUCTS"] { return dir }
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        if FileManager.default.isExecutableFile(atPath: bundleDir + "/edge-agent") { return bundleDir }
+        return OfflineStoreIntegrationTests.packageRoot.appendingPathComponent(".build/debug").path
+    }()
+
+    static func product(_ name: String) -> String { products + "/" + name }
+
     static func makeTempDir(_ prefix: String) -> URL {
         let base = ProcessInfo.processInfo.environment["EDGE_TEST_TMP"] ?? NSTemporaryDirectory()
         let url = URL(fileURLWithPath: base).appendingPathComponent("edge-\(prefix)-\(UUID().uuidString.prefix(8))")
