@@ -91,7 +91,7 @@ struct SessionMachineTests {
         var d = SessionDriver()
         _ = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
         let acts = d.receive(.pingresp)
-        guard case .some(.some(.protocolViolation(let what))) = acts.closed else { Issue.record("not closed"); return }
+        guard case .some(.some(.protocolViolation(let what, _))) = acts.closed else { Issue.record("not closed"); return }
         #expect(what.contains("expected CONNACK"))
     }
 

@@ -62,12 +62,14 @@ enum Completion: Sendable {
 enum Command: Sendable {
     case connect(Completion)
     case publish(MQTTPacket.Publish, Completion)
-    case subscribe([(filter: String, qos: QoS, handler: MessageHandler)], Completion)
+    case subscribe([(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], Completion)
     case unsubscribe([String], Completion)
     case disconnect(Completion)
     case setWill(MQTTPacket.Will?)
     /// Runs on the loop after everything queued before it (a liveness probe).
     case probe(@Sendable () -> Void)
+    /// 5.0 re-authentication (AUTH 0x19).
+    case reauthenticate(Completion)
 }
 
 /// The engine behind `MQTTProtocol`. All session state is owned by one event loop; other threads
@@ -83,12 +85,18 @@ final class ClientCore: @unchecked Sendable {
 
     struct Subscription {
         var qos: QoS
+        var options: SubscribeOptions
         var handler: MessageHandler
         /// The broker acknowledged it on the current session.
         var confirmed: Bool
         /// 5.0 Subscription Identifier: the broker tags each copy of a message with the
         /// identifiers of the subscriptions it matched, so each callback gets its copy once.
         var id: UInt32
+
+        func packet(_ filter: String) -> MQTTPacket.Subscription {
+            .init(filter: filter, qos: qos, noLocal: options.noLocal, retainAsPublished: options.retainAsPublished,
+                  retainHandling: options.retainHandling)
+        }
     }
 
     let config: MQTTConfig
@@ -101,6 +109,7 @@ final class ClientCore: @unchecked Sendable {
     let droppedTotal = NIOLockedValueBox(0)
     private let lastSessionPresent = NIOLockedValueBox<Bool?>(nil)
     var sessionPresent: Bool? { lastSessionPresent.withLockedValue { $0 } }
+    let connectionInfo = NIOLockedValueBox<MQTTConnectionInfo?>(nil)
     let storeStatus = NIOLockedValueBox<OfflineStoreStatus?>(nil)
     /// A reject_newest store refused its last message: `publish` refuses QoS 1/2 at once.
     let storeRefusing = NIOLockedValueBox(false)
@@ -118,6 +127,17 @@ final class ClientCore: @unchecked Sendable {
     private var writeWaiters: [Completion] = []
     private var inReadBatch = false
     private var subscriptions: [String: Subscription] = [:]
+    /// The brokers in the order a round tries them (a 0x9D "server moved" puts its target first).
+    private var preferred: [BrokerEndpoint]
+    /// This round's order and the position in it; `redirect` is a Server Reference to try next.
+    private var round: [BrokerEndpoint] = []
+    private var roundIndex = 0
+    private var roundErrors: [String] = []
+    private var redirect: BrokerEndpoint?
+    private var redirectsThisRound = 0
+    /// The broker of the current (or last) connection attempt.
+    private var current: BrokerEndpoint { currentBroker.withLockedValue { $0 } }
+    let currentBroker: NIOLockedValueBox<BrokerEndpoint>
     private var nextSubscriptionID: UInt32 = 1
     private var wantConnected = false
     private var userDisconnect = false
@@ -144,6 +164,8 @@ final class ClientCore: @unchecked Sendable {
     init(config: MQTTConfig, clientID: String, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        preferred = config.brokers
+        currentBroker = NIOLockedValueBox(config.brokers[0])
         self.tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
         let password = config.password.map { ByteBuffer(string: $0) }
         machine = SessionMachine(
@@ -154,7 +176,9 @@ final class ClientCore: @unchecked Sendable {
                 sessionExpirySeconds: config.sessionExpiryInterval, maxInflight: config.maxInflight,
                 maxPacketSize: config.maxPacketSize, queueLimit: config.publishQueueMaxsize,
                 queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
-                dropOldestWhenFull: config.queueFullPolicy == .dropOldest))
+                dropOldestWhenFull: config.queueFullPolicy == .dropOldest, receiveMaximum: config.receiveMaximum,
+                topicAliasMaximum: config.topicAliasMaximum, outgoingTopicAliases: config.outgoingTopicAliases,
+                authenticator: config.authenticator))
         if config.offlineStore != nil { openStore() }
     }
 
@@ -299,6 +323,12 @@ final class ClientCore: @unchecked Sendable {
             case .disconnect(let c): startDisconnect(c, now: now)
             case .setWill(let w): machine.setWill(w)
             case .probe(let done): done()
+            case .reauthenticate(let c):
+                if let problem = machine.reauthenticate(now: now, into: &actions) {
+                    complete(c, .failure(ProtocolValidationError("cannot re-authenticate: \(problem)")))
+                } else {
+                    complete(c, .success(()))
+                }
             }
         }
         if let outbox {
@@ -356,7 +386,7 @@ final class ClientCore: @unchecked Sendable {
             return true
         }
         guard changed else { return }
-        logger.info("MQTT \(s)", metadata: ["broker": "\(config.brokerAddress):\(config.port)"])
+        logger.info("MQTT \(s)", metadata: ["broker": "\(current)"])
         for l in stateListeners.withLockedValue({ $0.all.sorted { $0.key < $1.key }.map(\.value) }) { l(s) }
     }
 
@@ -373,7 +403,58 @@ final class ClientCore: @unchecked Sendable {
         reconnectAttempt = 0
         triedFallback = false
         hopToPersistentSession = needsSessionHop
+        beginRound()
         startAttempt()
+    }
+
+    /// A round tries each broker once, without waiting in between.
+    private func beginRound() {
+        round = config.brokerOrder == .random ? preferred.shuffled() : preferred
+        roundIndex = 0
+        roundErrors.removeAll()
+        redirectsThisRound = 0
+        currentBroker.withLockedValue { $0 = round[0] }
+    }
+
+    /// Where the next attempt goes without a back-off: a Server Reference the broker gave, else
+    /// the next broker of this round when this attempt never got connected.
+    private func nextBrokerWithoutWaiting(reason: String) -> BrokerEndpoint? {
+        if let r = redirect {
+            redirect = nil
+            if redirectsThisRound < 2 * preferred.count + 2 {
+                redirectsThisRound += 1
+                return r
+            }
+            logger.error("broker redirects keep going round (last to \(r)): waiting for the next round")
+        }
+        guard !connectedThisAttempt, roundIndex + 1 < round.count else { return nil }
+        roundErrors.append("\(current): \(reason)")
+        roundIndex += 1
+        logger.warning("broker \(current) failed (\(reason)); trying \(round[roundIndex])")
+        return round[roundIndex]
+    }
+
+    /// Acts on a 5.0 Server Reference (CONNACK or DISCONNECT with 0x9C "use another server" or
+    /// 0x9D "server moved", §4.11): only towards a configured broker or an allowed host.
+    private func noteServerReference(code: UInt8, reference: String?) {
+        guard code == 0x9C || code == 0x9D, let reference else { return }
+        let allowed = { (b: BrokerEndpoint) in
+            self.preferred.contains(b) || self.config.brokers.contains(b)
+                || self.config.serverReferenceAllowList.contains { $0 == b.host || $0 == b.description }
+        }
+        guard let target = BrokerEndpoint.references(reference, defaultPort: current.port).first(where: allowed) else {
+            logger.error(
+                "broker \(current) sent Server Reference \"\(reference)\" (\(code == 0x9D ? "server moved" : "use another server")), which is neither a configured broker nor in server_reference_allow_list: ignored")
+            return
+        }
+        redirect = target
+        if code == 0x9D {
+            preferred.removeAll { $0 == target }
+            preferred.insert(target, at: 0)
+            logger.warning("broker \(current) has moved to \(target) (0x9D): connecting there, now and on later rounds")
+        } else {
+            logger.warning("broker \(current) asks to use \(target) instead (0x9C): connecting there")
+        }
     }
 
     private var needsSessionHop: Bool {
@@ -393,10 +474,10 @@ final class ClientCore: @unchecked Sendable {
         attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
             guard attempt == thisAttempt, !connectedThisAttempt else { return }
             fail(ProtocolConnectionError(
-                "no answer from \(config.brokerAddress):\(config.port) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up"))
+                "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up"))
         }
         Transport.connect(
-            on: loop, config: config, tlsContext: tlsContext, version: machine.options.version, core: self,
+            on: loop, to: current, config: config, tlsContext: tlsContext, version: machine.options.version, core: self,
             attempt: thisAttempt
         ).whenComplete { [self] result in
             guard attempt == thisAttempt else {
@@ -477,6 +558,16 @@ final class ClientCore: @unchecked Sendable {
     func transportError(_ error: Error, attempt: UInt64) {
         guard attempt == self.attempt else { return }
         if lastFailure == nil { lastFailure = mapTransportError(error) }
+        if let d = error as? MQTTDecodeError, machine.options.version == .v5_0, machine.isConnected, let channel {
+            // [MQTT-4.13.2-1]: DISCONNECT with the reason before closing: 0x95 for a packet above
+            // the Maximum Packet Size we announced [MQTT-3.1.2-25 is the broker's side], else 0x81.
+            let code: UInt8 = if case .packetTooLarge = d { 0x95 } else { 0x81 }
+            var props = MQTTProperties()
+            props.reasonString = String("\(d)".prefix(200))
+            var buffer = channel.allocator.buffer(capacity: 64)
+            MQTTPacket.disconnect(.init(reasonCode: code, properties: props)).encode(version: .v5_0, into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
         logger.debug("MQTT transport error: \(error)")
     }
 
@@ -516,6 +607,11 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         let reason = failure?.message ?? "connection closed by the broker"
+        if let next = nextBrokerWithoutWaiting(reason: reason) {
+            currentBroker.withLockedValue { $0 = next }
+            startAttempt()
+            return
+        }
         if !everConnected {
             // 5.0 refused as an unsupported protocol version: optionally try 3.1.1 once.
             if let f = failure, f.code == 0x84 || (f.code == 1 && machine.options.version == .v3_1_1),
@@ -529,7 +625,12 @@ final class ClientCore: @unchecked Sendable {
                 return
             }
             wantConnected = false
-            let error = failure ?? ProtocolConnectionError("connection to \(config.brokerAddress):\(config.port) closed before CONNACK")
+            var error = failure ?? ProtocolConnectionError("connection to \(current) closed before CONNACK")
+            if !roundErrors.isEmpty {
+                error = ProtocolConnectionError(
+                    "no broker accepted the connection: " + (roundErrors + ["\(current): \(error.message)"]).joined(separator: "; "),
+                    code: error.code)
+            }
             setState(.disconnected(reason: error.message))
             for w in connectWaiters { complete(w, .failure(error)) }
             connectWaiters.removeAll()
@@ -548,7 +649,7 @@ final class ClientCore: @unchecked Sendable {
         reconnectAttempt += 1
         if config.maxReconnectAttempts > 0 && reconnectAttempt > config.maxReconnectAttempts {
             giveUp(ProtocolConnectionError(
-                "gave up after \(config.maxReconnectAttempts) reconnect attempts to \(config.brokerAddress):\(config.port); last error: \(lastFailure?.message ?? "connection lost")"))
+                "gave up after \(config.maxReconnectAttempts) reconnect rounds (\(preferred.map(\.description).joined(separator: ", "))); last error: \(lastFailure?.message ?? "connection lost")"))
             return
         }
         let base = min(config.reconnectMaxDelay, config.reconnectInitialDelay * Double(1 << min(reconnectAttempt - 1, 30)))
@@ -557,6 +658,7 @@ final class ClientCore: @unchecked Sendable {
         reconnectTask = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { [self] in
             reconnectTask = nil
             guard wantConnected else { return }
+            beginRound()
             startAttempt()
         }
     }
@@ -574,10 +676,16 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: - Subscriptions
 
-    private func subscribe(_ entries: [(filter: String, qos: QoS, handler: MessageHandler)], _ completion: Completion, now: UInt64) {
+    private func subscribe(
+        _ entries: [(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], _ completion: Completion, now: UInt64
+    ) {
+        if let info = machine.connectionInfo, let problem = entries.lazy.compactMap({ Self.unsupported($0.filter, by: info) }).first {
+            complete(completion, .failure(ProtocolValidationError(problem)))
+            return
+        }
         for e in entries {
             let id = subscriptions[e.filter]?.id ?? nextSubscriptionIdentifier()
-            subscriptions[e.filter] = Subscription(qos: e.qos, handler: e.handler, confirmed: false, id: id)
+            subscriptions[e.filter] = Subscription(qos: e.qos, options: e.options, handler: e.handler, confirmed: false, id: id)
         }
         guard machine.isConnected else {
             // Sent when the connection comes up (with the others being restored).
@@ -585,6 +693,18 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         sendSubscribe(entries.map { $0.filter }, token: completion, now: now)
+    }
+
+    /// A filter the broker said in CONNACK it does not support (5.0 §3.2.2.3.15-17).
+    static func unsupported(_ filter: String, by info: MQTTConnectionInfo) -> String? {
+        let p = info.properties
+        if filter.hasPrefix("$share/") && p.sharedSubscriptionAvailable == 0 {
+            return "the broker does not support shared subscriptions (Shared Subscription Available 0): cannot subscribe to \"\(filter)\""
+        }
+        if p.wildcardSubscriptionAvailable == 0 && (filter.contains("+") || filter.contains("#")) {
+            return "the broker does not support wildcard subscriptions (Wildcard Subscription Available 0): cannot subscribe to \"\(filter)\""
+        }
+        return nil
     }
 
     private func nextSubscriptionIdentifier() -> UInt32 {
@@ -603,9 +723,9 @@ final class ClientCore: @unchecked Sendable {
         if usesSubscriptionIDs && subs.count == 1, let (f, sub) = subs.first {
             var props = MQTTProperties()
             props.subscriptionIdentifiers = [sub.id]
-            machine.subscribe([.init(filter: f, qos: sub.qos)], properties: props, token: token, now: now, into: &actions)
+            machine.subscribe([sub.packet(f)], properties: props, token: token, now: now, into: &actions)
         } else {
-            machine.subscribe(subs.map { .init(filter: $0.0, qos: $0.1.qos) }, token: token, now: now, into: &actions)
+            machine.subscribe(subs.map { $0.1.packet($0.0) }, token: token, now: now, into: &actions)
         }
     }
 
@@ -714,6 +834,7 @@ final class ClientCore: @unchecked Sendable {
                 return
             }
             lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
+            connectionInfo.withLockedValue { $0 = info }
             connectedThisAttempt = true
             everConnected = true
             reconnectAttempt = 0
@@ -775,8 +896,15 @@ final class ClientCore: @unchecked Sendable {
             }
         case .unsubscribeCompleted(let token, let result):
             complete(token, result.mapError { mapFailure($0) as any Error })
+        case .reauthenticated:
+            logger.info("re-authenticated with \(current)")
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
+            switch failure {
+            case .connectionRefused(let code, let props)?: noteServerReference(code: code, reference: props.serverReference)
+            case .serverDisconnected(let code, _, let reference)?: noteServerReference(code: code, reference: reference)
+            default: break
+            }
             writeOut()
             channel?.close(promise: nil)
         }
@@ -828,7 +956,7 @@ final class ClientCore: @unchecked Sendable {
 
     private func mapFailure(_ f: SessionMachine<Completion>.Failure) -> any CommunicatorError {
         let v = machine.options.version
-        let broker = "\(config.brokerAddress):\(config.port)"
+        let broker = current.description
         switch f {
         case .connectionRefused(let code, let props):
             let what = ReasonCode.describe(code, version: v, connack: true)
@@ -847,15 +975,17 @@ final class ClientCore: @unchecked Sendable {
                     code: code)
             }
             return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code)
-        case .protocolViolation(let what):
-            return ProtocolError("broker \(broker) broke the MQTT protocol: \(what)")
+        case .protocolViolation(let what, let code):
+            return ProtocolError(
+                "broker \(broker) broke the MQTT protocol: \(what)" + (v == .v5_0 ? " (we sent DISCONNECT \(ReasonCode.describe(code, version: v)))" : ""),
+                code: code)
         case .rejected(let packet, let code, let reason):
             return ProtocolValidationError(
                 "broker refused the message (\(packet) \(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
                 code: code)
         case .keepAliveTimeout(let seconds):
             return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead")
-        case .serverDisconnected(let code, let reason):
+        case .serverDisconnected(let code, let reason, _):
             return ProtocolError(
                 "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
                 code: code)
@@ -865,12 +995,17 @@ final class ClientCore: @unchecked Sendable {
             return ProtocolConnectionError("connection to \(broker) was lost before the request completed")
         case .dropped(let limit):
             return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest")
+        case .authentication(let what):
+            return ProtocolAuthenticationError("enhanced authentication with \(broker) failed: \(what)")
+        case .expired(let seconds):
+            return ProtocolValidationError(
+                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker")
         }
     }
 
     func mapTransportError(_ error: Error) -> any CommunicatorError {
         if let e = error as? any CommunicatorError { return e }
-        let broker = "\(config.brokerAddress):\(config.port)"
+        let broker = current.description
         if let d = error as? MQTTDecodeError {
             return ProtocolError("broker \(broker) sent a \(d)")
         }

@@ -100,6 +100,40 @@ public struct MQTTConfig: Sendable {
     /// Keeps QoS 1/2 messages on flash while the broker is unreachable (and across restarts and
     /// power cuts); nil = memory only.
     public var offlineStore: OfflineStoreConfig?
+    /// Further brokers (a cluster, a standby). A failed connection attempt moves on to the next
+    /// one at once; only after every broker failed does the reconnect back-off wait. Each round
+    /// starts again with the first (preferred) one, so the client returns to it when it is back.
+    public var failoverBrokers: [BrokerEndpoint]
+    /// Order of the brokers in each round.
+    public var brokerOrder: BrokerOrder
+    /// Hosts (or host:port) a 5.0 broker may send us to with a Server Reference (CONNACK or
+    /// DISCONNECT 0x9C "use another server", 0x9D "server moved"), besides the configured brokers.
+    /// A reference to anything else is logged and ignored: never followed blindly.
+    public var serverReferenceAllowList: [String]
+
+    /// 5.0: QoS 1/2 publishes the broker may send us without waiting for our acknowledgement
+    /// (announced in CONNECT below 65,535; a broker that sends more is disconnected with 0x93).
+    public var receiveMaximum: UInt16 = 65_535
+    /// 5.0: topic aliases the broker may use towards us (announced in CONNECT; 0 = none).
+    public var topicAliasMaximum: UInt16 = 16
+    /// 5.0: topics used more than once get an alias on the way out, within the broker's Topic
+    /// Alias Maximum (saves their bytes on every later message; reset on each connection).
+    public var outgoingTopicAliases = true
+
+    /// 5.0 enhanced authentication (AUTH challenge/response, re-authentication); nil = none.
+    public var authenticator: (any MQTTAuthenticator)?
+    /// Where answers to `request(...)` arrive (5.0 Response Topic); nil = responses/<client id>.
+    public var responseTopic: String?
+
+    public enum BrokerOrder: String, Sendable {
+        /// `brokerAddress` first, then `failoverBrokers` in the order given.
+        case inOrder = "in_order"
+        /// A new random order for every round (spreads a fleet over a cluster).
+        case random
+    }
+
+    /// `brokerAddress:port` followed by `failoverBrokers`.
+    public var brokers: [BrokerEndpoint] { [BrokerEndpoint(host: brokerAddress, port: port)] + failoverBrokers }
 
     public enum QueueFullPolicy: String, Sendable {
         /// `publish` throws `ProtocolValidationError`; nothing already accepted is lost.
@@ -137,7 +171,10 @@ public struct MQTTConfig: Sendable {
         maxInflight: Int? = nil,
         queueQoS0WhileDisconnected: Bool = false,
         queueFullPolicy: QueueFullPolicy = .reject,
-        offlineStore: OfflineStoreConfig? = nil
+        offlineStore: OfflineStoreConfig? = nil,
+        failoverBrokers: [BrokerEndpoint] = [],
+        brokerOrder: BrokerOrder = .inOrder,
+        serverReferenceAllowList: [String] = []
     ) {
         self.brokerAddress = brokerAddress
         self.port = port
@@ -168,6 +205,9 @@ public struct MQTTConfig: Sendable {
         self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
         self.queueFullPolicy = queueFullPolicy
         self.offlineStore = offlineStore
+        self.failoverBrokers = failoverBrokers
+        self.brokerOrder = brokerOrder
+        self.serverReferenceAllowList = serverReferenceAllowList
     }
 
     var usesTLS: Bool { tls ?? (caCerts != nil || clientCertificate != nil || port == 8883) }
@@ -190,6 +230,7 @@ public struct MQTTConfig: Sendable {
         }
         if !(16...268_435_460).contains(maxPacketSize) { p.append("max_packet_size \(maxPacketSize) must be in 16...268435460 bytes") }
         if let m = maxInflight, !(1...65_535).contains(m) { p.append("max_inflight \(m) must be in 1...65535") }
+        if receiveMaximum == 0 { p.append("receive_maximum must be in 1...65535 (0 is a protocol error, §3.1.2.11.3)") }
         if protocolVersion == .v3_1_1 && password != nil && username == nil {
             p.append("password is set without username: MQTT 3.1.1 sends a password only with a user name [MQTT-3.1.2-22]")
         }
@@ -204,6 +245,9 @@ public struct MQTTConfig: Sendable {
             p.append("client_certificate and client_key go together for mutual TLS: set both or neither")
         }
         if let store = offlineStore { p += store.problems() }
+        for b in failoverBrokers where b.host.isEmpty || !(1...65_535).contains(b.port) {
+            p.append("failover broker \"\(b)\" needs a host and a port in 1...65535")
+        }
         for (name, path) in [("ca_certs", caCerts), ("client_certificate", clientCertificate), ("client_key", clientKey)] {
             if let path, access(path, R_OK) != 0 {
                 p.append("\(name) file \"\(path)\" cannot be read: check the path and its permissions")

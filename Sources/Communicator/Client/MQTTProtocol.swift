@@ -49,6 +49,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
             setupError = error as? any CommunicatorError
         }
         setupProblems = problems
+        let own = clientID.isEmpty ? "assigned-" + String(UInt64.random(in: 0...UInt64.max), radix: 36) : clientID
+        requester = Requester(responseTopic: config.responseTopic ?? "responses/" + own)
         if config.mode == .nonBlocking {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             self.group = group
@@ -72,6 +74,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     private var setupError: (any CommunicatorError)?
+    private let requester: Requester
     private let setupProblems: [String]
 
     deinit {
@@ -80,6 +83,14 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     /// The client identifier sent in CONNECT.
     public var clientID: String { core.clientID }
+
+    /// What the broker granted in the last CONNACK (keep-alive, Receive Maximum, Maximum Packet
+    /// Size, Maximum QoS, ...), nil before the first connection.
+    public var connectionInfo: MQTTConnectionInfo? { core.connectionInfo.withLockedValue { $0 } }
+
+    /// The broker of the current connection (or of the last attempt): `brokerAddress:port`, a
+    /// failover broker, or where a Server Reference sent the client.
+    public var broker: BrokerEndpoint { core.currentBroker.withLockedValue { $0 } }
 
     /// The connection's current state.
     public var state: ConnectionState { core.state }
@@ -237,9 +248,15 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         _ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties,
         completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil
     ) throws {
-        var p = try makePublish(topic, payload, qos: qos, retain: retain)
-        if config.protocolVersion == .v5_0 { p.properties = properties }
-        try enqueue(p, completion.map { .done($0) } ?? .none)
+        try enqueue(try makePublish(topic, payload, qos: qos, retain: retain, properties: properties), completion.map { .done($0) } ?? .none)
+    }
+
+    /// Publishes with 5.0 properties and waits until the message is complete.
+    public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties) async throws {
+        let p = try makePublish(topic, payload, qos: qos, retain: retain, properties: properties)
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            do { try enqueue(p, .done({ c.resume(with: $0) })) } catch { c.resume(throwing: error) }
+        }
     }
 
     /// Publishes and waits until the message is complete (see `publish(_:_:qos:retain:completion:)`).
@@ -273,17 +290,39 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         }
     }
 
-    private func makePublish(_ topic: String, _ payload: ByteBuffer, qos: Int, retain: Bool) throws -> MQTTPacket.Publish {
+    private func makePublish(
+        _ topic: String, _ payload: ByteBuffer, qos: Int, retain: Bool, properties: MQTTProperties? = nil
+    ) throws -> MQTTPacket.Publish {
         if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("cannot publish: \(p)") }
         let q = try Self.qos(qos)
-        let p = MQTTPacket.Publish(topic: topic, payload: payload, qos: q, retain: retain)
-        // Fixed header (≤ 5) + topic + packet id + properties (≤ a few bytes here) + payload.
+        var p = MQTTPacket.Publish(topic: topic, payload: payload, qos: q, retain: retain)
+        if let properties, config.protocolVersion == .v5_0 {
+            if let problem = Self.publishPropertyProblem(properties) { throw ProtocolValidationError("cannot publish on \"\(topic)\": \(problem)") }
+            p.properties = properties
+        }
+        // Fixed header (≤ 5) + topic + packet id + properties + payload.
         let size = MQTTPacket.publish(p).encodedSize(version: config.protocolVersion) + 2
         if size > config.maxPacketSize {
             throw ProtocolValidationError(
                 "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit")
         }
+        // The broker's own Maximum Packet Size (5.0 CONNACK): refused here, the connection stays
+        // up [MQTT-3.1.2-24: the client must not send a larger packet].
+        if let brokerMax = connectionInfo?.maximumPacketSize, size > brokerMax {
+            throw ProtocolValidationError(
+                "message on \"\(topic)\" is \(size) bytes, over the broker's Maximum Packet Size \(brokerMax) (CONNACK): send a smaller payload")
+        }
         return p
+    }
+
+    /// Properties a client may not set on PUBLISH, or values the standard forbids.
+    static func publishPropertyProblem(_ p: MQTTProperties) -> String? {
+        if p.messageExpiryInterval == 0 { return "message_expiry_interval 0 would expire at once: leave it unset for no expiry" }
+        if p.topicAlias != nil { return "topic aliases are chosen by the client itself (outgoingTopicAliases)" }
+        if !p.subscriptionIdentifiers.isEmpty { return "a client may not send Subscription Identifiers on PUBLISH [MQTT-3.3.4-6]" }
+        if let t = p.responseTopic, let problem = Topic.nameProblem(t) { return "response topic: \(problem) [MQTT-3.3.2-14]" }
+        if let f = p.payloadFormatIndicator, f > 1 { return "payload format indicator must be 0 (bytes) or 1 (UTF-8), not \(f)" }
+        return nil
     }
 
     static func qos(_ qos: Int) throws -> QoS {
@@ -291,6 +330,33 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
             throw ProtocolValidationError("QoS \(qos) is out of range: use 0, 1 or 2")
         }
         return q
+    }
+
+    // MARK: - Enhanced authentication
+
+    /// Starts a 5.0 re-authentication (AUTH 0x19) with the configured authenticator, e.g. before
+    /// a token expires. Returns once the AUTH is on its way; the exchange completes in the
+    /// background (logged). If the broker refuses it, it disconnects, and the client reconnects.
+    public func reauthenticate() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            core.submit(.reauthenticate(.done({ c.resume(with: $0) })))
+        }
+    }
+
+    // MARK: - Request / response
+
+    /// Sends a request (5.0 §4.10) and waits for its response: the message goes to `topic` with a
+    /// Response Topic (`responses/<client id>` unless `responseTopic` is given) and fresh
+    /// Correlation Data; the first message on the response topic with the same correlation data
+    /// is returned. Throws `ProtocolConnectionError` when none arrives within `timeout` seconds.
+    public func request(
+        _ topic: String, _ payload: ByteBuffer, qos: Int = 1, timeout: Double = 10, properties: MQTTProperties = .init()
+    ) async throws -> MQTTMessage {
+        try await requester.request(on: self, topic: topic, payload: payload, qos: qos, timeout: timeout, properties: properties)
+    }
+
+    public func request(_ topic: String, _ payload: String, qos: Int = 1, timeout: Double = 10) async throws -> MQTTMessage {
+        try await request(topic, ByteBuffer(string: payload), qos: qos, timeout: timeout)
     }
 
     // MARK: - Subscribe
@@ -306,15 +372,20 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         try subscribe(topic, qos: qos, onMessage: { callback($0.topic, $0.string) })
     }
 
-    /// Subscribes with a callback that receives the whole message (bytes, QoS, retain, properties).
-    public func subscribe(_ topic: String, qos: Int = 1, onMessage: @escaping @Sendable (MQTTMessage) -> Void) throws {
-        let q = try validateFilter(topic, qos)
+    /// Subscribes with a callback that receives the whole message (bytes, QoS, retain, and the
+    /// 5.0 properties: user properties, content type, response topic, correlation data, ...).
+    /// `topic` may be a shared subscription, `$share/<group>/<filter>` (5.0): the broker hands each
+    /// message to one member of the group.
+    public func subscribe(
+        _ topic: String, qos: Int = 1, options: SubscribeOptions = .init(), onMessage: @escaping @Sendable (MQTTMessage) -> Void
+    ) throws {
+        let q = try validateFilter(topic, qos, options)
         if config.mode == .blocking || isOnNetworkThread || state != .connected {
-            core.submit(.subscribe([(topic, q, onMessage)], .none))
+            core.submit(.subscribe([(topic, q, options, onMessage)], .none))
             return
         }
         try wait(timeout: config.timeout) { done in
-            core.submit(.subscribe([(topic, q, onMessage)], .granted(filters: [topic], { done($0.map { _ in () }) })))
+            core.submit(.subscribe([(topic, q, options, onMessage)], .granted(filters: [topic], { done($0.map { _ in () }) })))
         }
     }
 
@@ -322,15 +393,24 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         try await subscribe(topic, qos: qos, onMessage: { callback($0.topic, $0.string) })
     }
 
-    public func subscribe(_ topic: String, qos: Int = 1, onMessage: @escaping @Sendable (MQTTMessage) -> Void) async throws {
-        let q = try validateFilter(topic, qos)
+    public func subscribe(
+        _ topic: String, qos: Int = 1, options: SubscribeOptions = .init(), onMessage: @escaping @Sendable (MQTTMessage) -> Void
+    ) async throws {
+        let q = try validateFilter(topic, qos, options)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            core.submit(.subscribe([(topic, q, onMessage)], .granted(filters: [topic], { c.resume(with: $0.map { _ in () }) })))
+            core.submit(.subscribe([(topic, q, options, onMessage)], .granted(filters: [topic], { c.resume(with: $0.map { _ in () }) })))
         }
     }
 
-    private func validateFilter(_ topic: String, _ qos: Int) throws -> QoS {
+    private func validateFilter(_ topic: String, _ qos: Int, _ options: SubscribeOptions = .init()) throws -> QoS {
         if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot subscribe: \(p)") }
+        if options.noLocal && topic.hasPrefix("$share/") {
+            // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+            throw ProtocolValidationError("cannot subscribe to \"\(topic)\" with no_local: a shared subscription may not set No Local [MQTT-3.8.3-4]")
+        }
+        if topic.hasPrefix("$share/") && config.protocolVersion == .v3_1_1 {
+            throw ProtocolValidationError("cannot subscribe to \"\(topic)\": shared subscriptions need MQTT 5.0 (protocol_version)")
+        }
         return try Self.qos(qos)
     }
 

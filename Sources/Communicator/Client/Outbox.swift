@@ -310,7 +310,15 @@ final class Outbox {
                     fedUpTo = r.seq
                     guard !restored.contains(r.seq) else { continue }
                     switch try? StoredRecord.decode(r.body) {
-                    case .message(let p, _):
+                    case .message(var p, let acceptedAt):
+                        // 5.0 Message Expiry: the time spent in the store counts (wall clock, as
+                        // it spans restarts). What is left goes out; an expired message gets 0 and
+                        // the session retires it unsent.
+                        if let expiry = p.properties.messageExpiryInterval {
+                            let age = Self.wallClockMillis() &- acceptedAt
+                            let waited = age > UInt64(Int64.max) ? 0 : age / 1000  // a clock set back counts as 0
+                            p.properties.messageExpiryInterval = waited >= UInt64(expiry) ? 0 : expiry - UInt32(waited)
+                        }
                         out.append((r.seq, p))
                     case .identity, .released:
                         break

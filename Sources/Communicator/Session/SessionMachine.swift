@@ -29,13 +29,23 @@ public struct SessionMachine<Token> {
         public var queueQoS0WhileDisconnected: Bool
         /// With a full queue: refuse the new message (false) or drop the oldest waiting one (true).
         public var dropOldestWhenFull: Bool
+        /// 5.0: incoming QoS 1/2 publishes the broker may leave unacknowledged at once (our Receive
+        /// Maximum, announced in CONNECT below 65,535 and enforced: more is DISCONNECT 0x93).
+        public var receiveMaximum: UInt16
+        /// 5.0: topic aliases the broker may use towards us (announced in CONNECT; 0 = none).
+        public var topicAliasMaximum: UInt16
+        /// 5.0: give frequently used topics an alias on the way out, within the broker's maximum.
+        public var outgoingTopicAliases: Bool
+        /// 5.0 enhanced authentication (AUTH exchanges); nil = user name and password only.
+        public var authenticator: (any MQTTAuthenticator)?
 
         public init(
             version: MQTTVersion = .v5_0, clientID: String, cleanStart: Bool = true, keepAliveSeconds: UInt16 = 60,
             heartbeatCheckRatio: Double = 0.5, username: String? = nil, password: ByteBuffer? = nil,
             will: MQTTPacket.Will? = nil, sessionExpirySeconds: UInt32 = 0, maxInflight: Int? = nil,
             maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false,
-            dropOldestWhenFull: Bool = false
+            dropOldestWhenFull: Bool = false, receiveMaximum: UInt16 = 65_535, topicAliasMaximum: UInt16 = 16,
+            outgoingTopicAliases: Bool = true, authenticator: (any MQTTAuthenticator)? = nil
         ) {
             self.version = version
             self.clientID = clientID
@@ -51,38 +61,38 @@ public struct SessionMachine<Token> {
             self.queueLimit = queueLimit
             self.queueQoS0WhileDisconnected = queueQoS0WhileDisconnected
             self.dropOldestWhenFull = dropOldestWhenFull
+            self.receiveMaximum = receiveMaximum
+            self.topicAliasMaximum = topicAliasMaximum
+            self.outgoingTopicAliases = outgoingTopicAliases
+            self.authenticator = authenticator
         }
     }
 
-    /// What the broker granted in CONNACK.
-    public struct ConnectionInfo: Sendable, Equatable {
-        public var sessionPresent: Bool
-        public var keepAliveSeconds: UInt16
-        public var receiveMaximum: Int
-        public var maximumPacketSize: Int
-        public var maximumQoS: QoS
-        public var retainAvailable: Bool
-        public var assignedClientID: String?
-        public var properties: MQTTProperties
-    }
+    public typealias ConnectionInfo = MQTTConnectionInfo
 
     public enum Failure: Error, Equatable, Sendable {
         /// CONNACK refused the connection with this code.
         case connectionRefused(code: UInt8, properties: MQTTProperties)
-        /// The broker broke the protocol (unexpected packet, unknown identifier, ...).
-        case protocolViolation(String)
+        /// The broker broke the protocol (unexpected packet, unknown identifier, ...); on 5.0 we
+        /// sent DISCONNECT with `code` first.
+        case protocolViolation(String, code: UInt8 = 0x82)
         /// A PUBACK/PUBREC/PUBCOMP or SUBACK/UNSUBACK reported failure.
         case rejected(packet: PacketType, code: UInt8, reason: String?)
         /// No PINGRESP (or anything else) within the allowed time.
         case keepAliveTimeout(seconds: Double)
-        /// The broker sent DISCONNECT.
-        case serverDisconnected(code: UInt8, reason: String?)
+        /// The broker sent DISCONNECT (with a Server Reference on 0x9C / 0x9D).
+        case serverDisconnected(code: UInt8, reason: String?, serverReference: String? = nil)
         /// The request cannot be carried (too large, QoS not allowed, queue full, not connected).
         case refused(String)
         /// The connection ended before the request completed.
         case connectionLost
         /// Dropped from a full queue to make room for a newer message.
         case dropped(queueLimit: Int)
+        /// Its 5.0 Message Expiry Interval ran out while it waited: not sent.
+        case expired(seconds: UInt32)
+        /// The enhanced authentication exchange failed on our side (the authenticator threw, or
+        /// the broker answered with another method).
+        case authentication(String)
     }
 
     public enum Action {
@@ -104,6 +114,8 @@ public struct SessionMachine<Token> {
         case unsubscribeCompleted(Token, Result<Void, Failure>)
         /// Close the connection; the failure says why (nil: a clean, requested disconnect).
         case close(Failure?)
+        /// A re-authentication (AUTH 0x19) completed with AUTH 0x00.
+        case reauthenticated
     }
 
     enum OutState { case awaitingPuback, awaitingPubrec, awaitingPubcomp }
@@ -118,6 +130,8 @@ public struct SessionMachine<Token> {
     struct Pending {
         var publish: MQTTPacket.Publish
         var token: Token
+        /// When it was accepted, for the Message Expiry Interval.
+        var acceptedAt: UInt64
     }
 
     enum ConnectionState { case down, awaitingConnack, up, closing }
@@ -136,6 +150,13 @@ public struct SessionMachine<Token> {
     private var lastSent: UInt64 = 0
     private var lastReceived: UInt64 = 0
     private var pingSentAt: UInt64?
+    /// 5.0 topic aliases of this network connection (they never outlive it, §3.3.2.3.4).
+    private var incomingAliases: [UInt16: String] = [:]
+    private var outgoingAliases: [String: UInt16] = [:]
+    /// Uses of topics without an alias yet: a topic gets one on its second use.
+    private var topicUses: [String: Int] = [:]
+    /// An AUTH 0x19 exchange we started is under way.
+    private var reauthenticating = false
     /// Messages dropped from a full queue (drop-oldest policy) since the start.
     public private(set) var droppedCount = 0
 
@@ -166,11 +187,29 @@ public struct SessionMachine<Token> {
         lastSent = now
         lastReceived = now
         pingSentAt = nil
+        incomingAliases.removeAll()
+        outgoingAliases.removeAll()
+        topicUses.removeAll()
         var props = MQTTProperties()
         if options.version == .v5_0 {
+            // Our own limits (§3.1.2.11): absent means the largest value.
             if options.sessionExpirySeconds > 0 { props.sessionExpiryInterval = options.sessionExpirySeconds }
             if options.maxPacketSize < 268_435_460 { props.maximumPacketSize = UInt32(options.maxPacketSize) }
+            if options.receiveMaximum < 65_535 { props.receiveMaximum = max(options.receiveMaximum, 1) }
+            if options.topicAliasMaximum > 0 { props.topicAliasMaximum = options.topicAliasMaximum }
+            if let auth = options.authenticator {
+                // §4.12: the method (and first data) go in CONNECT.
+                props.authenticationMethod = auth.method
+                do {
+                    props.authenticationData = try auth.start().map { ByteBuffer(bytes: $0) }
+                } catch {
+                    state = .closing
+                    actions.append(.close(.authentication("authenticator \(auth.method) could not start: \(error)")))
+                    return
+                }
+            }
         }
+        reauthenticating = false
         let connect = MQTTPacket.Connect(
             version: options.version, clientID: options.clientID, cleanStart: options.cleanStart,
             keepAliveSeconds: options.keepAliveSeconds, username: options.username, password: options.password,
@@ -244,7 +283,7 @@ public struct SessionMachine<Token> {
             droppedCount += 1
             actions.append(.publishCompleted(oldest.token, .failure(.dropped(queueLimit: options.queueLimit))))
         }
-        pending.append(Pending(publish: publish, token: token))
+        pending.append(Pending(publish: publish, token: token, acceptedAt: now))
         if state == .up { sendPending(now: now, into: &actions) }
     }
 
@@ -311,8 +350,8 @@ public struct SessionMachine<Token> {
         switch state {
         case .awaitingConnack:
             guard case .connack(let c) = packet else {
-                if case .auth = packet {
-                    protocolViolation("AUTH received but no authentication method was configured", into: &actions)
+                if case .auth(let a) = packet {
+                    handleAuth(a, now: now, into: &actions)
                 } else {
                     protocolViolation("expected CONNACK, received \(packet.type)", into: &actions)  // [MQTT-3.2.0-1]
                 }
@@ -334,6 +373,18 @@ public struct SessionMachine<Token> {
         }
         let p = c.properties
         let v5 = options.version == .v5_0
+        if v5, let auth = options.authenticator {
+            do {
+                try auth.finish(p.authenticationData.map { Array($0.readableBytesView) })
+            } catch {
+                // Accepted by the broker, but the broker failed our check of it (e.g. its SCRAM
+                // signature): we leave with DISCONNECT 0x80 and our reason.
+                state = .up
+                info = nil
+                failAuthentication("authenticator \(auth.method) rejected the broker's final data: \(error)", into: &actions)
+                return
+            }
+        }
         let newInfo = ConnectionInfo(
             sessionPresent: c.sessionPresent,
             // 5.0 §3.2.2.3.14: Server Keep Alive replaces ours.
@@ -381,7 +432,7 @@ public struct SessionMachine<Token> {
                 var p = flow.publish
                 p.dup = sessionPresent
                 outgoing[id]!.publish.dup = true
-                send(.publish(p), now: now, into: &actions)
+                send(.publish(aliased(p)), now: now, into: &actions)
             case .awaitingPubcomp:
                 if sessionPresent {
                     send(.ack(.init(.pubrel, packetID: id)), now: now, into: &actions)
@@ -389,7 +440,7 @@ public struct SessionMachine<Token> {
                     var p = flow.publish
                     p.dup = false
                     outgoing[id]!.state = .awaitingPubrec
-                    send(.publish(p), now: now, into: &actions)
+                    send(.publish(aliased(p)), now: now, into: &actions)
                 }
             }
         }
@@ -424,8 +475,18 @@ public struct SessionMachine<Token> {
                 actions.append(.publishCompleted(p.token, .failure(.refused(problem))))
                 continue
             }
+            if let expiry = p.publish.properties.messageExpiryInterval {
+                // 5.0 §3.3.2.3.3: a message past its expiry is not sent; one sent later than
+                // accepted carries the time it has left.
+                let waited = UInt32(clamping: (now &- p.acceptedAt) / 1_000_000_000)
+                if waited >= expiry {
+                    actions.append(.publishCompleted(p.token, .failure(.expired(seconds: expiry))))
+                    continue
+                }
+                p.publish.properties.messageExpiryInterval = expiry - waited
+            }
             if p.publish.qos == .atMostOnce {
-                send(.publish(p.publish), now: now, into: &actions)
+                send(.publish(aliased(p.publish)), now: now, into: &actions)
                 actions.append(.qos0Sent(p.token))
             } else {
                 let id = allocateID()
@@ -436,7 +497,7 @@ public struct SessionMachine<Token> {
                     publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
                     token: p.token, order: order)
                 if p.publish.qos == .exactlyOnce { actions.append(.assigned(p.token, packetID: id)) }
-                send(.publish(p.publish), now: now, into: &actions)
+                send(.publish(aliased(p.publish)), now: now, into: &actions)
             }
             sent = true
         }
@@ -457,15 +518,73 @@ public struct SessionMachine<Token> {
         actions.append(.send(packet))
     }
 
-    private mutating func protocolViolation(_ what: String, into actions: inout [Action]) {
+    /// 5.0 [MQTT-4.13.2-1]: a protocol error we detect is answered with DISCONNECT carrying the
+    /// reason code (and our reason string) before the connection closes.
+    private mutating func protocolViolation(_ what: String, code: UInt8 = 0x82, into actions: inout [Action]) {
+        if options.version == .v5_0 && state == .up {
+            var props = MQTTProperties()
+            props.reasonString = String(what.prefix(200))
+            actions.append(.send(.disconnect(.init(reasonCode: code, properties: props))))
+            actions.append(.flush)
+        }
         state = .closing
-        actions.append(.close(.protocolViolation(what)))
+        actions.append(.close(.protocolViolation(what, code: code)))
+    }
+
+    /// The wire form of an outgoing PUBLISH with a 5.0 topic alias (§3.3.2.3.4): a topic used a
+    /// second time gets the next free alias (sent once with the topic), later uses send the alias
+    /// and an empty topic. Aliases stay within the broker's Topic Alias Maximum [MQTT-3.3.2-9] and
+    /// belong to this connection only [MQTT-3.3.2-7]; what is kept for resending has the topic.
+    private mutating func aliased(_ publish: MQTTPacket.Publish) -> MQTTPacket.Publish {
+        guard options.outgoingTopicAliases, options.version == .v5_0, let info,
+            let maximum = info.properties.topicAliasMaximum, maximum > 0
+        else { return publish }
+        var p = publish
+        if let alias = outgoingAliases[p.topic] {
+            p.properties.topicAlias = alias
+            p.topic = ""
+            return p
+        }
+        guard outgoingAliases.count < Int(maximum) else { return publish }
+        let uses = topicUses[p.topic, default: 0] + 1
+        guard uses >= 2 else {
+            if topicUses.count >= 4 * Int(maximum) + 64 { topicUses.removeAll() }  // bounded memory
+            topicUses[p.topic] = uses
+            return publish
+        }
+        topicUses[p.topic] = nil
+        let alias = UInt16(outgoingAliases.count + 1)
+        outgoingAliases[p.topic] = alias
+        p.properties.topicAlias = alias
+        return p
     }
 
     private mutating func handleConnected(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
         let v5 = options.version == .v5_0
         switch packet {
-        case .publish(let p):
+        case .publish(var p):
+            if let alias = p.properties.topicAlias {
+                // §3.3.2.3.4: 0 or above the maximum we announced is 0x94 [MQTT-3.3.2-10];
+                // an alias with an empty topic must have been set on this connection.
+                guard v5, alias >= 1, alias <= options.topicAliasMaximum else {
+                    protocolViolation("topic alias \(alias) outside 1...\(options.topicAliasMaximum), the maximum we announced", code: 0x94, into: &actions)
+                    return
+                }
+                if p.topic.isEmpty {
+                    guard let topic = incomingAliases[alias] else {
+                        protocolViolation("PUBLISH with topic alias \(alias), which was never set on this connection", into: &actions)
+                        return
+                    }
+                    p.topic = topic
+                } else {
+                    incomingAliases[alias] = p.topic
+                }
+            }
+            if v5, p.qos == .exactlyOnce, !incomingQoS2.contains(p.packetID!), incomingQoS2.count >= Int(options.receiveMaximum) {
+                // §3.3.4: more unacknowledged QoS 2 publishes than our Receive Maximum.
+                protocolViolation("more than \(options.receiveMaximum) QoS 2 publishes without PUBREL (our Receive Maximum)", code: 0x93, into: &actions)
+                return
+            }
             switch p.qos {
             case .atMostOnce:
                 actions.append(.deliver(p))
@@ -504,9 +623,10 @@ public struct SessionMachine<Token> {
             break
         case .disconnect(let d):
             state = .closing
-            actions.append(.close(.serverDisconnected(code: d.reasonCode, reason: d.properties.reasonString)))
-        case .auth:
-            protocolViolation("AUTH received but no authentication method was configured", into: &actions)
+            actions.append(.close(.serverDisconnected(
+                code: d.reasonCode, reason: d.properties.reasonString, serverReference: d.properties.serverReference)))
+        case .auth(let a):
+            handleAuth(a, now: now, into: &actions)
         case .connect, .connack, .subscribe, .unsubscribe, .pingreq:
             // [MQTT-3.2.0-2] a second CONNACK, or a client-only packet, is a protocol violation.
             protocolViolation("broker sent \(packet.type), which a server never sends to a connected client", into: &actions)
@@ -561,6 +681,80 @@ public struct SessionMachine<Token> {
         if !pending.isEmpty { sendPending(now: now, into: &actions) }
     }
 
+    /// Starts a re-authentication (§4.12.1): AUTH 0x19 with the method and fresh data; the
+    /// connection carries on meanwhile. Returns a reason when it cannot start.
+    public mutating func reauthenticate(now: UInt64, into actions: inout [Action]) -> String? {
+        guard options.version == .v5_0, let auth = options.authenticator else {
+            return "re-authentication needs MQTT 5.0 and an authenticator (enhanced authentication)"
+        }
+        guard state == .up else { return "not connected" }
+        guard !reauthenticating else { return "a re-authentication is already under way" }
+        var props = MQTTProperties()
+        props.authenticationMethod = auth.method
+        do {
+            props.authenticationData = try auth.start().map { ByteBuffer(bytes: $0) }
+        } catch {
+            return "authenticator \(auth.method) could not start: \(error)"
+        }
+        reauthenticating = true
+        send(.auth(.init(reasonCode: 0x19, properties: props)), now: now, into: &actions)
+        actions.append(.flush)
+        return nil
+    }
+
+    /// AUTH from the broker: 0x18 carries a challenge while connecting or re-authenticating,
+    /// 0x00 ends a re-authentication. Anything else, or another method, breaks §4.12.
+    private mutating func handleAuth(_ a: MQTTPacket.Auth, now: UInt64, into actions: inout [Action]) {
+        guard options.version == .v5_0, let auth = options.authenticator else {
+            protocolViolation("AUTH received but no authentication method was configured", into: &actions)
+            return
+        }
+        guard state == .awaitingConnack || reauthenticating else {
+            protocolViolation("AUTH received outside an authentication exchange", into: &actions)
+            return
+        }
+        // [MQTT-4.12.0-5] the method is the one of CONNECT.
+        guard a.properties.authenticationMethod == auth.method else {
+            protocolViolation(
+                "AUTH with method \(a.properties.authenticationMethod ?? "none"), we use \(auth.method)", into: &actions)
+            return
+        }
+        let data = a.properties.authenticationData.map { Array($0.readableBytesView) }
+        switch a.reasonCode {
+        case 0x18:
+            do {
+                var props = MQTTProperties()
+                props.authenticationMethod = auth.method
+                props.authenticationData = try auth.respond(to: data ?? []).map { ByteBuffer(bytes: $0) }
+                send(.auth(.init(reasonCode: 0x18, properties: props)), now: now, into: &actions)
+                actions.append(.flush)
+            } catch {
+                failAuthentication("authenticator \(auth.method) could not answer the broker's challenge: \(error)", into: &actions)
+            }
+        case 0x00 where reauthenticating:
+            reauthenticating = false
+            do {
+                try auth.finish(data)
+                actions.append(.reauthenticated)
+            } catch {
+                failAuthentication("authenticator \(auth.method) rejected the broker's final data: \(error)", into: &actions)
+            }
+        default:
+            protocolViolation("AUTH with reason code \(hexByte(a.reasonCode)) in this state", into: &actions)
+        }
+    }
+
+    private mutating func failAuthentication(_ what: String, into actions: inout [Action]) {
+        if state == .up {
+            var props = MQTTProperties()
+            props.reasonString = String(what.prefix(200))
+            actions.append(.send(.disconnect(.init(reasonCode: 0x80, properties: props))))
+            actions.append(.flush)
+        }
+        state = .closing
+        actions.append(.close(.authentication(what)))
+    }
+
     private func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
         let t = flow.token
         if code >= 0x80 {
@@ -569,4 +763,16 @@ public struct SessionMachine<Token> {
             actions.append(.publishCompleted(t, .success(())))
         }
     }
+}
+
+/// What the broker granted in CONNACK.
+public struct MQTTConnectionInfo: Sendable, Equatable {
+    public var sessionPresent: Bool
+    public var keepAliveSeconds: UInt16
+    public var receiveMaximum: Int
+    public var maximumPacketSize: Int
+    public var maximumQoS: QoS
+    public var retainAvailable: Bool
+    public var assignedClientID: String?
+    public var properties: MQTTProperties
 }

@@ -94,10 +94,10 @@ enum Transport {
     }
 
     static func connect(
-        on loop: EventLoop, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion, core: ClientCore,
-        attempt: UInt64
+        on loop: EventLoop, to broker: BrokerEndpoint, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion,
+        core: ClientCore, attempt: UInt64
     ) -> EventLoopFuture<Channel> {
-        let host = config.brokerAddress
+        let host = broker.host
         let serverName = config.tlsServerName ?? host
         let maxPacketSize = config.maxPacketSize
         return ClientBootstrap(group: loop)
@@ -118,6 +118,6 @@ enum Transport {
                     try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))
                 }
             }
-            .connect(host: host, port: config.port)
+            .connect(host: host, port: broker.port)
     }
 }

@@ -26,6 +26,11 @@ public struct AgentConfig: Sendable {
         public var sessionExpiry = 86_400
         public var reconnectInitialDelay = 1.0
         public var reconnectMaxDelay = 60.0
+        /// Further brokers ("host:port"), tried in turn when the one before fails.
+        public var failover: [BrokerEndpoint] = []
+        public var brokerOrder = "in_order"
+        /// Hosts a broker's Server Reference may send the agent to, besides the brokers above.
+        public var serverReferenceAllow: [String] = []
     }
 
     public struct Topics: Sendable {
@@ -154,6 +159,21 @@ public struct AgentConfig: Sendable {
         m.sessionExpiry = t.int("mqtt.session_expiry", m.sessionExpiry, 0...4_294_967_295)
         m.reconnectInitialDelay = t.double("mqtt.reconnect_initial_delay", m.reconnectInitialDelay, 0...3600)
         m.reconnectMaxDelay = t.double("mqtt.reconnect_max_delay", m.reconnectMaxDelay, 0...86_400)
+        for (i, item) in t.list("mqtt.failover").enumerated() {
+            guard case .scalar(let text, _) = item, let b = BrokerEndpoint(parsing: text, defaultPort: m.port) else {
+                t.problem("mqtt.failover[\(i)]: expected \"host\" or \"host:port\" (port 1...65535), found \(ConfigTree.show(item))")
+                continue
+            }
+            m.failover.append(b)
+        }
+        m.brokerOrder = t.choice("mqtt.broker_order", m.brokerOrder, ["in_order", "random"])
+        for (i, item) in t.list("mqtt.server_reference_allow").enumerated() {
+            guard case .scalar(let host, _) = item, !host.isEmpty else {
+                t.problem("mqtt.server_reference_allow[\(i)]: expected a host name, found \(ConfigTree.show(item))")
+                continue
+            }
+            m.serverReferenceAllow.append(host)
+        }
         if m.reconnectMaxDelay < m.reconnectInitialDelay {
             t.problem("mqtt.reconnect_max_delay: \(m.reconnectMaxDelay) is below reconnect_initial_delay \(m.reconnectInitialDelay)")
         }
@@ -358,6 +378,9 @@ public struct AgentConfig: Sendable {
         c.clientCertificate = mqtt.clientCertificate
         c.clientKey = mqtt.clientKey
         c.tlsServerName = mqtt.tlsServerName
+        c.failoverBrokers = mqtt.failover
+        c.brokerOrder = mqtt.brokerOrder == "random" ? .random : .inOrder
+        c.serverReferenceAllowList = mqtt.serverReferenceAllow
         if store.enabled {
             let syncPolicy: RingStore.SyncPolicy =
                 switch store.sync {
@@ -396,6 +419,9 @@ public struct AgentConfig: Sendable {
               session_expiry: \(mqtt.sessionExpiry)
               reconnect_initial_delay: \(mqtt.reconnectInitialDelay)
               reconnect_max_delay: \(mqtt.reconnectMaxDelay)
+              failover: [\(mqtt.failover.map { q($0.description) }.joined(separator: ", "))]
+              broker_order: \(q(mqtt.brokerOrder))
+              server_reference_allow: [\(mqtt.serverReferenceAllow.map { q($0) }.joined(separator: ", "))]
             topics:
               status: \(q(topics.status))  # \(topic(topics.status))
               info: \(q(topics.info))  # \(topic(topics.info))
