@@ -64,6 +64,8 @@ let package = Package(
             name: "edge-agent",
             dependencies: [
                 "EdgeAgent",
+                "Communicator",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -58,6 +58,28 @@ struct CommandTests {
         return found!
     }
 
+    @Test("edge-agent send: an operator's command through MQTT 5 request/response, answered by the running agent")
+    func sendSubcommand() throws {
+        let broker = try SharedBroker.get()
+        let (layout, child) = try Self.agent(broker)
+        defer { child.stop(signal: SIGTERM) }
+        let out = layout.dir + "/send.out"
+        let ping = try Child.spawn(AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", layout.device, "ping"], output: out)
+        #expect(try ping.wait(timeout: 30) == 0, "\(ping.output)")
+        let answer = Self.json(ping.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
+        #expect(answer["status"] as? String == "ok", "\(ping.output)")
+        #expect((answer["result"] as? [String: Any])?["device_id"] as? String == layout.device)
+        // An error answer and a device that does not answer both exit 1, saying why.
+        let bad = try Child.spawn(
+            AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", layout.device, "no/such/command"], output: out + "2")
+        #expect(try bad.wait(timeout: 30) == 1)
+        #expect(bad.output.contains("unknown_command"), "\(bad.output)")
+        let nobody = try Child.spawn(
+            AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", "not-there", "ping", "--timeout", "1"], output: out + "3")
+        #expect(try nobody.wait(timeout: 30) == 1)
+        #expect(nobody.output.contains("no answer from not-there"), "\(nobody.output)")
+    }
+
     @Test("MQTT 5: the answer goes to the request's response topic with its correlation data; 3.1.1: to the response topic, id inside")
     func requestResponse() throws {
         let broker = try Broker.start()

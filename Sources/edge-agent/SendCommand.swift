@@ -1,0 +1,94 @@
+import ArgumentParser
+import Communicator
+import Dispatch
+import EdgeAgent
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// `edge-agent send`: an operator's request to one device's command topic, answered through MQTT
+/// 5.0 request/response (Response Topic + Correlation Data, `MQTTProtocol.request`).
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Sends a command to a device and prints its answer (docs/COMMANDS.md).",
+        discussion: """
+            Uses the broker, TLS and credentials of --config, and its commands.topic with {device_id} \
+            set to --device. Exit status 0 when the answer says ok, 1 for an error answer or none.
+            Example: edge-agent send --config /etc/edge-agent/config.yaml --device cam-0042 led/set --args '{"pattern": "blink 200/200", "seconds": 60}'
+            """)
+
+    @Option(help: "Configuration file with the broker to use.")
+    var config: String
+
+    @Option(help: "The device_id of the board to command.")
+    var device: String
+
+    @Argument(help: "The command: ping, status, config/get, led/set, ...")
+    var name: String
+
+    @Option(help: "The command's arguments as a JSON object.")
+    var args: String?
+
+    @Option(help: "Seconds to wait for the answer.")
+    var timeout: Double = 15
+
+    func run() throws {
+        let agentConfig: AgentConfig
+        do {
+            agentConfig = try AgentConfig.load(path: config)
+        } catch {
+            printError("edge-agent: \(error)")
+            throw ExitCode(78)
+        }
+        var request: [String: Any] = ["id": "send-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)]
+        if let args {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(args.utf8)), object is [String: Any] else {
+                printError("edge-agent: --args must be a JSON object, e.g. '{\"name\": \"cam0\"}'")
+                throw ExitCode.validationFailure
+            }
+            request["args"] = object
+        }
+        var mqtt = agentConfig.mqttConfig()
+        guard mqtt.protocolVersion == .v5_0 else {
+            printError("edge-agent: send needs MQTT 5.0 (request/response); the configuration sets mqtt.protocol_version 3.1.1")
+            throw ExitCode.failure
+        }
+        mqtt.clientID = .random
+        mqtt.cleanStart = true
+        mqtt.sessionExpiryInterval = 0
+        mqtt.offlineStore = nil
+        mqtt.maxReconnectAttempts = 1
+        var logger = Logger(label: "edge-agent.send")
+        logger.logLevel = .error
+        let client = MQTTProtocol(config: mqtt, logger: logger)
+        let topic = agentConfig.commands.topic.replacingOccurrences(of: "{device_id}", with: device) + "/" + name
+        let payload = try JSONSerialization.data(withJSONObject: request, options: [.sortedKeys])
+
+        let outcome = NIOLockedValueBox<Result<MQTTMessage, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let wait = timeout
+        Task {
+            do {
+                try await client.connect()
+                let answer = try await client.request(topic, ByteBuffer(bytes: payload), qos: 1, timeout: wait)
+                outcome.withLockedValue { $0 = .success(answer) }
+            } catch {
+                outcome.withLockedValue { $0 = .failure(error) }
+            }
+            await client.disconnect()
+            done.signal()
+        }
+        done.wait()
+        switch outcome.withLockedValue({ $0 })! {
+        case .failure(let error):
+            printError("edge-agent: no answer from \(device) on \(topic): \((error as? any CommunicatorError)?.message ?? "\(error)")")
+            throw ExitCode.failure
+        case .success(let answer):
+            print(answer.string)
+            let status = (try? JSONSerialization.jsonObject(with: Data(answer.bytes)) as? [String: Any])?["status"] as? String
+            if status != "ok" { throw ExitCode.failure }
+        }
+    }
+}
