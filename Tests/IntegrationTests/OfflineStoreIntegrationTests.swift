@@ -261,7 +261,8 @@ struct OfflineStoreIntegrationTests {
                 Self.probe, ["--port", "\(port)", "--store", dir, "--first", "\(next)", "--count", "1000000", "--interval-ms", "1", "--capacity", "\(8 << 20)"],
                 output: out)
             // Kill at a random moment: early (while opening / recovering) now and then, mostly mid-stream.
-            let delay = k % 4 == 0 ? Double.random(in: 0.05...0.4, using: &rng) : Double.random(in: 1.2...2.5, using: &rng)
+            // (Longer under emulation, where the probe accepts fewer messages per second.)
+            let delay = k % 4 == 0 ? Double.random(in: 0.05...0.4, using: &rng) : Double.random(in: 1.2...2.5, using: &rng) * TestTiming.scale
             usleep(UInt32(delay * 1e6))
             let killedAt = Self.monotonicNanos()
             child.stop(signal: SIGKILL)

@@ -82,7 +82,7 @@ final class Broker: @unchecked Sendable {
     }
 
     private func waitListening() throws {
-        for _ in 0..<200 {
+        for _ in 0..<Int(200 * TestTiming.scale) {
             if Self.canConnect(port: port) { return }
             if let status = process.poll() {
                 throw TestFailure("mosquitto exited at start (status \(status)); log:\n\(log)\n\(process.output)")
@@ -202,9 +202,8 @@ enum ChildProcesses {
 enum TestFiles {
     /// The folder with the products under test (edge-agent, offline-probe): the one the test
     /// bundle itself was built into, so a cross build (`.build-cross-arm64/debug`, run under qemu)
-    /// tests its own binaries. EDGE_AGENT_TEST_PRODUCTS overrides it.
+    /// tests its own binaries.
     static let products: String = {
-        if let dir = ProcessInfo.processInfo.environment["EDGE_AGENT_TEST_PRODUCTS"] { return dir }
         let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         if FileManager.default.isExecutableFile(atPath: bundleDir + "/edge-agent") { return bundleDir }
         return OfflineStoreIntegrationTests.packageRoot.appendingPathComponent(".build/debug").path

@@ -36,8 +36,17 @@ final class ExternalSubscriber: @unchecked Sendable {
     deinit { stop() }
 }
 
-/// Polls `condition` every 10 ms until it holds or `timeout` seconds pass.
-func waitUntil(timeout: Double, _ what: String, _ condition: () -> Bool) throws {
+/// Waits in the tests are written for native speed. Under emulation (qemu-user in
+/// deploy/cross/aarch64.sh) everything is several times slower: EDGE_TEST_TIME_SCALE stretches
+/// every timeout of the test tooling by that factor. It never shortens one, and no assertion
+/// about a duration uses it.
+enum TestTiming {
+    static let scale: Double = max(1, Double(ProcessInfo.processInfo.environment["EDGE_TEST_TIME_SCALE"] ?? "") ?? 1)
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` seconds (× TestTiming.scale) pass.
+func waitUntil(timeout unscaled: Double, _ what: String, _ condition: () -> Bool) throws {
+    let timeout = unscaled * TestTiming.scale
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if condition() { return }

@@ -65,7 +65,7 @@ final class ScriptedBroker: @unchecked Sendable {
 
         /// Reads the next whole packet (decoded with the client's version), or nil at EOF/timeout.
         func read(timeout: Double = 5) throws -> MQTTPacket? {
-            let deadline = Date().addingTimeInterval(timeout)
+            let deadline = Date().addingTimeInterval(timeout * TestTiming.scale)
             while true {
                 if let frame = try MQTTFrame.next(from: &buffer, maxPacketSize: 1 << 28) {
                     let packet = try MQTTPacket.decode(frame, version: version)

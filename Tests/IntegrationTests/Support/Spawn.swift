@@ -59,7 +59,8 @@ struct Child: @unchecked Sendable {
     }
 
     @discardableResult
-    func wait(timeout: Double = 30) throws -> Int32 {
+    func wait(timeout unscaled: Double = 30) throws -> Int32 {
+        let timeout = unscaled * TestTiming.scale
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let s = poll() { return s }
