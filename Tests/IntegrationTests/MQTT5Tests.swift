@@ -386,16 +386,16 @@ struct EnhancedAuthTests {
     }
 
     @Test("a challenge at connect and a re-authentication run through the authenticator")
-    func challengeAndReauth() async throws {
+    func challengeAndReauth() throws {
         let log = NIOLockedValueBox<[String]>([])
         let broker = try Self.broker(final: "server-ok", log: log)
         let auth = ReversingAuthenticator()
         var config = MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, clientID: uniqueID("auth"))
         config.authenticator = auth
         let mqtt = MQTTProtocol(config: config)
-        try await mqtt.connect()
+        try mqtt.connect()
         #expect(auth.steps.withLockedValue { $0 } == ["start", "challenge nonce-123", "finish server-ok"])
-        try await mqtt.reauthenticate()
+        try mqtt.reauthenticate()
         do {
             try waitUntil(timeout: 30, "re-authenticated") { log.withLockedValue { $0.contains("reauthenticated") } }
         } catch {
@@ -405,7 +405,7 @@ struct EnhancedAuthTests {
         try waitUntil(timeout: 10, "finish") { auth.steps.withLockedValue { $0.count } == 6 }
         #expect(auth.steps.withLockedValue { $0 }.suffix(3) == ["start", "challenge nonce-456", "finish server-ok"])
         #expect(mqtt.state == .connected)
-        await mqtt.disconnect()
+        mqtt.disconnect()
         #expect(broker.scriptErrors.isEmpty, "\(broker.scriptErrors)")
     }
 

@@ -403,6 +403,7 @@ final class ClientCore: @unchecked Sendable {
         reconnectAttempt = 0
         triedFallback = false
         hopToPersistentSession = needsSessionHop
+        redirect = nil
         beginRound()
         startAttempt()
     }
@@ -649,7 +650,7 @@ final class ClientCore: @unchecked Sendable {
         reconnectAttempt += 1
         if config.maxReconnectAttempts > 0 && reconnectAttempt > config.maxReconnectAttempts {
             giveUp(ProtocolConnectionError(
-                "gave up after \(config.maxReconnectAttempts) reconnect rounds (\(preferred.map(\.description).joined(separator: ", "))); last error: \(lastFailure?.message ?? "connection lost")"))
+                "gave up after \(config.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(lastFailure?.message ?? "connection lost")"))
             return
         }
         let base = min(config.reconnectMaxDelay, config.reconnectInitialDelay * Double(1 << min(reconnectAttempt - 1, 30)))

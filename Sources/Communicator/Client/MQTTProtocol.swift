@@ -337,6 +337,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Starts a 5.0 re-authentication (AUTH 0x19) with the configured authenticator, e.g. before
     /// a token expires. Returns once the AUTH is on its way; the exchange completes in the
     /// background (logged). If the broker refuses it, it disconnects, and the client reconnects.
+    public func reauthenticate() throws {
+        try wait(timeout: config.timeout) { done in core.submit(.reauthenticate(.done(done))) }
+    }
+
     public func reauthenticate() async throws {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             core.submit(.reauthenticate(.done({ c.resume(with: $0) })))

@@ -326,7 +326,7 @@ public final class Agent: @unchecked Sendable {
             device_id: config.deviceID, version: EdgeAgentVersion.current, state: st.current.rawValue,
             started_at: EventPipeline.timestamp(startedAt), uptime_s: Int(ProcessInfo.processInfo.systemUptime - startedUptime),
             connection: .init(
-                broker: "\(config.mqtt.host):\(config.mqtt.port)", state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
+                broker: mqtt.broker.description, state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
                 reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID),
             buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, degraded: $0.degraded) },
             sources: sources.map { s in
