@@ -169,7 +169,8 @@ test_suite() {
     say "the whole test suite on aarch64 under qemu-user ($QEMU_CPU)"
     local log=$repo/$scratch/aarch64-test.log status
     set +e
-    in_root "$arm" "" "$scratch/debug/edge-agentPackageTests.xctest --testing-library swift-testing" 2>&1 | tee "$log"
+    # Emulation is several times slower than native: the test tooling's timeouts stretch by this.
+    in_root "$arm" "" "EDGE_TEST_TIME_SCALE=${EDGE_TEST_TIME_SCALE:-6} $scratch/debug/edge-agentPackageTests.xctest --testing-library swift-testing" 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
     set -e
     source "$repo/scripts/lib.sh"
