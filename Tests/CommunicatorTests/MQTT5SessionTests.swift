@@ -100,4 +100,19 @@ struct MQTT5SessionTests {
         #expect(disc.reasonCode == 0x82)
         #expect(acts.delivered.isEmpty)
     }
+
+    @Test("a PUBACK that succeeds with a reason (0x10 no matching subscribers) completes and reports the code and reason string")
+    func successWithReason() {
+        var d = SessionDriver()
+        _ = d.connect()
+        _ = d.publish("t", qos: .atLeastOnce, token: 1)
+        var props = MQTTProperties()
+        props.reasonString = "nobody listens"
+        let acts = d.receive(.ack(.init(.puback, packetID: 1, reasonCode: 0x10, properties: props)))
+        #expect(acts.completedTokens == [1])
+        let notes = acts.compactMap { a -> (UInt8, String?)? in
+            if case .acknowledgedWithReason(.puback, let code, let reason) = a { (code, reason) } else { nil }
+        }
+        #expect(notes.count == 1 && notes.first?.0 == 0x10 && notes.first?.1 == "nobody listens")
+    }
 }

@@ -899,6 +899,10 @@ final class ClientCore: @unchecked Sendable {
             complete(token, result.mapError { mapFailure($0) as any Error })
         case .reauthenticated:
             logger.info("re-authenticated with \(current)")
+        case .acknowledgedWithReason(let packet, let code, let reason):
+            // Success, with something to say (PUBACK 0x10 "no matching subscribers" would be noise
+            // at info level on every event nobody subscribed to).
+            logger.debug("\(packet) \(ReasonCode.describe(code, version: machine.options.version))\(reason.map { ": \($0)" } ?? "")")
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
             switch failure {

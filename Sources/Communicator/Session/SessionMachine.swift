@@ -116,6 +116,9 @@ public struct SessionMachine<Token> {
         case close(Failure?)
         /// A re-authentication (AUTH 0x19) completed with AUTH 0x00.
         case reauthenticated
+        /// A 5.0 acknowledgement succeeded with a reason code other than 0 (e.g. PUBACK 0x10 "no
+        /// matching subscribers"), with its reason string.
+        case acknowledgedWithReason(PacketType, code: UInt8, reason: String?)
     }
 
     enum OutState { case awaitingPuback, awaitingPubrec, awaitingPubcomp }
@@ -760,6 +763,7 @@ public struct SessionMachine<Token> {
         if code >= 0x80 {
             actions.append(.publishCompleted(t, .failure(.rejected(packet: packet, code: code, reason: reason))))
         } else {
+            if code != 0 { actions.append(.acknowledgedWithReason(packet, code: code, reason: reason)) }
             actions.append(.publishCompleted(t, .success(())))
         }
     }
