@@ -74,7 +74,13 @@ struct MQTT5Tests {
     func ownMaximumPacketSize() throws {
         let broker = try SharedBroker.get()
         let topic = uniqueTopic("own-mps")
-        let mqtt = client(broker.port) { $0.maxPacketSize = 500 }
+        // No incoming topic aliases here: mosquitto 2.1.2 gives the topic an alias in the PUBLISH
+        // it then drops as too large, and uses the alias alone in the next one, which a client
+        // can only reject (mosquitto_sub fails the same way). mosquitto 2.0 sends no aliases.
+        let mqtt = client(broker.port) {
+            $0.maxPacketSize = 500
+            $0.topicAliasMaximum = 0
+        }
         let connections = Connections(mqtt)
         try mqtt.connect()
         defer { mqtt.disconnect() }

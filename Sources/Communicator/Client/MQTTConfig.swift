@@ -115,6 +115,9 @@ public struct MQTTConfig: Sendable {
     /// (announced in CONNECT below 65,535; a broker that sends more is disconnected with 0x93).
     public var receiveMaximum: UInt16 = 65_535
     /// 5.0: topic aliases the broker may use towards us (announced in CONNECT; 0 = none).
+    /// With mosquitto 2.1 and a small `maxPacketSize`, set 0: that broker gives a topic an alias
+    /// in a PUBLISH it then drops as too large for us, and sends the alias alone next (seen with
+    /// 2.1.2 and mosquitto_sub too), which is a protocol error the client must disconnect on.
     public var topicAliasMaximum: UInt16 = 16
     /// 5.0: topics used more than once get an alias on the way out, within the broker's Topic
     /// Alias Maximum (saves their bytes on every later message; reset on each connection).
