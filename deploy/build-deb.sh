@@ -57,6 +57,7 @@ fi
 depends=$(printf '%s\n' "${deps[@]}" | sort -u | paste -sd, | sed 's/,/, /g')
 
 stage=$(mktemp -d)
+chmod 0755 "$stage"  # mktemp makes it 0700, and it becomes the package's ./
 trap 'rm -rf "$stage"' EXIT
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/edge-agent" \
     "$stage/usr/share/edge-agent/hardware" "$stage/usr/share/doc/edge-agent"

@@ -102,6 +102,8 @@ struct DeployTests {
                      "./usr/share/doc/edge-agent/COMMANDS.md"] {
             #expect(contents.contains(path), "\(path) missing from the package")
         }
+        // The package root is 0755 like every directory in it (a 0700 "./" is what mktemp gives).
+        #expect(contents.split(separator: "\n").allSatisfy { !$0.hasPrefix("d") || $0.hasPrefix("drwxr-xr-x") }, "\(contents)")
         let info = try Broker.run("/usr/bin/dpkg-deb", ["--info", deb])
         #expect(info.contains("Package: edge-agent") && info.contains("Version: 0.1.0") && (info.contains("libgpiod2") || info.contains("libgpiod3")), "\(info)")
         let control = out + "/control"

@@ -159,7 +159,8 @@ release() {
     say "release build for aarch64, Swift runtime linked statically"
     cross_build -c release --product edge-agent --static-swift-stdlib
     local bin=$repo/$scratch/release/edge-agent out=$repo/$scratch/edge-agent-stripped
-    in_root "$amd" "" "llvm-strip --strip-unneeded -o $out $bin 2>/dev/null || /usr/libexec/swift/bin/llvm-strip --strip-unneeded -o $out $bin"
+    # llvm-objcopy ships with Debian's swiftlang (llvm-strip does not) and knows every architecture.
+    in_root "$amd" "" "/usr/libexec/swift/bin/llvm-objcopy --strip-unneeded $bin $out"
     echo "aarch64 release edge-agent: $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$out") bytes ($(( $(stat -c %s "$out") / 1048576 )) MiB)"
     echo "needs: $(objdump -p "$out" 2>/dev/null | awk '/NEEDED/ {printf "%s ", $2}')"
     in_root "$arm" "" "$out version"
