@@ -189,13 +189,14 @@ agent() {
         sleep 2
         timeout 40 mosquitto_sub -p $port -t "devices/#" -t "vision/events" -v -C 4 > $state/sub.out & sub=$!
         mkdir -p $state/snapshots
-        EDGE_AGENT_MQTT__PORT=$port EDGE_AGENT_OFFLINE_STORE__DIRECTORY=$state/buffer EDGE_AGENT_STATE_DIR=$state/state \
-        EDGE_AGENT_LED__SIMULATED_LOG=$state/led.log EDGE_AGENT_SOURCES__1__PATH=$state/events.sock \
-        EDGE_AGENT_SOURCES__2__PATH=$state/snapshots \
-            '"$scratch"'/debug/edge-agent run --config config/dev.yaml > $state/agent.log 2>&1 & pid=$!
+        # config/dev.yaml with its .run/ paths moved to a scratch folder, the port from the environment.
+        sed "s|\.run/|$state/|g" config/dev.yaml > $state/dev.yaml
+        EDGE_AGENT_MQTT__PORT=$port \
+            '"$scratch"'/debug/edge-agent run --config $state/dev.yaml > $state/agent.log 2>&1 & pid=$!
         wait $sub || true
-        kill -TERM $pid; wait $pid; echo "agent exit status $?"
-        kill $broker
+        kill -TERM $pid 2>/dev/null || echo "the agent had already stopped"
+        status=0; wait $pid || status=$?; echo "agent exit status $status"
+        kill $broker || true
         echo "--- agent log"; cat $state/agent.log
         echo "--- received by mosquitto_sub"; cut -c1-200 $state/sub.out
         grep -q "devices/dev-board/status online" $state/sub.out'
