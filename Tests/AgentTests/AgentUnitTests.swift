@@ -52,6 +52,31 @@ struct ConfigTests {
         }
     }
 
+    @Test("failover brokers, their order and the Server Reference allow-list reach the MQTT client; a bad entry names its index")
+    func failoverConfig() throws {
+        let c = try parse("""
+            device_id: d1
+            mqtt:
+              host: a.example
+              port: 8883
+              failover: ["b.example:1884", "c.example", "[fd00::5]:1885"]
+              broker_order: random
+              server_reference_allow: [d.example]
+            """)
+        let m = c.mqttConfig()
+        #expect(m.brokers.map(\.description) == ["a.example:8883", "b.example:1884", "c.example:8883", "[fd00::5]:1885"])
+        #expect(m.brokerOrder == .random)
+        #expect(m.serverReferenceAllowList == ["d.example"])
+        #expect(c.rendered().contains("failover: [\"b.example:1884\", \"c.example:8883\", \"[fd00::5]:1885\"]"))
+        do {
+            _ = try parse("device_id: d1\nmqtt:\n  failover: [\"b:99999\", \"ok\"]\n  broker_order: sideways\n")
+            Issue.record("accepted a bad failover list")
+        } catch {
+            #expect("\(error)".contains("mqtt.failover[0]"), "\(error)")
+            #expect("\(error)".contains("mqtt.broker_order: \"sideways\" is not one of"), "\(error)")
+        }
+    }
+
     @Test("a board profile sets the LED's chip and line; the file's own keys win")
     func boardProfile() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hw-\(getpid())").path
