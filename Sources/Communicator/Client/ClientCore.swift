@@ -440,8 +440,8 @@ final class ClientCore: @unchecked Sendable {
     private func noteServerReference(code: UInt8, reference: String?) {
         guard code == 0x9C || code == 0x9D, let reference else { return }
         let allowed = { (b: BrokerEndpoint) in
-            self.preferred.contains(b) || self.config.brokers.contains(b)
-                || self.config.serverReferenceAllowList.contains { $0 == b.host || $0 == b.description }
+            // `preferred` holds every configured broker (a 0x9D only reorders it).
+            self.preferred.contains(b) || self.config.serverReferenceAllowList.contains { $0 == b.host || $0 == b.description }
         }
         guard let target = BrokerEndpoint.references(reference, defaultPort: current.port).first(where: allowed) else {
             logger.error(
