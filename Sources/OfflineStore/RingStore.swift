@@ -139,7 +139,7 @@ public final class RingStore {
     private var unsyncedBytes = 0
     private var dirtySince: Double?
     private var dropped = 0
-    private var syncs = 0
+    private(set) var syncs = 0  // internal: the power-cut test reads it per operation, where `stats` would be O(n)
     private var bytesWritten = 0
     private let checkpointFile: StoreFile
     private var checkpointGeneration: UInt64 = 0
@@ -363,7 +363,7 @@ public final class RingStore {
         guard pos > bufStart, !buf.isEmpty else { return }
         var pages = buf
         let padded = Self.alignPage(pages.count)
-        pages.append(contentsOf: repeatElement(0, count: padded - pages.count))
+        pages.append(contentsOf: [UInt8](repeating: 0, count: padded - pages.count))  // an Array: one copy, also in debug builds
         try files[cur].write(pages, at: bufStart)
         bytesWritten += pages.count
         dirty.insert(cur)

@@ -213,6 +213,23 @@ struct RingStoreTests {
     }
 
     /// One seeded power-cut run. Returns why it failed, or nil.
+    /// `count` pseudo-random bytes, eight per draw.
+    static func randomBytes(_ count: Int, _ rng: inout SplitMix) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { raw in
+            var i = 0
+            while i < count {
+                var word = rng.next()
+                withUnsafeBytes(of: &word) { w in
+                    let n = min(8, count - i)
+                    raw.baseAddress!.advanced(by: i).copyMemory(from: w.baseAddress!, byteCount: n)
+                }
+                i += 8
+            }
+        }
+        return bytes
+    }
+
     static func crashRun(seed: UInt64) throws -> String? {
         var rng = SplitMix(seed: seed)
         var options = small
@@ -228,8 +245,8 @@ struct RingStoreTests {
         var storeSyncs = 0
         var clock = 0.0
         func noteSyncs() {
-            if store.stats.syncs != storeSyncs {
-                storeSyncs = store.stats.syncs
+            if store.syncs != storeSyncs {
+                storeSyncs = store.syncs
                 synced.formUnion(appendedSince)
                 ackSynced.formUnion(ackedSince)
                 appendedSince.removeAll()
@@ -241,7 +258,7 @@ struct RingStoreTests {
             let r = rng.next() % 100
             if r < 60 {
                 let size = 1 + Int(rng.next() % (rng.next() % 10 == 0 ? 6000 : 400))
-                let body = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                let body = Self.randomBytes(size, &rng)
                 if let seq = try appendUnlessFull(store, body) {
                     bodies[seq] = body
                     appendedSince.append(seq)

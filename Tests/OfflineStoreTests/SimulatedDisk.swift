@@ -95,7 +95,8 @@ final class SimulatedDisk: StoreFileSystem, @unchecked Sendable {
             guard !bytes.isEmpty else { continue }
             let g = after.files[w.file]!
             // Bytes this write changes: the rest (a rewritten tail page) holds synced data.
-            for k in bytes.indices where bytes[k] != files[w.file]!.synced[w.offset + k] { unsynced.append((w.file, w.offset + k)) }
+            let before = files[w.file]!.synced
+            for k in bytes.indices where bytes[k] != before[w.offset + k] { unsynced.append((w.file, w.offset + k)) }
             g.current.replaceSubrange(w.offset..<(w.offset + bytes.count), with: bytes)
         }
         // Bit flips in bytes that were never synced.
