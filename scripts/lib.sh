@@ -19,6 +19,9 @@ ensure_packages() {
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A TCP port on 127.0.0.1 that nothing listens on (from the kernel's ephemeral range).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # "N passed, M failed" from the output of a Swift Testing run: tests run, less the distinct
 # tests that failed (a parameterized test counts once). A run that ended without Swift Testing's
 # closing line, or with a failing exit status but no failed test, says so instead of looking green.
