@@ -19,8 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        // 4.x: imports FoundationEssentials, not Foundation (no ICU in the agent, issue 8).
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // The MQTT library: codec (pure), session state machine (pure), NIO transport, public API.
@@ -41,7 +41,7 @@ let package = Package(
             name: "EdgeAgent",
             dependencies: [
                 "Communicator", "OfflineStore", "DeviceAdapters",
-                .product(name: "Yams", package: "Yams"),
+                "CYAML",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -60,10 +60,15 @@ let package = Package(
         // The C shim over libgpiod 1.x / 2.x. The explicit link: a modulemap's `link` alone
         // leaves the C code's calls unresolved in some builds (shared/research/arm-build-notes.md).
         .target(name: "CGPIOShim", linkerSettings: [.linkedLibrary("gpiod")]),
+        // libyaml (Debian: libyaml-dev to build, libyaml-0-2 to run), the parser behind the
+        // configuration file. Yams wraps the same library but imports Foundation, whose ICU data
+        // alone is 36 MB of the static binary.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .executableTarget(
             name: "edge-agent",
             dependencies: [
                 "EdgeAgent",
+                "DeviceAdapters",
                 "Communicator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

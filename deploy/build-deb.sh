@@ -45,6 +45,7 @@ for lib in $(objdump -p "$binary" | awk '/NEEDED/ {print $2}'); do
         libz.so.*) deps+=("zlib1g") ;;
         libgpiod.so.2) deps+=("libgpiod2") ;;
         libgpiod.so.3) deps+=("libgpiod3") ;;
+        libyaml-0.so.2) deps+=("libyaml-0-2") ;;
         libswift*|libFoundation*|lib_FoundationICU*|libdispatch*|libBlocksRuntime*|libicu*|lib_Testing*)
             [ "${EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME:-0}" = 1 ] || unknown+=("$lib (the Swift runtime: build with --static-swift-stdlib)") ;;
         *) unknown+=("$lib") ;;

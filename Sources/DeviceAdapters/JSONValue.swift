@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A JSON value for event fields: sources fill them, the agent serialises them.
 public enum JSONValue: Sendable, Equatable, Codable {

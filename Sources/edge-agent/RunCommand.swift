@@ -1,6 +1,7 @@
 import ArgumentParser
+import Dispatch
 import EdgeAgent
-import Foundation
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 

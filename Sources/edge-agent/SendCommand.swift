@@ -1,8 +1,9 @@
 import ArgumentParser
 import Communicator
+import DeviceAdapters
 import Dispatch
 import EdgeAgent
-import Foundation
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -42,9 +43,9 @@ struct SendCommand: ParsableCommand {
             printError("edge-agent: \(error)")
             throw ExitCode(78)
         }
-        var request: [String: Any] = ["id": "send-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)]
+        var request: [String: JSONValue] = ["id": .string("send-" + String(UInt64.random(in: 0...UInt64.max), radix: 36))]
         if let args {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(args.utf8)), object is [String: Any] else {
+            guard let object = JSONValue.parse(Array(args.utf8)), case .object = object else {
                 printError("edge-agent: --args must be a JSON object, e.g. '{\"name\": \"cam0\"}'")
                 throw ExitCode.validationFailure
             }
@@ -63,8 +64,10 @@ struct SendCommand: ParsableCommand {
         var logger = Logger(label: "edge-agent.send")
         logger.logLevel = .error
         let client = MQTTProtocol(config: mqtt, logger: logger)
-        let topic = agentConfig.commands.topic.replacingOccurrences(of: "{device_id}", with: device) + "/" + name
-        let payload = try JSONSerialization.data(withJSONObject: request, options: [.sortedKeys])
+        let topic = agentConfig.commands.topic.replacing("{device_id}", with: device) + "/" + name
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let payload = Array(try encoder.encode(JSONValue.object(request)))
 
         let outcome = NIOLockedValueBox<Result<MQTTMessage, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
@@ -87,8 +90,9 @@ struct SendCommand: ParsableCommand {
             throw ExitCode.failure
         case .success(let answer):
             print(answer.string)
-            let status = (try? JSONSerialization.jsonObject(with: Data(answer.bytes)) as? [String: Any])?["status"] as? String
-            if status != "ok" { throw ExitCode.failure }
+            guard case .object(let fields)? = JSONValue.parse(answer.bytes), fields["status"] == .string("ok") else {
+                throw ExitCode.failure
+            }
         }
     }
 }

@@ -52,6 +52,71 @@ struct ConfigTests {
         }
     }
 
+    @Test("broken YAML names its line and column; alias bombs and runaway nesting are refused")
+    func brokenYAML() {
+        func problem(_ text: String) -> String {
+            do {
+                _ = try parse(text)
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let unclosed = problem("device_id: a\nmqtt:\n  host: \"broker\n  port: 1883\n")
+        #expect(unclosed.contains("test.yaml is not valid YAML: line") && unclosed.contains("column"), "\(unclosed)")
+        let tab = problem("device_id: a\nmqtt:\n\thost: b\n")
+        #expect(tab.contains("line 3"), "\(tab)")
+        // Each level doubles: 2^20 scalars once the aliases are expanded.
+        var bomb = "a0: &a0 [x, x]\n"
+        for i in 1...20 { bomb += "a\(i): &a\(i) [*a\(i - 1), *a\(i - 1)]\n" }
+        #expect(problem(bomb).contains("more than 100000 nodes"), "\(problem(bomb))")
+        let deep = "device_id: a\nx: " + String(repeating: "[", count: 80) + String(repeating: "]", count: 80) + "\n"
+        #expect(problem(deep).contains("nested deeper than 64"), "\(problem(deep))")
+        #expect(problem("- a\n- b\n").contains("the top level must be a mapping"))
+        #expect(problem("").contains("device_id: missing"), "an empty file is an empty mapping")
+    }
+
+    @Test("device ids and settable keys: what is allowed and what is refused")
+    func namesAndKeys() {
+        for good in ["cam-01", "a", "gw_7.site-b", String(repeating: "x", count: 64)] {
+            #expect((try? parse("device_id: \(good)\n")) != nil, "\(good)")
+        }
+        for bad in ["\"a b\"", "\"ca/m\"", "\"cam+\"", String(repeating: "x", count: 65), "\"caméra\""] {
+            do {
+                _ = try parse("device_id: \(bad)\n")
+                Issue.record("accepted device_id \(bad)")
+            } catch {
+                #expect("\(error)".contains("may use only letters, digits"), "\(error)")
+            }
+        }
+        for good in ["mqtt.keepalive", "log_level", "status.info_interval", "a.b.c_2"] { #expect(ConfigUpdate.isDottedKey(good), "\(good)") }
+        for bad in ["", ".a", "a.", "a..b", "Mqtt.port", "mqtt.port!", "a b"] { #expect(!ConfigUpdate.isDottedKey(bad), "\(bad)") }
+    }
+
+    @Test("the YAML the agent writes back reads as the same tree: quotes, escapes, lists of mappings, empty values")
+    func yamlRoundTrip() throws {
+        let text = """
+            device_id: "dev \\"one\\"\\ttab"
+            plain: 42
+            empty: ""
+            nothing: ~
+            list:
+              - type: simulated
+                name: cam0
+              - "x: y # not a comment"
+              - []
+            map: {}
+            "odd key: 1": yes
+            unicode: "caméra ✓\\u0001"
+            """
+        let tree = try ConfigTree(yaml: text, source: "t.yaml")
+        let written = tree.yaml()
+        let again = try ConfigTree(yaml: written, source: "written.yaml")
+        #expect("\(again.root)" == "\(tree.root)", "\(written)")
+        #expect(written.contains("device_id: \"dev \\\"one\\\"\\ttab\""), "\(written)")
+        #expect(written.contains("plain: 42\n"), "plain scalars stay plain: \(written)")
+    }
+
     @Test("failover brokers, their order and the Server Reference allow-list reach the MQTT client; a bad entry names its index")
     func failoverConfig() throws {
         let c = try parse("""

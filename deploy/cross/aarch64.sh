@@ -36,7 +36,7 @@ export QEMU_CPU=${QEMU_CPU:-max,pauth-impdef=on}
 
 # What the arm64 sysroot carries: the Swift runtime and modules (swiftlang), the C libraries the
 # agent links (libgpiod), libstdc++ for the static Swift runtime (g++), and what the tests use.
-arm_packages=swiftlang,libgpiod-dev,g++,pkg-config,mosquitto,mosquitto-clients,openssl,python3-paho-mqtt,systemd,adduser,binutils,procps,util-linux,mount,ca-certificates
+arm_packages=swiftlang,libgpiod-dev,libyaml-dev,g++,pkg-config,mosquitto,mosquitto-clients,openssl,python3-paho-mqtt,systemd,adduser,binutils,procps,util-linux,mount,ca-certificates
 amd_packages=swiftlang,libc6-dev,g++,git,pkg-config,ca-certificates
 
 say() { printf '\n== %s\n' "$*" >&2; }

@@ -1,4 +1,9 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import NIOConcurrencyHelpers
 
 /// A repeating LED pattern: alternating on / off durations, starting with on.
@@ -19,14 +24,14 @@ public struct LightPattern: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses the configuration form; the error says what is accepted.
     public init(parsing text: String) throws {
-        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let t = text.trimmed.lowercased()
         if t == "on" { self = .on; return }
         if t == "off" { self = .off; return }
         let parts = t.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0] == "blink" || parts[0] == "pattern" else {
             throw LightError(description: "\"\(text)\" is not a pattern: use on, off, \"blink ON_MS/OFF_MS\" or \"pattern A/B/C/D\" (milliseconds, alternately on and off)")
         }
-        let ms = parts[1].split(separator: "/").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let ms = parts[1].split(separator: "/").map { Int($0.trimmed) }
         guard !ms.isEmpty, ms.count % 2 == 0, ms.allSatisfy({ ($0 ?? 0) >= 20 && ($0 ?? 0) <= 60_000 }) else {
             throw LightError(description: "\"\(text)\": give an even number of durations, each 20...60000 ms, like \"blink 100/100\"")
         }
@@ -45,18 +50,17 @@ public struct LightPattern: Sendable, Equatable, CustomStringConvertible {
 /// Plays patterns on a light, on a thread of its own. A new pattern takes over at once.
 public final class LightPlayer: @unchecked Sendable {
     public let light: StatusLight
-    private let condition = NSCondition()
+    private let condition = Condition()
     private var pattern: LightPattern = .off
     private var generation = 0
     private var running = true
-    private var thread: Thread?
+    private var thread: BackgroundThread?
     private let onError: @Sendable (String) -> Void
 
     public init(light: StatusLight, onError: @escaping @Sendable (String) -> Void = { _ in }) {
         self.light = light
         self.onError = onError
-        let t = Thread { [self] in run() }
-        t.name = "status-light"
+        let t = BackgroundThread(name: "status-light") { [self] in run() }
         thread = t
         t.start()
     }

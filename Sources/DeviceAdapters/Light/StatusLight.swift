@@ -1,5 +1,10 @@
 import CGPIOShim
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import NIOConcurrencyHelpers
 
 /// The status LED, behind a small protocol: a real GPIO line or a simulated one. The agent
@@ -58,13 +63,13 @@ public final class SimulatedLight: StatusLight, @unchecked Sendable {
 
     public let name = "simulated"
     private let state = NIOLockedValueBox<(transitions: [Transition], on: Bool?)>(([], nil))
-    private let file: FileHandle?
+    private let file: Int32?  // an O_APPEND descriptor
     private let start = ProcessInfo.processInfo.systemUptime
 
     public init(logPath: String? = nil) {
         if let logPath {
-            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-            file = FileHandle(forWritingAtPath: logPath)
+            let fd = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
+            file = fd >= 0 ? fd : nil
         } else {
             file = nil
         }
@@ -80,7 +85,8 @@ public final class SimulatedLight: StatusLight, @unchecked Sendable {
             return true
         }
         if changed, let file {
-            file.write(Data("\(Int(t * 1000)) \(on ? "on" : "off")\n".utf8))
+            let line = Array("\(Int(t * 1000)) \(on ? "on" : "off")\n".utf8)
+            _ = line.withUnsafeBytes { write(file, $0.baseAddress, $0.count) }
         }
     }
 

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 #if canImport(Glibc)
 import Glibc
@@ -56,18 +56,24 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
     }
 
     private func report(_ file: String, _ sink: EventSink) {
-        guard let handle = FileHandle(forReadingAtPath: file) else {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
             counts.add("unreadable")
             return
         }
-        defer { try? handle.close() }
+        defer { close(fd) }
         var hasher = SHA256()
         var size = 0
-        while let chunk = try? handle.read(upToCount: 256 * 1024), !chunk.isEmpty {
-            hasher.update(data: chunk)
-            size += chunk.count
+        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            size += n
         }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let hex = Array("0123456789abcdef".utf8)
+        let digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
         sink(SourceEvent(type: "snapshot", fields: ["path": .string(file), "size": .int(size), "sha256": .string(digest)]))
         counts.add("snapshots")
     }

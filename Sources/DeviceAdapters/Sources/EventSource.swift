@@ -1,4 +1,9 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import NIOConcurrencyHelpers
 
 /// Something on the device that produces events (a camera pipeline, a device folder, ...).
@@ -39,14 +44,13 @@ public final class Counters: @unchecked Sendable {
 /// A loop on a thread of its own that can be stopped.
 final class Worker: @unchecked Sendable {
     private let stopped = NIOLockedValueBox(false)
-    private var thread: Thread?
+    private var thread: BackgroundThread?
 
     var isStopped: Bool { stopped.withLockedValue { $0 } }
 
     func start(name: String, _ body: @escaping @Sendable (Worker) -> Void) {
         stopped.withLockedValue { $0 = false }  // a stopped source can start again
-        let t = Thread { [self] in body(self) }
-        t.name = name
+        let t = BackgroundThread(name: name) { [self] in body(self) }
         thread = t
         t.start()
     }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A synthetic camera: detection and motion events at a steady rate (the default source for
 /// development on x86). Deterministic per seed, so tests can expect its fields.

@@ -1,4 +1,9 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Watches camera devices (`video<N>` in `directory`, normally /dev) appear and disappear and
 /// reports `camera_online` / `camera_offline`, with the device's name and driver read from sysfs
@@ -23,8 +28,8 @@ public final class V4L2Watcher: EventSource, @unchecked Sendable {
     public var counters: [String: Int] { counts.all }
 
     public func start(_ sink: @escaping EventSink) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
             throw LightError(description: "v4l2 source \(name): \(directory) is not a directory (sources[].directory)")
         }
         worker.start(name: "source-\(name)") { [self] w in
@@ -34,10 +39,10 @@ public final class V4L2Watcher: EventSource, @unchecked Sendable {
                 for d in now.subtracting(known).sorted() {
                     var fields: [String: JSONValue] = ["device": .string(directory + "/" + d)]
                     if let n = try? String(contentsOfFile: "\(sysfs)/\(d)/name", encoding: .utf8) {
-                        fields["name"] = .string(n.trimmingCharacters(in: .whitespacesAndNewlines))
+                        fields["name"] = .string(n.trimmed)
                     }
                     if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(sysfs)/\(d)/device/driver") {
-                        fields["driver"] = .string((link as NSString).lastPathComponent)
+                        fields["driver"] = .string(String(link.split(separator: "/").last ?? ""))
                     }
                     sink(SourceEvent(type: "camera_online", fields: fields))
                     counts.add("camera_online")

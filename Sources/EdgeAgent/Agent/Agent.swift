@@ -1,9 +1,16 @@
 import Communicator
 import DeviceAdapters
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The agent: configuration → sources → events → MQTT, with the device status (retained
 /// `online`, Will `offline`), the retained info document and the status LED.
@@ -18,8 +25,8 @@ public final class Agent: @unchecked Sendable {
     let startedUptime = ProcessInfo.processInfo.systemUptime
     private let state = NIOLockedValueBox<(current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)>(
         (.connecting, nil, 0, false, false))
-    private let wake = NSCondition()
-    private var connector: Thread?
+    private let wake = Condition()
+    private var connector: BackgroundThread?
     private var infoTimer: DispatchSourceTimer?
     private let infoQueue = DispatchQueue(label: "edge-agent.info")
     /// Settings a command may change while running.
@@ -105,8 +112,7 @@ public final class Agent: @unchecked Sendable {
             }
         }
         try commands?.start()
-        let t = Thread { [self] in connectLoop() }
-        t.name = "edge-agent-connect"
+        let t = BackgroundThread(name: "edge-agent-connect") { [self] in connectLoop() }
         connector = t
         t.start()
         scheduleInfo(every: config.infoInterval)
@@ -187,7 +193,7 @@ public final class Agent: @unchecked Sendable {
     /// (through the same queue as publishes) and the agent's own queue runs: a stuck agent stops
     /// feeding the watchdog and systemd restarts it.
     private func startWatchdog(every interval: Double) {
-        let t = Thread { [weak self] in
+        let t = BackgroundThread(name: "edge-agent-watchdog") { [weak self] in
             while let self, !self.state.withLockedValue({ $0.stopping }) {
                 let budget = max(0.05, interval / 2)
                 let loopOK = mqtt.isResponsive(timeout: budget)
@@ -204,7 +210,6 @@ public final class Agent: @unchecked Sendable {
                 wake.unlock()
             }
         }
-        t.name = "edge-agent-watchdog"
         t.start()
     }
 

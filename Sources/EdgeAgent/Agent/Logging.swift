@@ -1,6 +1,13 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// One line per event, for a person and for journald: under systemd (JOURNAL_STREAM set) each
 /// line starts with its syslog priority (`<3>` error ... `<7>` debug) and no timestamp (journald
@@ -32,14 +39,15 @@ public struct AgentLogHandler: LogHandler {
         var all = metadata
         if let m = event.metadata { all.merge(m) { $1 } }
         let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let text = "\(event.message)".replacingOccurrences(of: "\n", with: " | ")
+        let text = "\(event.message)".replacing("\n", with: " | ")
         let line: String
         if journald {
             line = "<\(Self.priority(event.level))>\(label): \(text)\(extra)\n"
         } else {
             line = "\(Self.stamp()) \(event.level) \(label): \(text)\(extra)\n"
         }
-        FileHandle.standardError.write(Data(line.utf8))
+        let bytes = Array(line.utf8)
+        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
     static func priority(_ l: Logger.Level) -> Int {

@@ -1,5 +1,5 @@
 import Communicator
-import Foundation
+import FoundationEssentials
 import OfflineStore
 
 /// `edge-agent buffer inspect`: what waits in an offline store, for a person at a terminal.
@@ -112,7 +112,7 @@ public enum BufferInspector {
 
     public static func format(_ s: Summary) -> String {
         func size(_ n: Int) -> String {
-            n >= 1 << 20 ? String(format: "%.1f MiB", Double(n) / 1048576) : n >= 1024 ? String(format: "%.1f KiB", Double(n) / 1024) : "\(n) B"
+            n >= 1 << 20 ? "\(oneDecimal(Double(n) / 1048576)) MiB" : n >= 1024 ? "\(oneDecimal(Double(n) / 1024)) KiB" : "\(n) B"
         }
         func describe(_ e: (seq: UInt64, record: StoredRecord)?) -> String {
             guard let e, case .message(let p, let at) = e.record else { return "-" }
@@ -122,7 +122,7 @@ public enum BufferInspector {
         return """
             store:      \(s.directory)
             layout:     \(s.segments) segments × \(size(s.segmentSize)) = \(size(s.segments * s.segmentSize)) + 8 KiB checkpoint\(s.checkpointHead.map { " (head #\($0))" } ?? " (no checkpoint yet)")
-            fill:       \(s.liveSegments) of \(s.segments) segments hold waiting records (\(String(format: "%.1f", fill)) %)
+            fill:       \(s.liveSegments) of \(s.segments) segments hold waiting records (\(oneDecimal(fill)) %)
             waiting:    \(s.messages) messages, \(size(s.pendingBytes)) in records\(s.qos2WithIdentity > 0 ? "; \(s.qos2WithIdentity) QoS 2 in flight with their packet identifiers" : "")
             oldest:     \(describe(s.oldest))
             newest:     \(describe(s.newest))

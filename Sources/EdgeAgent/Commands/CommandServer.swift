@@ -1,9 +1,16 @@
 import Communicator
 import DeviceAdapters
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Remote management over MQTT (docs/COMMANDS.md). Requests arrive on `<commands.topic>/<name>`
 /// (and on the optional fleet-wide broadcast topic) as JSON `{"id": "...", "args": {...}}`; every
@@ -283,11 +290,7 @@ final class CommandServer: @unchecked Sendable {
                     DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
                         agent.logger.notice("reboot requested over MQTT: stopping, then \(command)")
                         agent.stop()
-                        let p = Process()
-                        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-                        p.arguments = ["-c", command]
-                        try? p.run()
-                        p.waitUntilExit()
+                        _ = system(command)  // /bin/sh -c COMMAND, waited for
                         agent.onExitRequest?(0)
                     }
                 }

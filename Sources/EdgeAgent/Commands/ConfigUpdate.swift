@@ -1,5 +1,5 @@
 import DeviceAdapters
-import Foundation
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 
@@ -31,17 +31,16 @@ struct ConfigUpdate {
             throw F(code: "failed", message: "\(error)")
         }
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
-            guard key.range(of: "^[a-z0-9_]+(\\.[a-z0-9_]+)*$", options: .regularExpression) != nil, !key.hasPrefix("sources") else {
+            guard Self.isDottedKey(key), !key.hasPrefix("sources") else {
                 throw F(code: "bad_arguments", message: "\"\(key)\" is not a settable key (dotted lower-case keys such as mqtt.keepalive; sources cannot be changed here)")
             }
             tree.set(key, try Self.node(value, key: key))
         }
-        let text: String
-        do { text = try tree.yaml() } catch { throw F(code: "failed", message: "cannot write YAML: \(error)") }
+        let text = tree.yaml()
         let updated: AgentConfig
         do {
             updated = try AgentConfig.parse(
-                text, source: path, environment: ProcessInfo.processInfo.environment, baseDirectory: (path as NSString).deletingLastPathComponent)
+                text, source: path, environment: ProcessInfo.processInfo.environment, baseDirectory: directoryPart(of: path))
         } catch {
             throw F(code: "invalid_config", message: "nothing changed: " + error.problems.joined(separator: "; "))
         }
@@ -75,6 +74,12 @@ struct ConfigUpdate {
         return .object([
             "written": .string(path), "applied": .array(applied.map { .string($0) }), "restart_required": .array(later.map { .string($0) }),
         ])
+    }
+
+    /// Lower-case words of [a-z0-9_] joined by dots, as `mqtt.keepalive`.
+    static func isDottedKey(_ key: String) -> Bool {
+        let words = key.split(separator: ".", omittingEmptySubsequences: false)
+        return words.allSatisfy { w in !w.isEmpty && w.utf8.allSatisfy { isWordByte($0) && !($0 >= 65 && $0 <= 90) } }
     }
 
     static func node(_ v: JSONValue, key: String) throws -> ConfigTree.Value {

@@ -1,7 +1,9 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
-import Glibc
 #endif
 
 /// The answers to the last `capacity` request ids, kept across restarts, so that a request the
@@ -15,7 +17,7 @@ final class RecentRequests: @unchecked Sendable {
 
     let path: String
     let capacity: Int
-    private let lock = NSLock()
+    private let lock = NIOLock()
     private var order: [String] = []
     private var answers: [String: String] = [:]
     /// Requests being run now: a duplicate of one is dropped (the first will answer).

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Communicator
 import DeviceAdapters
-import Foundation
+import FoundationEssentials
 import OfflineStore
 
 /// The agent's configuration: one YAML file (every key documented in
@@ -116,7 +116,7 @@ public struct AgentConfig: Sendable {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read (permissions?)" : "does not exist"
             throw ConfigError(problems: ["configuration file \(path) \(reason): pass --config with the right path (example: config/edge-agent.example.yaml)"])
         }
-        let baseDir = (path as NSString).deletingLastPathComponent
+        let baseDir = directoryPart(of: path)
         return try parse(String(decoding: data, as: UTF8.self), source: path, environment: environment, baseDirectory: baseDir)
     }
 
@@ -133,7 +133,7 @@ public struct AgentConfig: Sendable {
                 gethostname(&name, 255)
                 id = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             }
-            if id.range(of: "^[A-Za-z0-9._-]{1,64}$", options: .regularExpression) == nil {
+            if !(1...64).contains(id.utf8.count) || !id.utf8.allSatisfy({ isWordByte($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }) {
                 t.problem("device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id")
             }
             c.deviceID = id
@@ -192,7 +192,7 @@ public struct AgentConfig: Sendable {
         for (key, keyPath) in [("status", \Topics.status), ("info", \Topics.info), ("events", \Topics.events)] as [(String, WritableKeyPath<Topics, String>)] {
             let v = t.string("topics.\(key)", c.topics[keyPath: keyPath]) ?? c.topics[keyPath: keyPath]
             c.topics[keyPath: keyPath] = v
-            let expanded = v.replacingOccurrences(of: "{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+            let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
             if let p = Topic.nameProblem(expanded) { t.problem("topics.\(key): \(p)") }
             if expanded.contains("{") { t.problem("topics.\(key): only {device_id} may be used in a topic template") }
         }
@@ -289,7 +289,7 @@ public struct AgentConfig: Sendable {
         k.broadcastTopic = t.string("commands.broadcast_topic", nil)
         k.responseTopic = t.string("commands.response_topic", k.responseTopic) ?? k.responseTopic
         for (key, v) in [("commands.topic", k.topic), ("commands.response_topic", k.responseTopic), ("commands.broadcast_topic", k.broadcastTopic ?? "x")] {
-            let expanded = v.replacingOccurrences(of: "{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+            let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
             if let p = Topic.nameProblem(expanded) { t.problem("\(key): \(p) (the agent appends /<command name> itself)") }
         }
         if let list = t.value("commands.allow") {
@@ -331,7 +331,7 @@ public struct AgentConfig: Sendable {
 
     static func defaultHardwareDirectory(near base: String) -> String {
         for candidate in [base + "/../hardware", "/usr/share/edge-agent/hardware"] {
-            if FileManager.default.fileExists(atPath: candidate) { return (candidate as NSString).standardizingPath }
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
         return "/usr/share/edge-agent/hardware"
     }
@@ -363,7 +363,7 @@ public struct AgentConfig: Sendable {
     }
 
     /// The topic with `{device_id}` filled in.
-    public func topic(_ template: String) -> String { template.replacingOccurrences(of: "{device_id}", with: deviceID) }
+    public func topic(_ template: String) -> String { template.replacing("{device_id}", with: deviceID) }
 
     /// The MQTT library's configuration for this agent.
     public func mqttConfig() -> MQTTConfig {
@@ -398,7 +398,7 @@ public struct AgentConfig: Sendable {
 
     /// The effective configuration as YAML, secrets masked (for check-config and config/get).
     public func rendered() -> String {
-        func q(_ s: String?) -> String { s.map { "\"\($0.replacingOccurrences(of: "\"", with: "\\\""))\"" } ?? "null" }
+        func q(_ s: String?) -> String { s.map { "\"\($0.replacing("\"", with: "\\\""))\"" } ?? "null" }
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
         func env(_ key: String) -> String { fromEnvironment.contains(key) ? "  # from the environment" : "" }
         var out = """

@@ -1,5 +1,4 @@
-import Foundation
-import Yams
+import FoundationEssentials
 
 /// The configuration file as a tree, with the environment's overrides applied, read by typed
 /// accessors that collect every problem (with its key and the fix) instead of stopping at the
@@ -25,30 +24,12 @@ final class ConfigTree {
 
     init(yaml text: String, source: String) throws(ConfigError) {
         do {
-            guard let node = try Yams.compose(yaml: text) else {
-                root = .mapping([])
-                return
-            }
-            root = Self.convert(node)
+            root = try YAML.parse(text) ?? .mapping([])
         } catch {
             throw ConfigError(problems: ["\(source) is not valid YAML: \(error)"])
         }
         if case .mapping = root {} else if case .null = root { root = .mapping([]) } else {
             throw ConfigError(problems: ["\(source): the top level must be a mapping of keys (device_id: ..., mqtt: ...)"])
-        }
-    }
-
-    private static func convert(_ node: Node) -> Value {
-        switch node {
-        case .scalar(let s):
-            if s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string) { return .null }
-            return .scalar(s.string, quoted: s.style != .plain)
-        case .mapping(let m):
-            return .mapping(m.map { (k, v) in (k.string ?? "\(k)", convert(v)) })
-        case .sequence(let seq):
-            return .sequence(seq.map { convert($0) })
-        case .alias:
-            return .null
         }
     }
 
@@ -82,17 +63,7 @@ final class ConfigTree {
     }
 
     /// The tree as YAML text (comments of the original file are not kept).
-    func yaml() throws -> String {
-        func node(_ v: Value) -> Node {
-            switch v {
-            case .scalar(let s, let quoted): return .scalar(.init(s, .implicit, quoted ? .doubleQuoted : .plain))
-            case .mapping(let pairs): return .mapping(.init(pairs.map { (Node.scalar(.init($0.0)), node($0.1)) }))
-            case .sequence(let items): return .sequence(.init(items.map(node)))
-            case .null: return .scalar(.init("null"))
-            }
-        }
-        return try Yams.serialize(node: node(root))
-    }
+    func yaml() -> String { YAML.write(root) }
 
     func value(_ path: String, in base: Value? = nil) -> Value? {
         markUsed(path)
@@ -124,7 +95,7 @@ final class ConfigTree {
 
     func int(_ path: String, _ def: Int, _ range: ClosedRange<Int>, in base: Value? = nil) -> Int {
         guard let v = value(path, in: base) else { return def }
-        guard case .scalar(let s, _) = v, let i = Int(s.replacingOccurrences(of: "_", with: "")) else {
+        guard case .scalar(let s, _) = v, let i = Int(s.replacing("_", with: "")) else {
             problem("\(path): expected a whole number in \(range.lowerBound)...\(range.upperBound), found \(Self.show(v))")
             return def
         }

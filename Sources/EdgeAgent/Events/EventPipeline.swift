@@ -1,6 +1,6 @@
 import Communicator
 import DeviceAdapters
-import Foundation
+import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 

@@ -1,7 +1,9 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
-import Glibc
 #endif
 
 /// The per-device event sequence number, kept across restarts without a write per event: the
@@ -11,7 +13,7 @@ import Glibc
 public final class SequenceCounter: @unchecked Sendable {
     public let path: String
     private let lease: UInt64
-    private let lock = NSLock()
+    private let lock = NIOLock()
     private var next: UInt64
     private var leaseEnd: UInt64
 
@@ -21,7 +23,7 @@ public final class SequenceCounter: @unchecked Sendable {
         self.lease = lease
         var start: UInt64 = 1
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            guard let v = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            guard let v = UInt64(text.trimmed) else {
                 throw AgentError("event sequence file \(path) is damaged (\"\(text.prefix(40))\"); move it away to start a new count")
             }
             start = v
