@@ -20,6 +20,11 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$binary" ] && [ -x "$binary" ] || { echo "--binary PATH: the edge-agent executable for this board" >&2; exit 2; }
 [ -n "$root" ] || [ "$(id -u)" -eq 0 ] || { echo "run as root (or with --root DIR)" >&2; exit 1; }
+# The binary carries the Swift runtime; it still needs libc, libstdc++, libgpiod and libyaml.
+if [ -z "$root" ] && missing=$(ldd "$binary" 2>/dev/null | awk '/not found/ {print $1}' | xargs) && [ -n "$missing" ]; then
+    echo "$binary needs libraries this board lacks: $missing (Debian: libgpiod2 or libgpiod3, libyaml-0-2)" >&2
+    exit 1
+fi
 
 install -d "$root/usr/local/bin" "$root/etc/systemd/system" "$root/etc/edge-agent" "$root/usr/local/share/edge-agent/hardware" "$root/var/lib/edge-agent"
 install -m 0755 "$binary" "$root/usr/local/bin/edge-agent"
