@@ -141,6 +141,12 @@ func run(_ a: Arguments) -> [String: JSON] {
         result["error"] = .string("unsupported mode")
         return result
     }
+    guard a.nodelay != 0 else {
+        // The library always sets TCP_NODELAY (Transport/Connection.swift): it batches writes
+        // itself, and Nagle would hold back acknowledgements and PINGREQ.
+        result["error"] = .string("unsupported: --nodelay 0 (the library always sets TCP_NODELAY)")
+        return result
+    }
     let config = MQTTConfig(
         brokerAddress: a.host, port: a.port, timeout: a.timeout, keepalive: 60, sessionExpiryInterval: 0,
         publishQueueMaxsize: max(a.inflight, 1) + 16, clientID: .fixed("edge-bench-\(getpid())"),

@@ -90,6 +90,10 @@ public final class SimulatedLight: StatusLight, @unchecked Sendable {
         }
     }
 
+    deinit {
+        if let file { close(file) }
+    }
+
     public var transitions: [Transition] { state.withLockedValue { $0.transitions } }
     public var isOn: Bool { state.withLockedValue { $0.on ?? false } }
 }
