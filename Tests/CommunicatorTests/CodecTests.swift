@@ -121,6 +121,30 @@ private let goldenVectors = makeGoldenVectors()
 
 @Suite("Codec")
 struct CodecTests {
+    @Test("properties are values: a copy changed later leaves the original alone; empty is empty again")
+    func propertiesAreValues() {
+        var a = MQTTProperties()
+        #expect(a.isEmpty && a.encodedLength == 0)
+        a.contentType = "image/jpeg"
+        a.userProperties.append((name: "k", value: "v"))
+        var b = a
+        #expect(b == a)
+        b.contentType = "text/plain"
+        b.userProperties.append((name: "k2", value: "v2"))
+        #expect(a.contentType == "image/jpeg" && a.userProperties.count == 1)
+        #expect(b.contentType == "text/plain" && b.userProperties.count == 2)
+        #expect(a != b)
+        var c = a
+        c.contentType = nil
+        c.userProperties = []
+        #expect(c.isEmpty && c == MQTTProperties() && c.encodedLength == 0)
+        #expect(!a.isEmpty && a.encodedLength == (1 + 2 + 10) + (1 + 2 + 1 + 2 + 1))
+        var v = MQTTProperties.Values()
+        v.messageExpiryInterval = 30
+        #expect(MQTTProperties(values: v).messageExpiryInterval == 30)
+        #expect(MQTTProperties(values: .init()).isEmpty)
+    }
+
     @Test("encodes to the golden bytes", arguments: goldenVectors)
     func encode(_ v: GoldenVector) {
         let out = v.packet.encoded(version: v.version)
