@@ -84,12 +84,3 @@ public final class Condition: @unchecked Sendable {
         return pthread_cond_timedwait(cond, mutex, &ts) == 0
     }
 }
-
-extension StringProtocol {
-    /// Without leading and trailing white space (spaces, tabs, line breaks).
-    public var trimmed: String {
-        let isSpace: (Character) -> Bool = { $0.isWhitespace }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(self[first...last])
-    }
-}
