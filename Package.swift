@@ -57,9 +57,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        // The C shim over libgpiod 1.x / 2.x. The explicit link: a modulemap's `link` alone
-        // leaves the C code's calls unresolved in some builds (shared/research/arm-build-notes.md).
-        .target(name: "CGPIOShim", linkerSettings: [.linkedLibrary("gpiod")]),
+        // The C shim over libgpiod 1.x / 2.x, loaded at run time (dlopen), so one binary runs
+        // on Debian 12 (libgpiod.so.2) and 13 (libgpiod.so.3) and nothing links libgpiod.
+        .target(name: "CGPIOShim"),
         // libyaml (Debian: libyaml-dev to build, libyaml-0-2 to run), the parser behind the
         // configuration file. Yams wraps the same library but imports Foundation, whose ICU data
         // alone is 36 MB of the static binary.

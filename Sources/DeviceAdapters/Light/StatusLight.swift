@@ -19,7 +19,7 @@ public struct LightError: Error, CustomStringConvertible, Sendable {
     public let description: String
 }
 
-/// A GPIO output line through libgpiod (v1 or v2, see Sources/CGPIOShim).
+/// A GPIO output line through libgpiod (1.x or 2.x, loaded at run time; see Sources/CGPIOShim).
 public final class GPIOLight: StatusLight, @unchecked Sendable {
     public let name: String
     private let line: OpaquePointer
@@ -28,6 +28,9 @@ public final class GPIOLight: StatusLight, @unchecked Sendable {
     public init(chip: String, line offset: UInt32, activeLow: Bool, consumer: String = "edge-agent") throws {
         var error: Int32 = 0
         guard let l = edge_gpio_open(chip, offset, activeLow ? 1 : 0, consumer, &error) else {
+            if error == ELIBACC {
+                throw LightError(description: "cannot open GPIO \(chip) line \(offset): \(String(cString: edge_gpio_library_error()))")
+            }
             let reason = String(cString: strerror(error))
             let hint: String
             switch error {
