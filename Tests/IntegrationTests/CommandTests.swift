@@ -15,13 +15,15 @@ struct CommandTests {
     static let quietSources = "  - type: simulated\n    name: cam0\n    rate: 0.2"
 
     /// Starts an agent (commands allowed as given) and waits until it is online.
-    static func agent(_ broker: Broker, port: Int? = nil, allow: [String]? = nil, extra: String = "") throws -> (Layout, Child) {
+    static func agent(
+        _ broker: Broker, port: Int? = nil, allow: [String]? = nil, extra: String = "", environment: [String: String] = [:]
+    ) throws -> (Layout, Child) {
         let layout = try Layout()
         var more = "commands:\n  max_payload_bytes: 2048\n  timeout: 2\n"
         if let allow { more += "  allow: [\(allow.joined(separator: ", "))]\n" }
         try layout.write(port: port ?? broker.port, extra: more + extra, sources: quietSources)
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
-        let child = try layout.start()
+        let child = try layout.start(environment)
         try waitUntil(timeout: 30, "agent online") { status.lines.contains("online") }
         try waitUntil(timeout: 10, "commands subscribed") { child.output.contains("commands on devices/") }
         usleep(200_000)
@@ -284,5 +286,43 @@ struct CommandTests {
         #expect(try agent.wait(timeout: 20) == 3)
         try waitUntil(timeout: 10, "offline") { status.lines.last == "offline" }
         #expect(agent.output.contains("exiting with 3 (restart requested)"))
+    }
+
+    @Test("reboot: a request file for edge-agent-reboot.path, or commands.reboot_command; refused when neither can work; a failed reboot is logged and the agent runs on")
+    func reboot() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        // Under the unit (RUNTIME_DIRECTORY set) with no reboot_command: the request file.
+        let runtime = TestFiles.makeTempDir("runtime").path
+        let (layout, agent) = try Self.agent(broker, allow: ["ping", "reboot"], environment: ["RUNTIME_DIRECTORY": runtime])
+        defer { agent.stop() }
+        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        try Self.send(broker, "devices/\(layout.device)/commands/reboot", #"{"id":"rb-1"}"#)
+        let answer = try Self.answer(replies, id: "rb-1").body
+        #expect(answer["status"] as? String == "ok", "\(answer)")
+        #expect(((answer["result"] as? [String: Any])?["via"] as? String)?.contains("edge-agent-reboot.path") == true, "\(answer)")
+        let request = runtime + "/reboot-requested"
+        try waitUntil(timeout: 5, "the request file") { FileManager.default.fileExists(atPath: request) }
+        #expect(try String(contentsOfFile: request, encoding: .utf8).contains("rb-1"))
+        try Self.send(broker, "devices/\(layout.device)/commands/ping", #"{"id":"rb-2"}"#)
+        #expect(try Self.answer(replies, id: "rb-2").body["status"] as? String == "ok", "the agent goes on until the system stops it")
+
+        // Neither a runtime directory nor a command: refused before anything happens, with the fix.
+        let (plain, plainAgent) = try Self.agent(broker, allow: ["reboot"])
+        defer { plainAgent.stop() }
+        let plainReplies = try ExternalSubscriber(broker: broker, topic: "devices/\(plain.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        try Self.send(broker, "devices/\(plain.device)/commands/reboot", #"{"id":"rb-3"}"#)
+        let refused = try #require(try Self.answer(plainReplies, id: "rb-3").body["error"] as? [String: Any])
+        #expect(refused["code"] as? String == "unavailable" && (refused["message"] as? String)?.contains("commands.reboot_command") == true, "\(refused)")
+
+        // A reboot_command that fails: logged with its status; the agent still answers.
+        let (failing, failingAgent) = try Self.agent(broker, allow: ["ping", "reboot"], extra: "  reboot_command: \"exit 7\"\n")
+        defer { failingAgent.stop() }
+        let failingReplies = try ExternalSubscriber(broker: broker, topic: "devices/\(failing.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        try Self.send(broker, "devices/\(failing.device)/commands/reboot", #"{"id":"rb-4"}"#)
+        #expect(try Self.answer(failingReplies, id: "rb-4").body["status"] as? String == "ok")
+        try waitUntil(timeout: 10, "the failure in the log") { failingAgent.output.contains("reboot command \"exit 7\" exited with status 7") }
+        try Self.send(broker, "devices/\(failing.device)/commands/ping", #"{"id":"rb-5"}"#)
+        #expect(try Self.answer(failingReplies, id: "rb-5").body["status"] as? String == "ok")
     }
 }

@@ -137,7 +137,7 @@ final class CommandServer: @unchecked Sendable {
         }
         queue.async { [self] in
             let result: Result<JSONValue, Failure>
-            do { result = .success(try execute(name, args)) } catch let f as Failure { result = .failure(f) } catch {
+            do { result = .success(try execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
                 result = .failure(Failure(code: "failed", message: "\(error)"))
             }
             guard answered.withLockedValue({ a in defer { a = true }; return !a }) else {
@@ -226,7 +226,7 @@ final class CommandServer: @unchecked Sendable {
         return v
     }
 
-    func execute(_ name: String, _ args: [String: JSONValue]) throws -> JSONValue {
+    func execute(_ name: String, id: String, _ args: [String: JSONValue]) throws -> JSONValue {
         switch name {
         case "ping":
             return .object(["pong": .bool(true), "device_id": .string(agent.config.deviceID), "version": .string(EdgeAgentVersion.current)])
@@ -283,19 +283,10 @@ final class CommandServer: @unchecked Sendable {
             afterAnswer.withLockedValue { $0 = { DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { agent.onExitRequest?(Agent.restartExitCode) } } }
             return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
         case "reboot":
-            let command = agent.config.commands.rebootCommand
-            let agent = self.agent
-            afterAnswer.withLockedValue {
-                $0 = {
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
-                        agent.logger.notice("reboot requested over MQTT: stopping, then \(command)")
-                        agent.stop()
-                        _ = system(command)  // /bin/sh -c COMMAND, waited for
-                        agent.onExitRequest?(0)
-                    }
-                }
-            }
-            return .object(["rebooting": .bool(true)])
+            let request = try RebootRequest(command: agent.config.commands.rebootCommand, environment: ProcessInfo.processInfo.environment)
+            let logger = self.logger
+            afterAnswer.withLockedValue { $0 = { DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { request.perform(id: id, logger: logger) } } }
+            return .object(["rebooting": .bool(true), "via": .string(request.description)])
         default:
             throw Failure(code: "unknown_command", message: "no command \"\(name)\"")
         }

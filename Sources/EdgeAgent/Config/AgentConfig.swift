@@ -85,7 +85,8 @@ public struct AgentConfig: Sendable {
         public var timeout = 10.0
         public var maxPayloadBytes = 65_536
         public var remember = 256
-        public var rebootCommand = "/bin/systemctl reboot"
+        /// Empty: ask systemd through edge-agent-reboot.path (RebootRequest).
+        public var rebootCommand = ""
     }
 
     public static let knownCommands = [
