@@ -12,9 +12,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
-    systemctl disable --now edge-agent.service 2>/dev/null || true
+    systemctl disable --now edge-agent.service edge-agent-reboot.path 2>/dev/null || true
 fi
-rm -f "$root/usr/local/bin/edge-agent" "$root/etc/systemd/system/edge-agent.service"
+rm -f "$root/usr/local/bin/edge-agent" "$root/etc/systemd/system/edge-agent.service" \
+    "$root/etc/systemd/system/edge-agent-reboot.path" "$root/etc/systemd/system/edge-agent-reboot.service" \
+    "$root/etc/udev/rules.d/60-edge-agent-gpio.rules"
 rm -rf "$root/usr/local/share/edge-agent"
 if [ "$purge" = 1 ]; then
     rm -rf "$root/etc/edge-agent" "$root/var/lib/edge-agent"

@@ -104,14 +104,143 @@ struct DeployTests {
         }
         // The package root is 0755 like every directory in it (a 0700 "./" is what mktemp gives).
         #expect(contents.split(separator: "\n").allSatisfy { !$0.hasPrefix("d") || $0.hasPrefix("drwxr-xr-x") }, "\(contents)")
+        for path in ["./lib/systemd/system/edge-agent-reboot.path", "./lib/systemd/system/edge-agent-reboot.service",
+                     "./lib/udev/rules.d/60-edge-agent-gpio.rules"] {
+            #expect(contents.contains(path), "\(path) missing from the package")
+        }
         let info = try Broker.run("/usr/bin/dpkg-deb", ["--info", deb])
-        #expect(info.contains("Package: edge-agent") && info.contains("Version: 0.1.0") && (info.contains("libgpiod2") || info.contains("libgpiod3")), "\(info)")
+        #expect(info.contains("Package: edge-agent") && info.contains("Version: 0.1.0"), "\(info)")
+        // Depends resolve on Debian 12 and 13: libgpiod is loaded at run time, either soname;
+        // libc6 at least the highest glibc version the binary needs.
+        let depends = try #require(info.split(separator: "\n").first { $0.contains("Depends:") }.map(String.init))
+        #expect(depends.contains("libgpiod3 | libgpiod2") && depends.contains("libyaml-0-2") && depends.contains("adduser"), "\(depends)")
+        #expect(depends.range(of: #"libc6 \(>= 2\.[0-9]+\)"#, options: .regularExpression) != nil, "\(depends)")
         let control = out + "/control"
         try Broker.run("/usr/bin/dpkg-deb", ["-e", deb, control])
         #expect(try String(contentsOfFile: control + "/conffiles", encoding: .utf8) == "/etc/edge-agent/config.yaml\n")
         #expect(FileManager.default.isExecutableFile(atPath: control + "/postinst") && FileManager.default.isExecutableFile(atPath: control + "/postrm"))
         let check = try Child.spawn(AgentEndToEndTests.binary, ["check-config", Self.root + "/deploy/config.yaml"], output: out + "/check.out")
         #expect(try check.wait() == 0, "the packaged configuration must be valid: \(check.output)")
+    }
+
+    @Test("the reboot helper units are valid systemd units (systemd-analyze verify)")
+    func rebootHelperUnits() throws {
+        let dir = TestFiles.makeTempDir("units").path
+        for unit in ["edge-agent-reboot.path", "edge-agent-reboot.service"] {
+            try FileManager.default.copyItem(atPath: Self.root + "/deploy/" + unit, toPath: dir + "/" + unit)
+        }
+        let out = try Broker.run("/usr/bin/systemd-analyze", ["verify", dir + "/edge-agent-reboot.path", dir + "/edge-agent-reboot.service"])
+        #expect(out.isEmpty, "\(out)")
+        let path = try String(contentsOfFile: dir + "/edge-agent-reboot.path", encoding: .utf8)
+        #expect(path.contains("PathExists=/run/edge-agent/reboot-requested"), "the agent writes RUNTIME_DIRECTORY/reboot-requested")
+    }
+
+    // MARK: - The floor: what a binary needs of the system it runs on (deploy/check-abi.sh)
+
+    /// Compiles C with this machine's compiler (the floor here is this Debian 12 itself).
+    static func cc(_ args: [String]) throws { try Broker.run("/usr/bin/cc", args, timeout: 120) }
+
+    static func checkABI(_ binary: String, floor: String = "/") throws -> (status: Int32, output: String) {
+        let out = TestFiles.makeTempDir("abi").appendingPathComponent("out").path
+        let child = try Child.spawn("/bin/bash", [Self.root + "/deploy/check-abi.sh", binary, "--floor", floor], output: out)
+        return (try child.wait(timeout: 60), child.output)
+    }
+
+    @Test("check-abi: a binary built here runs on this Debian 12; the highest version each library is needed at is printed")
+    func abiOfBinaryBuiltHere() throws {
+        let dir = TestFiles.makeTempDir("abi").path
+        try "#include <math.h>\n#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { printf(\"%u %f\\n\", arc4random(), sqrt(c)); return 0; }\n"
+            .write(toFile: dir + "/p.c", atomically: true, encoding: .utf8)
+        try Self.cc([dir + "/p.c", "-o", dir + "/p", "-lm"])
+        let (status, out) = try Self.checkABI(dir + "/p")
+        print(out)
+        #expect(status == 0, "\(out)")
+        // arc4random is GLIBC_2.36, Debian 12's own.
+        #expect(out.contains("libc.so.6: needs at most GLIBC_2.36 (the floor has up to GLIBC_2.36)"), "\(out)")
+        #expect(out.split(separator: "\n").last?.hasPrefix("abi: ok") == true, "\(out)")
+    }
+
+    @Test("check-abi refuses a binary that needs a newer symbol version, a symbol or a library the floor lacks, naming each")
+    func abiRefusals() throws {
+        let dir = TestFiles.makeTempDir("abi").path
+        let multiarch = try Broker.run("/usr/bin/cc", ["-print-multiarch"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        // libfloor 1 defines FLOOR_1; libfloor 2 (what the binary is linked against) also FLOOR_2.
+        try "FLOOR_1 { global: old_call; local: *; };\n".write(toFile: dir + "/v1.map", atomically: true, encoding: .utf8)
+        try "FLOOR_1 { global: old_call; local: *; };\nFLOOR_2 { global: new_call; } FLOOR_1;\n".write(toFile: dir + "/v2.map", atomically: true, encoding: .utf8)
+        try "int old_call(void) { return 1; }\n".write(toFile: dir + "/l1.c", atomically: true, encoding: .utf8)
+        try "int old_call(void) { return 1; }\nint new_call(void) { return 2; }\n".write(toFile: dir + "/l2.c", atomically: true, encoding: .utf8)
+        let floor = dir + "/floor/lib/" + multiarch
+        try FileManager.default.createDirectory(atPath: floor, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/new", withIntermediateDirectories: true)
+        try Self.cc(["-shared", "-fPIC", dir + "/l1.c", "-Wl,--version-script=" + dir + "/v1.map", "-Wl,-soname,libfloor.so.1", "-o", floor + "/libfloor.so.1"])
+        try Self.cc(["-shared", "-fPIC", dir + "/l2.c", "-Wl,--version-script=" + dir + "/v2.map", "-Wl,-soname,libfloor.so.1", "-o", dir + "/new/libfloor.so"])
+        try FileManager.default.copyItem(atPath: "/lib/\(multiarch)/libc.so.6", toPath: floor + "/libc.so.6")
+        // libplain has no symbol versions (as libyaml); the floor's copy lacks a function the new one has.
+        try "int plain_old(void) { return 3; }\n".write(toFile: dir + "/p1.c", atomically: true, encoding: .utf8)
+        try "int plain_old(void) { return 3; }\nint plain_new(void) { return 4; }\n".write(toFile: dir + "/p2.c", atomically: true, encoding: .utf8)
+        try Self.cc(["-shared", "-fPIC", dir + "/p1.c", "-Wl,-soname,libplain.so.1", "-o", floor + "/libplain.so.1"])
+        try Self.cc(["-shared", "-fPIC", dir + "/p2.c", "-Wl,-soname,libplain.so.1", "-o", dir + "/new/libplain.so"])
+        // Needs FLOOR_2 of libfloor, and plain_new, which the floor's libplain does not export.
+        try "int new_call(void); int plain_old(void); int plain_new(void);\nint main(void) { return new_call() + plain_old() + plain_new(); }\n"
+            .write(toFile: dir + "/p.c", atomically: true, encoding: .utf8)
+        try Self.cc([dir + "/p.c", "-o", dir + "/p", "-L" + dir + "/new", "-lfloor", "-lplain"])
+        let (status, out) = try Self.checkABI(dir + "/p", floor: dir + "/floor")
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("libfloor.so.1: the binary needs FLOOR_2, which the floor's libfloor.so.1 does not define"), "\(out)")
+        #expect(out.contains("plain_new is needed without a version and none of libfloor.so.1 libplain.so.1 libc.so.6 exports it"), "\(out)")
+        #expect(out.split(separator: "\n").last?.hasPrefix("abi: 2 problems") == true, "\(out)")
+        // A floor without the library at all.
+        try FileManager.default.removeItem(atPath: floor + "/libfloor.so.1")
+        let (status2, out2) = try Self.checkABI(dir + "/p", floor: dir + "/floor")
+        #expect(status2 == 1 && out2.contains("libfloor.so.1 is needed but the floor (\(dir)/floor) has no such library"), "\(out2)")
+    }
+
+    @Test("the glibc 2.38+ functions the arm64 release links for Debian 12 behave as glibc's (C23 0b prefixes, strlcpy/strlcat)")
+    func glibcCompat() throws {
+        let dir = TestFiles.makeTempDir("compat").path
+        try #"""
+        #include <errno.h>
+        #include <limits.h>
+        #include <stdio.h>
+        #include <string.h>
+        long __isoc23_strtol(const char *, char **, int);
+        long long __isoc23_strtoll(const char *, char **, int);
+        unsigned long __isoc23_strtoul(const char *, char **, int);
+        unsigned long long __isoc23_strtoull(const char *, char **, int);
+        int __isoc23_sscanf(const char *, const char *, ...);
+        size_t strlcpy(char *, const char *, size_t);
+        size_t strlcat(char *, const char *, size_t);
+        static int failures;
+        #define EXPECT(c) do { if (!(c)) { printf("FAILED: %s (line %d)\n", #c, __LINE__); failures++; } } while (0)
+        int main(void) {
+            char *end;
+            EXPECT(__isoc23_strtol("0b101", &end, 0) == 5 && *end == 0);
+            EXPECT(__isoc23_strtol("  -0b11z", &end, 2) == -3 && *end == 'z');
+            EXPECT(__isoc23_strtol("0x1f", &end, 0) == 31 && *end == 0);
+            EXPECT(__isoc23_strtol("0b", &end, 0) == 0 && *end == 'b');  /* no binary digit: "0" */
+            EXPECT(__isoc23_strtol("0b12", &end, 10) == 0 && *end == 'b'); /* base 10: as C11 */
+            EXPECT(__isoc23_strtol("017", &end, 0) == 15);
+            errno = 0;
+            EXPECT(__isoc23_strtoll("0b1000000000000000000000000000000000000000000000000000000000000000", &end, 0) == LLONG_MAX && errno == ERANGE);
+            errno = 0;
+            EXPECT(__isoc23_strtoll("-0b1000000000000000000000000000000000000000000000000000000000000000", &end, 0) == LLONG_MIN && errno == 0);
+            EXPECT(__isoc23_strtoul("0B1111", &end, 0) == 15 && __isoc23_strtoull("42", &end, 10) == 42);
+            int a = 0, b = 0;
+            EXPECT(__isoc23_sscanf("12 34", "%d %d", &a, &b) == 2 && a == 12 && b == 34);
+            char buf[8];
+            EXPECT(strlcpy(buf, "abcdefghij", sizeof buf) == 10 && strcmp(buf, "abcdefg") == 0);
+            EXPECT(strlcpy(buf, "xy", sizeof buf) == 2 && strcmp(buf, "xy") == 0);
+            EXPECT(strlcat(buf, "12345678", sizeof buf) == 10 && strcmp(buf, "xy12345") == 0);
+            EXPECT(strlcat(buf, "z", 3) == 3 + 1);  /* dst longer than size: size + strlen(src) */
+            printf("%d failures\n", failures);
+            return failures != 0;
+        }
+        """#.write(toFile: dir + "/t.c", atomically: true, encoding: .utf8)
+        try Self.cc(["-Wall", "-Werror", dir + "/t.c", Self.root + "/deploy/cross/glibc-compat.c", "-o", dir + "/t"])
+        let out = dir + "/out"
+        let run = try Child.spawn(dir + "/t", [], output: out)
+        #expect(try run.wait(timeout: 30) == 0, "\(run.output)")
+        #expect(run.output.contains("0 failures"), "\(run.output)")
     }
 
     static var canInstall: Bool { getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/dpkg") }

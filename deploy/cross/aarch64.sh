@@ -2,34 +2,44 @@
 # The aarch64 cross-build of edge-agent, and the run of the agent and of the whole test suite on
 # aarch64 under qemu-user-static. Idempotent: each step is skipped when its result is there.
 #
-#   deploy/cross/aarch64.sh [all|rootfs|sdk|build|release|test|agent|deb|shell-arm64|shell-amd64|run-arm64 CMD]
+#   deploy/cross/aarch64.sh [all|package|rootfs|sysroot12|sdk|build|release|test|agent|deb|shell-arm64|shell-amd64|run-arm64 CMD]
 #
-#   rootfs   two Debian sid root filesystems made with mmdebstrap: an arm64 one (the SDK's
-#            sysroot, where the tests later run under qemu) and an amd64 one holding Debian's
-#            swiftlang 6.2.3, the compiler that matches the arm64 sysroot's Swift modules
-#   sdk      the Swift SDK bundle: deploy/cross/sdk/{swift-sdk.json,toolset.json} next to the
-#            arm64 sysroot, as `swift build --swift-sdk` expects
-#   build    debug build of everything, tests included, for aarch64-unknown-linux-gnu
-#   release  release edge-agent with the Swift runtime linked statically, stripped; prints its size
-#   test     the whole test suite under qemu in the arm64 root filesystem; last line
-#            `aarch64: N passed, M failed`
-#   agent    starts the aarch64 agent (dev config, simulated hardware) against the arm64
-#            mosquitto for a few seconds and shows what it published
-#   deb      the arm64 Debian package from the release binary, checked with dpkg-deb
-#   all      (default) every step above, in that order
+#   rootfs    two Debian sid root filesystems made with mmdebstrap: an arm64 one (the sysroot
+#             of the debug build, where the tests later run under qemu) and an amd64 one
+#             holding Debian's swiftlang 6.2.3, the compiler that matches sid's Swift modules
+#   sysroot12 the release build's sysroot: Debian 12's arm64 C library, libstdc++ 12 and
+#             libyaml (extracted, nothing runs under qemu), plus sid's Swift modules and static
+#             Swift runtime; what it links runs on Debian 12 and every newer system
+#   sdk       the Swift SDK bundle: deploy/cross/sdk/ (one variant per sysroot), as
+#             `swift build --swift-sdk` expects
+#   build     debug build of everything, tests included, for aarch64-unknown-linux-gnu (sid)
+#   release   release edge-agent against the Debian 12 sysroot: Swift runtime and libstdc++
+#             linked statically, stripped; its size, and deploy/check-abi.sh against Debian 12
+#   test      the whole test suite under qemu in the arm64 root filesystem; last line
+#             `aarch64: N passed, M failed`
+#   agent     starts the aarch64 agent (dev config, simulated hardware) against the arm64
+#             mosquitto for a few seconds and shows what it published
+#   deb       the arm64 Debian package from the release binary, checked with dpkg-deb
+#   package   only what the package needs: the amd64 root, sysroot12, sdk, release, deb
+#             (about 10 minutes the first time; no arm64 root, no tests)
+#   all       (default) every step above, in that order
 #   shell-arm64, shell-amd64, run-arm64 COMMAND: a shell, or one command, in either root
 #
 # Needs root (mmdebstrap, chroot, mounts), and installs mmdebstrap and qemu-user-static itself.
 # The root filesystems live in $EDGE_AGENT_CROSS_DIR (default ~/.cache/edge-agent-cross, about
-# 7 GB); build output in .build-cross-arm64/. See deploy/cross/README.md for times and limits.
+# 8 GB); build output in .build-cross-arm64/ (debug, sid) and .build-cross-arm64-debian12/
+# (release). See deploy/cross/README.md for times and limits.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=${EDGE_AGENT_CROSS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent-cross}
 arm=$work/rootfs-arm64
 amd=$work/rootfs-amd64
+sys12=$work/sysroot-arm64-debian12
 sdks=$work/sdks
 sdk_id=edge-agent-aarch64-debian-sid
+sdk12_id=edge-agent-aarch64-debian12
 scratch=.build-cross-arm64
+scratch12=.build-cross-arm64-debian12
 mirror=${EDGE_AGENT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Debian's arm64 binaries use pointer authentication; this emulates it about 20 % cheaper.
 export QEMU_CPU=${QEMU_CPU:-max,pauth-impdef=on}
@@ -38,6 +48,9 @@ export QEMU_CPU=${QEMU_CPU:-max,pauth-impdef=on}
 # agent links (libgpiod), libstdc++ for the static Swift runtime (g++), and what the tests use.
 arm_packages=swiftlang,libgpiod-dev,libyaml-dev,g++,pkg-config,mosquitto,mosquitto-clients,openssl,python3-paho-mqtt,systemd,adduser,binutils,procps,util-linux,mount,ca-certificates
 amd_packages=swiftlang,libc6-dev,g++,git,pkg-config,ca-certificates
+# The release sysroot: Debian 12's C library and libstdc++ 12 (the floor), libyaml, and
+# libgpiod-dev 1.6 only so the shim's constants are checked against a real header.
+sys12_packages=libc6-dev,libstdc++-12-dev,libgcc-12-dev,linux-libc-dev,libyaml-dev,libgpiod-dev
 
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { echo "aarch64.sh: $*" >&2; exit 1; }
@@ -45,7 +58,7 @@ die() { echo "aarch64.sh: $*" >&2; exit 1; }
 
 host_tools() {
     local missing=()
-    for p in mmdebstrap qemu-user-static binfmt-support; do
+    for p in mmdebstrap arch-test qemu-user-static binfmt-support; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -104,12 +117,20 @@ sync_packages() { # ROOT PACKAGES
     in_root "$root" "" "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1"
 }
 
-rootfs() {
+amd_rootfs() {
     host_tools
-    make_rootfs arm64 "$arm" "$arm_packages"
     make_rootfs amd64 "$amd" "$amd_packages"
-    sync_packages "$arm" "$arm_packages"
     sync_packages "$amd" "$amd_packages"
+    # The compiler's root reads the packages from the local mirror the way the host does.
+    git config --file "$amd/etc/gitconfig" --replace-all url./opt/swift-packages/.insteadOf https://github.com/
+    git config --file "$amd/etc/gitconfig" --replace-all safe.directory '*'
+    in_root "$amd" "" "swift --version 2>&1 | grep -m1 version"
+}
+
+rootfs() {
+    amd_rootfs
+    make_rootfs arm64 "$arm" "$arm_packages"
+    sync_packages "$arm" "$arm_packages"
     # Fixes for Debian's swiftlang 6.2.3 in the sysroot (deploy/cross/README.md, "Pitfalls"):
     # the static runtime where the driver looks for it with --static-swift-stdlib,
     ln -sfn ../libexec/swift/lib/swift_static "$arm/usr/lib/swift_static"
@@ -119,30 +140,70 @@ rootfs() {
         mkdir -p "$arm/usr/local/lib/swift-stubs"
         printf '!<arch>\n' > "$arm/usr/local/lib/swift-stubs/lib_Testing_Foundation.a"
     fi
-    # The compiler's root reads the packages from the local mirror the way the host does.
-    git config --file "$amd/etc/gitconfig" --replace-all url./opt/swift-packages/.insteadOf https://github.com/
-    git config --file "$amd/etc/gitconfig" --replace-all safe.directory '*'
-    in_root "$amd" "" "swift --version 2>&1 | grep -m1 version"
     in_root "$arm" "" "echo \"arm64 sysroot: libgpiod \$(pkg-config --modversion libgpiod), \$(ldd --version | grep -m1 GLIBC), \$(uname -m) under qemu\""
 }
 
-sdk() {
-    local bundle=$sdks/$sdk_id.artifactbundle
-    mkdir -p "$bundle/aarch64-debian-sid"
-    cp "$repo/deploy/cross/sdk/info.json" "$bundle/"
-    cp "$repo/deploy/cross/sdk/swift-sdk.json" "$repo/deploy/cross/sdk/toolset.json" "$bundle/aarch64-debian-sid/"
-    ln -sfn "$arm" "$bundle/aarch64-debian-sid/sysroot"
+# Debian 12's arm64 libraries, extracted (no maintainer scripts, so nothing runs under qemu),
+# and the Swift modules, static runtime and clang headers of sid's arm64 swiftlang 6.2.3, the
+# version of the compiler in the amd64 root. libstdc++.so is removed from the copy, so the
+# runtime's C++ links statically from GCC 12's libstdc++.a.
+sysroot12() {
+    host_tools
+    [ -e "$sys12/.complete" ] && return 0
+    local swift=$work/swiftlang-arm64.tmp
+    say "making the Debian 12 arm64 release sysroot in $sys12 (about 3 minutes)"
+    rm -rf "$sys12.tmp" "$swift"
+    mkdir -p "$work"
+    mmdebstrap --mode=root --variant=extract --architectures=arm64 --include="$sys12_packages" \
+        bookworm "$sys12.tmp" "$mirror"
+    if [ -e "$arm/.complete" ]; then
+        swift=$arm
+    else
+        mmdebstrap --mode=root --variant=extract --architectures=arm64 \
+            --aptopt='Acquire::Check-Valid-Until "false"' --include=swiftlang sid "$swift" "$mirror"
+    fi
+    mkdir -p "$sys12.tmp/usr/libexec/swift/lib"
+    cp -a "$swift/usr/libexec/swift/lib/swift" "$swift/usr/libexec/swift/lib/swift_static" \
+        "$swift/usr/libexec/swift/lib/clang" "$sys12.tmp/usr/libexec/swift/lib/"
+    ln -sfn ../libexec/swift/lib/swift_static "$sys12.tmp/usr/lib/swift_static"
+    rm -f "$sys12.tmp/usr/lib/gcc/aarch64-linux-gnu/12/libstdc++.so"
+    # Absolute links (libm.so -> /lib/aarch64-linux-gnu/libm.so.6) would point out of the
+    # sysroot; the linker then takes libm.a instead, silently. Made relative.
+    local link target
+    find "$sys12.tmp" -type l -lname '/*' | while read -r link; do
+        target=$(readlink "$link")
+        ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$sys12.tmp$target")" "$link"
+    done
+    [ "$swift" = "$arm" ] || rm -rf "$swift"
+    touch "$sys12.tmp/.complete"
+    rm -rf "$sys12"
+    mv "$sys12.tmp" "$sys12"
 }
 
-# swift build in the amd64 root, for aarch64 with the SDK. SwiftPM does not look for .pc files
-# in the sysroot by itself: --pkg-config-path plus PKG_CONFIG_SYSROOT_DIR.
-cross_build() { # ARGS...
-    local mirror_dir=/opt/swift-packages
-    [ -d "$mirror_dir" ] || mirror_dir=""
-    in_root "$amd" "$arm $sdks $mirror_dir" \
-        "PKG_CONFIG_SYSROOT_DIR=$arm swift build --scratch-path $scratch --swift-sdks-path $sdks --swift-sdk $sdk_id \
-         --pkg-config-path $arm/usr/lib/aarch64-linux-gnu/pkgconfig $*"
+sdk() {
+    local bundle=$sdks/edge-agent-aarch64.artifactbundle variant root
+    mkdir -p "$bundle"
+    cp "$repo/deploy/cross/sdk/info.json" "$bundle/"
+    for variant in debian-sid debian12; do
+        mkdir -p "$bundle/$variant"
+        cp "$repo/deploy/cross/sdk/$variant/swift-sdk.json" "$repo/deploy/cross/sdk/$variant/toolset.json" "$bundle/$variant/"
+        root=$arm; [ "$variant" = debian12 ] && root=$sys12
+        ln -sfn "$root" "$bundle/$variant/sysroot"
+    done
+    rm -rf "$sdks/$sdk_id.artifactbundle"  # the single-variant bundle of earlier versions
 }
+
+# swift build in the amd64 root, for aarch64 with an SDK. SwiftPM does not look for .pc files
+# in the sysroot by itself: --pkg-config-path plus PKG_CONFIG_SYSROOT_DIR.
+cross_build_with() { # SYSROOT SDK SCRATCH ARGS...
+    local root=$1 id=$2 dir=$3 mirror_dir=/opt/swift-packages
+    shift 3
+    [ -d "$mirror_dir" ] || mirror_dir=""
+    in_root "$amd" "$root $sdks $mirror_dir" \
+        "PKG_CONFIG_SYSROOT_DIR=$root swift build --scratch-path $dir --swift-sdks-path $sdks --swift-sdk $id \
+         --pkg-config-path $root/usr/lib/aarch64-linux-gnu/pkgconfig $*"
+}
+cross_build() { cross_build_with "$arm" "$sdk_id" "$scratch" "$@"; }
 
 build() {
     say "debug build for aarch64, tests included"
@@ -156,14 +217,23 @@ build() {
 }
 
 release() {
-    say "release build for aarch64, Swift runtime linked statically"
-    cross_build -c release --product edge-agent --static-swift-stdlib
-    local bin=$repo/$scratch/release/edge-agent out=$repo/$scratch/edge-agent-stripped
+    say "release build for aarch64 against Debian 12: Swift runtime and libstdc++ linked statically"
+    local compat=$repo/$scratch12/glibc-compat
+    mkdir -p "$compat"
+    # The few glibc 2.38+ functions sid's static runtime calls (deploy/cross/glibc-compat.c).
+    in_root "$amd" "$sys12" "/usr/libexec/swift/bin/clang --target=aarch64-linux-gnu --sysroot=$sys12 -O2 -fPIC -Wall -Werror \
+        -c deploy/cross/glibc-compat.c -o $compat/glibc-compat.o && rm -f $compat/libglibc-compat.a && \
+        /usr/libexec/swift/bin/llvm-ar rcs $compat/libglibc-compat.a $compat/glibc-compat.o"
+    cross_build_with "$sys12" "$sdk12_id" "$scratch12" -c release --product edge-agent --static-swift-stdlib \
+        -Xlinker "$compat/libglibc-compat.a"
+    local bin=$repo/$scratch12/release/edge-agent out=$repo/$scratch12/edge-agent-stripped
     # llvm-objcopy ships with Debian's swiftlang (llvm-strip does not) and knows every architecture.
     in_root "$amd" "" "/usr/libexec/swift/bin/llvm-objcopy --strip-unneeded $bin $out"
     echo "aarch64 release edge-agent: $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$out") bytes ($(( $(stat -c %s "$out") / 1048576 )) MiB)"
-    echo "needs: $(objdump -p "$out" 2>/dev/null | awk '/NEEDED/ {printf "%s ", $2}')"
-    in_root "$arm" "" "$out version"
+    echo "needs: $(readelf -d "$out" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | xargs)"
+    "$repo/deploy/check-abi.sh" "$out" --floor "$sys12"
+    [ -e "$arm/.complete" ] && in_root "$arm" "" "$out version"
+    return 0
 }
 
 test_suite() {
@@ -204,8 +274,9 @@ agent() {
 
 deb() {
     say "arm64 Debian package"
-    local out=$repo/$scratch/deb
-    EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME=0 "$repo/deploy/build-deb.sh" --arch arm64 --binary "$repo/$scratch/release/edge-agent" --out "$out" | tail -1 > "$out.path"
+    local out=$repo/$scratch12/deb
+    EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME=0 "$repo/deploy/build-deb.sh" --arch arm64 --binary "$repo/$scratch12/release/edge-agent" \
+        --floor "$sys12" --out "$out" | tail -1 > "$out.path"
     local debfile; debfile=$(cat "$out.path")
     dpkg-deb --info "$debfile"
     dpkg-deb --contents "$debfile"
@@ -215,7 +286,9 @@ deb() {
 step=${1:-all}
 case "$step" in
     rootfs) rootfs ;;
+    sysroot12) sysroot12 ;;
     sdk) sdk ;;
+    package) amd_rootfs; sysroot12; sdk; release; deb ;;
     build) sdk; build ;;
     release) sdk; release ;;
     test) test_suite ;;
@@ -227,7 +300,7 @@ case "$step" in
     all)
         start=$SECONDS
         t() { local s=$SECONDS; "$@"; echo "step $1: $((SECONDS - s)) s" >&2; }
-        t rootfs; t sdk; t build; t release; t deb; t agent
+        t rootfs; t sysroot12; t sdk; t build; t release; t deb; t agent
         t test_suite || status=$?
         echo "aarch64.sh all: $((SECONDS - start)) s"
         source "$repo/scripts/lib.sh"
