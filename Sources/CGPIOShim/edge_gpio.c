@@ -88,53 +88,55 @@ static bool resolve(void *handle, const char *soname, const char *const *names, 
     return true;
 }
 
+/* Opens `soname` and looks up every name; 1 when the library was found (usable or not: then
+ * lib.error says what it lacks), 0 when there is no such library. */
+static int open_library(const char *soname, const char *const *names, void **slots[], size_t count) {
+    void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!h) return 0;
+    if (resolve(h, soname, names, slots, count)) lib.handle = h;
+    else dlclose(h);
+    return 1;
+}
+
 static void load(void) {
     /* 2.x first: a system with both (during an upgrade) gets the current one. */
-    void *h = dlopen("libgpiod.so.3", RTLD_NOW | RTLD_LOCAL);
-    if (h) {
-        const char *const names[] = {
-            "gpiod_chip_open", "gpiod_line_settings_new", "gpiod_line_settings_free",
-            "gpiod_line_settings_set_direction", "gpiod_line_settings_set_active_low",
-            "gpiod_line_settings_set_output_value", "gpiod_line_config_new", "gpiod_line_config_free",
-            "gpiod_line_config_add_line_settings", "gpiod_request_config_new", "gpiod_request_config_free",
-            "gpiod_request_config_set_consumer", "gpiod_chip_request_lines", "gpiod_line_request_set_value",
-            "gpiod_line_request_release", "gpiod_api_version", "gpiod_chip_close",
-        };
-        void **slots[] = {
-            (void **)&lib.chip_open, (void **)&lib.settings_new, (void **)&lib.settings_free,
-            (void **)&lib.settings_set_direction, (void **)&lib.settings_set_active_low,
-            (void **)&lib.settings_set_output_value, (void **)&lib.config_new, (void **)&lib.config_free,
-            (void **)&lib.config_add_line_settings, (void **)&lib.request_config_new, (void **)&lib.request_config_free,
-            (void **)&lib.request_config_set_consumer, (void **)&lib.chip_request_lines, (void **)&lib.request_set_value,
-            (void **)&lib.request_release, (void **)&lib.api_version, (void **)&lib.chip_close,
-        };
-        if (resolve(h, "libgpiod.so.3", names, slots, sizeof names / sizeof names[0])) {
-            lib.handle = h;
+    const char *const v2_names[] = {
+        "gpiod_chip_open", "gpiod_line_settings_new", "gpiod_line_settings_free",
+        "gpiod_line_settings_set_direction", "gpiod_line_settings_set_active_low",
+        "gpiod_line_settings_set_output_value", "gpiod_line_config_new", "gpiod_line_config_free",
+        "gpiod_line_config_add_line_settings", "gpiod_request_config_new", "gpiod_request_config_free",
+        "gpiod_request_config_set_consumer", "gpiod_chip_request_lines", "gpiod_line_request_set_value",
+        "gpiod_line_request_release", "gpiod_api_version", "gpiod_chip_close",
+    };
+    void **v2_slots[] = {
+        (void **)&lib.chip_open, (void **)&lib.settings_new, (void **)&lib.settings_free,
+        (void **)&lib.settings_set_direction, (void **)&lib.settings_set_active_low,
+        (void **)&lib.settings_set_output_value, (void **)&lib.config_new, (void **)&lib.config_free,
+        (void **)&lib.config_add_line_settings, (void **)&lib.request_config_new, (void **)&lib.request_config_free,
+        (void **)&lib.request_config_set_consumer, (void **)&lib.chip_request_lines, (void **)&lib.request_set_value,
+        (void **)&lib.request_release, (void **)&lib.api_version, (void **)&lib.chip_close,
+    };
+    if (open_library("libgpiod.so.3", v2_names, v2_slots, sizeof v2_names / sizeof v2_names[0])) {
+        if (lib.handle) {
             lib.major = 2;
             snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.api_version());
-            return;
         }
-        dlclose(h);
         return;
     }
-    h = dlopen("libgpiod.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (h) {
-        const char *const names[] = {
-            "gpiod_chip_open_lookup", "gpiod_chip_get_line", "gpiod_line_request_output_flags",
-            "gpiod_line_set_value", "gpiod_line_release", "gpiod_version_string", "gpiod_chip_close",
-        };
-        void **slots[] = {
-            (void **)&lib.chip_open_lookup, (void **)&lib.chip_get_line, (void **)&lib.line_request_output_flags,
-            (void **)&lib.line_set_value, (void **)&lib.line_release, (void **)&lib.version_string,
-            (void **)&lib.chip_close,
-        };
-        if (resolve(h, "libgpiod.so.2", names, slots, sizeof names / sizeof names[0])) {
-            lib.handle = h;
+    const char *const v1_names[] = {
+        "gpiod_chip_open_lookup", "gpiod_chip_get_line", "gpiod_line_request_output_flags",
+        "gpiod_line_set_value", "gpiod_line_release", "gpiod_version_string", "gpiod_chip_close",
+    };
+    void **v1_slots[] = {
+        (void **)&lib.chip_open_lookup, (void **)&lib.chip_get_line, (void **)&lib.line_request_output_flags,
+        (void **)&lib.line_set_value, (void **)&lib.line_release, (void **)&lib.version_string,
+        (void **)&lib.chip_close,
+    };
+    if (open_library("libgpiod.so.2", v1_names, v1_slots, sizeof v1_names / sizeof v1_names[0])) {
+        if (lib.handle) {
             lib.major = 1;
             snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.version_string());
-            return;
         }
-        dlclose(h);
         return;
     }
     snprintf(lib.error, sizeof lib.error,

@@ -57,15 +57,8 @@ die() { echo "aarch64.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap, chroot and bind mounts need it)"
 
 host_tools() {
-    local missing=()
-    for p in mmdebstrap arch-test qemu-user-static binfmt-support; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    source "$repo/scripts/lib.sh"
+    ensure_packages mmdebstrap arch-test qemu-user-static binfmt-support
     # qemu-aarch64 in binfmt_misc with the F flag (the interpreter is opened now, so it also
     # works inside the chroot).
     [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
