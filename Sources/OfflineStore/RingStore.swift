@@ -169,15 +169,14 @@ public final class RingStore {
     }
 
     /// The layout of the store already in `directory`, read from its files (for tools that
-    /// inspect a store without its configuration).
-    public static func existingOptions(directory: String) throws(StoreError) -> Options {
+    /// inspect a store without its configuration, and for a store whose configuration changed).
+    public static func existingOptions(
+        directory: String, fileSystem: StoreFileSystem = PosixFileSystem(readOnly: true)
+    ) throws(StoreError) -> Options {
         var count = 0
         var size = 0
-        while true {
-            let path = directory + "/" + fileNames(segmentCount: count + 1)[count]
-            var st = stat()
-            guard stat(path, &st) == 0 else { break }
-            if count == 0 { size = Int(st.st_size) }
+        while let s = fileSystem.size(directory: directory, name: fileNames(segmentCount: count + 1)[count]) {
+            if count == 0 { size = s }
             count += 1
         }
         guard count >= 2, size >= 2 * pageSize else {

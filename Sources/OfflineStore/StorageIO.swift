@@ -19,6 +19,10 @@ public protocol StoreFileSystem: Sendable {
     /// Opens `name` in `directory`, creating it with exactly `size` zero bytes if it does not exist.
     /// An existing file of another size is an error (the store never resizes its files).
     func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile
+    /// The size of `name` in `directory`, or nil when there is no such file.
+    func size(directory: String, name: String) -> Int?
+    /// Deletes `name` in `directory` (nothing happens when there is no such file).
+    func remove(directory: String, name: String) throws(StoreError)
 }
 
 public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -85,6 +89,17 @@ public struct PosixFileSystem: StoreFileSystem {
             throw .layout("\(path) is \(st.st_size) bytes, expected \(size)")
         }
         return PosixFile(fd: fd, path: path, size: size, readOnly: readOnly)
+    }
+
+    public func size(directory: String, name: String) -> Int? {
+        var st = stat()
+        return stat(directory + "/" + name, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    public func remove(directory: String, name: String) throws(StoreError) {
+        let path = directory + "/" + name
+        if readOnly { throw .io(operation: "unlink (read-only store)", path: path, errno: EROFS) }
+        if unlink(path) != 0 && errno != ENOENT { throw .io(operation: "unlink", path: path, errno: errno) }
     }
 }
 

@@ -153,6 +153,8 @@ struct OfflineStoreIntegrationTests {
         func open(directory: String, name: String, size: Int) throws(StoreError) -> StoreFile {
             File(try PosixFileSystem().open(directory: directory, name: name, size: size), broken)
         }
+        func size(directory: String, name: String) -> Int? { PosixFileSystem().size(directory: directory, name: name) }
+        func remove(directory: String, name: String) throws(StoreError) { try PosixFileSystem().remove(directory: directory, name: name) }
     }
 
     @Test("a disk error gives the degraded mode: messages kept in memory, the error exposed, the disk retried; nothing lost")

@@ -40,6 +40,59 @@ struct RingStoreTests {
         #expect(try again.append([1]) == c + 2)  // c + 1 was the acknowledgement record
     }
 
+    @Test("a changed size: the store keeps its layout while records wait, is replaced once empty, and a replacement cut short is finished")
+    func layoutChange() throws {
+        let disk = SimulatedDisk()
+        let old = RingStore.Options(capacity: 8 * 16384, segmentCount: 8)
+        let wanted = RingStore.Options(capacity: 4 * 32768, segmentCount: 4)
+        let store = try RingStore(directory: "/s", options: old, fileSystem: disk)
+        let a = try store.append(Array("kept".utf8))
+        try store.close()
+        // init refuses another layout; open adapts: records wait, so the files stay as they are.
+        #expect(throws: StoreError.layout("segment-00.dat is 16384 bytes, expected 32768")) {
+            _ = try RingStore(directory: "/s", options: wanted, fileSystem: disk)
+        }
+        let (kept, change) = try RingStore.open(directory: "/s", options: wanted, fileSystem: disk)
+        #expect(change == .kept(capacity: 8 * 16384, segmentCount: 8, pending: 1))
+        #expect(try kept.pending().map(\.body) == [Array("kept".utf8)])
+        #expect(disk.files["segment-07.dat"]?.size == 16384)
+        try kept.acknowledge(a)
+        try kept.close()
+        // Empty: replaced by the configured layout; the old segments beyond the new count are gone.
+        let (fresh, replaced) = try RingStore.open(directory: "/s", options: wanted, fileSystem: disk)
+        #expect(replaced == .replaced(capacity: 8 * 16384, segmentCount: 8))
+        #expect(fresh.stats.capacity == 4 * 32768 && fresh.pendingCount == 0)
+        #expect(disk.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted(), "\(disk.files.keys.sorted())")
+        #expect(disk.files.values.filter { $0.name.hasPrefix("segment") }.allSatisfy { $0.size == 32768 })
+        _ = try fresh.append([1])
+        try fresh.close()
+        // The same layout again: nothing to adapt.
+        #expect(try RingStore.open(directory: "/s", options: wanted, fileSystem: disk).change == nil)
+
+        // A power cut between deleting the old files and making the new ones leaves the marker
+        // and a mix; the next open finishes the replacement of what was an empty store.
+        let cut = SimulatedDisk()
+        try RingStore(directory: "/c", options: old, fileSystem: cut).close()
+        let marker = try cut.open(directory: "/c", name: "resizing", size: 4096)
+        try marker.write([8] + [UInt8](repeating: 0, count: 4095), at: 0)  // as replace() writes it: the old count, 8
+        try marker.sync()
+        try cut.remove(directory: "/c", name: "segment-00.dat")
+        try cut.remove(directory: "/c", name: "segment-01.dat")
+        _ = try cut.open(directory: "/c", name: "segment-00.dat", size: 32768)
+        let (finished, none) = try RingStore.open(directory: "/c", options: wanted, fileSystem: cut)
+        #expect(none == nil && finished.stats.capacity == 4 * 32768)
+        #expect(cut.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted(), "\(cut.files.keys.sorted())")
+        // Files of no layout at all (a mix without the marker) are refused with the way out.
+        let mixed = SimulatedDisk()
+        _ = try mixed.open(directory: "/m", name: "segment-00.dat", size: 16384)
+        _ = try mixed.open(directory: "/m", name: "segment-01.dat", size: 32768)
+        #expect {
+            _ = try RingStore.open(directory: "/m", options: wanted, fileSystem: mixed)
+        } throws: { error in
+            "\(error)".contains("move /m away to start an empty store")
+        }
+    }
+
     @Test("a page of zeros, of 0xFF, or a stale record never decodes as a record")
     func garbageIsNotARecord() {
         #expect(RingStore.decode([UInt8](repeating: 0, count: 4096), at: 0, expected: 0) == nil)

@@ -69,6 +69,10 @@ final class SimulatedDisk: StoreFileSystem, @unchecked Sendable {
         return f
     }
 
+    func size(directory: String, name: String) -> Int? { files[name]?.size }
+
+    func remove(directory: String, name: String) throws(StoreError) { files[name] = nil }
+
     struct Flip {
         let file: String
         let offset: Int

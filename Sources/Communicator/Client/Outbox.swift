@@ -198,10 +198,22 @@ final class Outbox {
         self.logger = logger
         self.status = status
         self.refusing = refusing
-        store = try RingStore(
+        let opened = try RingStore.open(
             directory: config.directory,
             options: .init(capacity: config.capacity, segmentCount: config.segments, sync: config.sync, whenFull: config.whenFull),
             fileSystem: config.fileSystem)
+        store = opened.store
+        let mib = { (bytes: Int) in "\(bytes >> 20) MiB" }
+        switch opened.change {
+        case .replaced(let capacity, let segments)?:
+            logger.notice(
+                "offline store \(config.directory): resized from \(mib(capacity)) in \(segments) segments to \(mib(config.capacity)) in \(config.segments), as configured (it was empty)")
+        case .kept(let capacity, let segments, let pending)?:
+            logger.warning(
+                "offline store \(config.directory): its files hold \(mib(capacity)) in \(segments) segments, the configuration asks \(mib(config.capacity)) in \(config.segments); \(pending) records wait in it, so it keeps its size until a start finds it empty")
+        case nil:
+            break
+        }
         let r = store.recovery
         updateStatus()
         logger.info(
