@@ -302,3 +302,56 @@ struct SessionMachineTests {
         #expect(acts.closed == .some(.serverDisconnected(code: 0x8B, reason: "maintenance")))
     }
 }
+
+@Suite("Session state machine: packet identifiers")
+struct PacketIdentifierTests {
+    static func subscribe(_ d: inout SessionDriver, _ token: Int) -> [SessionMachine<Int>.Action] {
+        d.step { m, n, a in m.subscribe([.init(filter: "f/\(token)", qos: .atLeastOnce)], token: token, now: n, into: &a) }
+    }
+
+    static func refused(_ actions: [SessionMachine<Int>.Action]) -> Bool {
+        actions.contains { if case .subscribeCompleted(_, .failure(.refused(let why))) = $0 { why.contains("65,535 packet identifiers") } else { false } }
+    }
+
+    @Test("a 5.0 broker without Receive Maximum: the window stops 512 identifiers short of 65,535, so SUBSCRIBE finds one; when none is left it is refused at once, never searched for without end")
+    func exhaustion() {
+        var d = SessionDriver(.init(version: .v5_0, clientID: "c"))
+        _ = d.connect()  // no Receive Maximum: 65,535
+        let window = 65_535 - SessionMachine<Int>.identifiersKeptForControl
+        #expect(d.machine.window == window)
+        for i in 0..<(window + 100) { _ = d.publish("t", qos: .atLeastOnce, token: i) }
+        #expect(d.machine.inflightCount == window && d.machine.queuedCount == 100)
+        // Every identifier the window left: a SUBSCRIBE each; the next one is refused.
+        var sent = 0
+        for i in 0..<SessionMachine<Int>.identifiersKeptForControl {
+            let a = Self.subscribe(&d, 1_000_000 + i)
+            #expect(!Self.refused(a))
+            sent += a.sent.count
+        }
+        #expect(sent == SessionMachine<Int>.identifiersKeptForControl)
+        let refused = Self.subscribe(&d, 2_000_000)
+        #expect(Self.refused(refused) && refused.sent.isEmpty, "\(refused)")
+        let unsub = d.step { m, n, a in m.unsubscribe(["f/1"], token: 2_000_001, now: n, into: &a) }
+        #expect(unsub.contains { if case .unsubscribeCompleted(_, .failure(.refused)) = $0 { true } else { false } })
+        // A PUBACK frees an identifier: the next queued publish takes it (the window is full again),
+        // and SUBSCRIBE is still refused rather than spinning.
+        let ack = d.receive(.ack(.init(.puback, packetID: 1)))
+        #expect(ack.completedTokens == [0] && ack.sent.count == 1 && d.machine.queuedCount == 99)
+        #expect(Self.refused(Self.subscribe(&d, 2_000_002)))
+    }
+
+    @Test("3.1.1 and a broker's own Receive Maximum keep their windows; our max_inflight is capped by the identifier space too")
+    func windows() {
+        var v3 = SessionDriver(.init(version: .v3_1_1, clientID: "c"))
+        _ = v3.connect()
+        #expect(v3.machine.window == 20)
+        var props = MQTTProperties()
+        props.receiveMaximum = 100
+        var v5 = SessionDriver(.init(version: .v5_0, clientID: "c"))
+        _ = v5.connect(properties: props)
+        #expect(v5.machine.window == 100)
+        var own = SessionDriver(.init(version: .v5_0, clientID: "c", maxInflight: 70_000))
+        _ = own.connect()
+        #expect(own.machine.window == 65_535 - SessionMachine<Int>.identifiersKeptForControl)
+    }
+}

@@ -172,12 +172,20 @@ public struct SessionMachine<Token> {
     public var queuedCount: Int { pending.count }
     public var connectionInfo: ConnectionInfo? { info }
 
+    /// Packet identifiers the publish window never takes, so that SUBSCRIBE and UNSUBSCRIBE
+    /// find one even when a 5.0 broker omits Receive Maximum (65,535) and the offline store fills
+    /// the window: identifiers run 1...65535 and are not reused while in flight ([MQTT-2.3.1-2]).
+    static var identifiersKeptForControl: Int { 512 }
+
     /// The effective in-flight window for outgoing QoS 1/2.
     var window: Int {
-        let serverMax = info?.receiveMaximum ?? 65_535
+        let serverMax = min(info?.receiveMaximum ?? 65_535, Int(UInt16.max) - Self.identifiersKeptForControl)
         if let own = options.maxInflight { return min(own, serverMax) }
         return options.version == .v5_0 ? serverMax : 20
     }
+
+    /// Identifiers of open flows: publishes in flight, SUBSCRIBEs and UNSUBSCRIBEs unanswered.
+    private var identifiersInUse: Int { outgoing.count + subscribes.count + unsubscribes.count }
 
     public mutating func setWill(_ will: MQTTPacket.Will?) { options.will = will }
 
@@ -298,7 +306,10 @@ public struct SessionMachine<Token> {
             actions.append(.subscribeCompleted(token, .failure(.connectionLost)))
             return
         }
-        let id = allocateID()
+        guard let id = allocateID() else {
+            actions.append(.subscribeCompleted(token, .failure(.refused(Self.exhausted))))
+            return
+        }
         subscribes[id] = token
         send(.subscribe(.init(packetID: id, subscriptions: subscriptions, properties: properties)), now: now, into: &actions)
         actions.append(.flush)
@@ -309,7 +320,10 @@ public struct SessionMachine<Token> {
             actions.append(.unsubscribeCompleted(token, .failure(.connectionLost)))
             return
         }
-        let id = allocateID()
+        guard let id = allocateID() else {
+            actions.append(.unsubscribeCompleted(token, .failure(.refused(Self.exhausted))))
+            return
+        }
         unsubscribes[id] = token
         send(.unsubscribe(.init(packetID: id, filters: filters)), now: now, into: &actions)
         actions.append(.flush)
@@ -472,7 +486,7 @@ public struct SessionMachine<Token> {
         let window = self.window
         var sent = false
         while let head = pending.first {
-            if head.publish.qos != .atMostOnce && outgoing.count >= window { break }
+            if head.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) { break }
             var p = pending.removeFirst()
             if let problem = violatesBrokerLimits(p.publish) {
                 actions.append(.publishCompleted(p.token, .failure(.refused(problem))))
@@ -492,7 +506,7 @@ public struct SessionMachine<Token> {
                 send(.publish(aliased(p.publish)), now: now, into: &actions)
                 actions.append(.qos0Sent(p.token))
             } else {
-                let id = allocateID()
+                let id = allocateID()!  // the loop's guard: an identifier is free
                 p.publish.packetID = id
                 p.publish.dup = false
                 order &+= 1
@@ -508,12 +522,18 @@ public struct SessionMachine<Token> {
     }
 
     /// [MQTT-2.3.1-2] an identifier is not reused while its flow is open; ids run 1...65535.
-    private mutating func allocateID() -> UInt16 {
+    /// nil when every one is in use (never a search without end).
+    private mutating func allocateID() -> UInt16? {
+        guard identifiersInUse < Int(UInt16.max) else { return nil }
         while true {
             let id = nextID
             nextID = nextID == .max ? 1 : nextID + 1
             if outgoing[id] == nil && subscribes[id] == nil && unsubscribes[id] == nil { return id }
         }
+    }
+
+    static var exhausted: String {
+        "all 65,535 packet identifiers are in use by unanswered SUBSCRIBE/UNSUBSCRIBE and in-flight publishes; retry when the broker has answered"
     }
 
     private mutating func send(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
