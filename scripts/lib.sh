@@ -2,7 +2,7 @@
 
 # Installs the Debian packages the project needs, once; later runs only check.
 ensure_packages() {
-    local wanted=(mosquitto mosquitto-clients libgpiod-dev libyaml-dev pkg-config python3-paho-mqtt openssl "$@")
+    local wanted=(mosquitto mosquitto-clients libgpiod-dev libyaml-dev pkg-config python3-paho-mqtt openssl faketime "$@")
     local missing=()
     for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import NIOConcurrencyHelpers
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -54,14 +55,20 @@ public final class BackgroundThread: @unchecked Sendable {
     }
 }
 
-/// A mutex with a condition variable, used like NSCondition.
+/// A mutex with a condition variable, used like NSCondition. Its timed waits run on the
+/// monotonic clock (`NIODeadline`, CLOCK_MONOTONIC): a step of the wall clock, by NTP or
+/// `date -s`, neither stalls nor hurries them.
 public final class Condition: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     public init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)  // CLOCK_REALTIME, as the deadlines below
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(cond, &attr)
+        pthread_condattr_destroy(&attr)
     }
 
     deinit {
@@ -78,9 +85,15 @@ public final class Condition: @unchecked Sendable {
 
     /// Waits until signalled or `deadline`; false when the deadline passed.
     @discardableResult
-    public func wait(until deadline: Date) -> Bool {
-        let t = max(0, deadline.timeIntervalSince1970)
-        var ts = timespec(tv_sec: Int(t), tv_nsec: Int((t - t.rounded(.down)) * 1e9))
+    public func wait(until deadline: NIODeadline) -> Bool {
+        let ns = deadline.uptimeNanoseconds
+        var ts = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
         return pthread_cond_timedwait(cond, mutex, &ts) == 0
+    }
+
+    /// Waits until signalled or `seconds` have passed on the monotonic clock.
+    @discardableResult
+    public func wait(seconds: Double) -> Bool {
+        wait(until: .now() + .nanoseconds(Int64(max(0, seconds) * 1e9)))
     }
 }

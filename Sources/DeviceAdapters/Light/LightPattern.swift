@@ -5,6 +5,7 @@ import Glibc
 import Musl
 #endif
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// A repeating LED pattern: alternating on / off durations, starting with on.
 /// Written in configuration as `on`, `off`, `blink ON_MS/OFF_MS` or `pattern A/B/C/D...`.
@@ -118,8 +119,8 @@ public final class LightPlayer: @unchecked Sendable {
                 condition.unlock()
                 set(i % 2 == 0)
                 condition.lock()
-                let until = Date().addingTimeInterval(Double(p.steps[i]) / 1000)
-                while running && generation == gen && Date() < until { _ = condition.wait(until: until) }
+                let until = NIODeadline.now() + .milliseconds(Int64(p.steps[i]))
+                while running && generation == gen && NIODeadline.now() < until { _ = condition.wait(until: until) }
                 i = (i + 1) % p.steps.count
             }
         }

@@ -5,6 +5,7 @@ import Glibc
 import Musl
 #endif
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// Something on the device that produces events (a camera pipeline, a device folder, ...).
 /// The agent gives each event its identity, sequence number and time; a source says what
@@ -64,12 +65,17 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Sleeps up to `seconds`, waking early when stopped. Returns false once stopped.
+    /// Sleeps up to `seconds` (monotonic clock), waking early when stopped. Returns false once stopped.
     func sleep(_ seconds: Double) -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
+        sleep(until: .now() + .nanoseconds(Int64(max(0, seconds) * 1e9)))
+    }
+
+    /// Sleeps until `deadline` (monotonic clock), waking early when stopped. Returns false once stopped.
+    func sleep(until deadline: NIODeadline) -> Bool {
+        while NIODeadline.now() < deadline {
             if isStopped { return false }
-            usleep(UInt32(min(0.05, max(0.001, end.timeIntervalSinceNow)) * 1e6))
+            let left = Double((deadline - .now()).nanoseconds) / 1e9
+            usleep(UInt32(min(0.05, max(0.001, left)) * 1e6))
         }
         return !isStopped
     }

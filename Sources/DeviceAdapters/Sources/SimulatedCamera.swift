@@ -1,4 +1,5 @@
 import FoundationEssentials
+import NIOCore
 
 /// A synthetic camera: detection and motion events at a steady rate (the default source for
 /// development on x86). Deterministic per seed, so tests can expect its fields.
@@ -26,7 +27,10 @@ public final class SimulatedCamera: EventSource, @unchecked Sendable {
         worker.start(name: "source-\(name)") { w in
             var rng = SystemRandomNumberGenerator()
             var n = 0
-            var next = Date()
+            // Scheduled on the monotonic clock: a step of the wall clock changes nothing, and a
+            // late wake-up (a suspended board) starts a new schedule instead of a burst.
+            let step = TimeAmount.nanoseconds(Int64(interval * 1e9))
+            var next = NIODeadline.now()
             while !w.isStopped {
                 n += 1
                 let event: SourceEvent
@@ -47,9 +51,9 @@ public final class SimulatedCamera: EventSource, @unchecked Sendable {
                 }
                 sink(event)
                 counts.add("emitted")
-                next = next.addingTimeInterval(interval)
-                let wait = next.timeIntervalSinceNow
-                if wait > 0 { if !w.sleep(wait) { break } } else if wait < -1 { next = Date() }
+                next = next + step
+                let now = NIODeadline.now()
+                if next > now { if !w.sleep(until: next) { break } } else if now - next > .seconds(1) { next = now }
             }
         }
     }

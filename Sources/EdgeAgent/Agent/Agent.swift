@@ -5,6 +5,7 @@ import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -27,14 +28,18 @@ public final class Agent: @unchecked Sendable {
         (.connecting, nil, 0, false, false))
     private let wake = Condition()
     private var connector: BackgroundThread?
-    private var infoTimer: DispatchSourceTimer?
+    private var infoTimer: RepeatedTask?  // touched on infoQueue only
     private let infoQueue = DispatchQueue(label: "edge-agent.info")
+    /// Where the agent's timers run: NIO's scheduled tasks, on the monotonic clock. (Dispatch's
+    /// timers arm absolute timerfds, which libfaketime shifts when the wall clock is stepped, so
+    /// tests could not show them right; NIO's are relative.)
+    let timers: EventLoop = MultiThreadedEventLoopGroup.singleton.next()
     /// Settings a command may change while running.
     struct Runtime {
         var infoInterval: Double
         var patterns: [AgentState: LightPattern]
         /// A pattern set by `led/set` and when it ends.
-        var ledOverride: (pattern: LightPattern, until: Date)?
+        var ledOverride: (pattern: LightPattern, until: NIODeadline)?
         var sourceRunning: [String: Bool] = [:]
     }
     let runtime: NIOLockedValueBox<Runtime>
@@ -121,11 +126,11 @@ public final class Agent: @unchecked Sendable {
     func scheduleInfo(every seconds: Double) {
         infoQueue.async { [self] in
             infoTimer?.cancel()
-            let timer = DispatchSource.makeTimerSource(queue: infoQueue)
-            timer.schedule(deadline: .now() + seconds, repeating: seconds)
-            timer.setEventHandler { [weak self] in self?.publishInfo() }
-            timer.resume()
-            infoTimer = timer
+            let every = TimeAmount.nanoseconds(Int64(seconds * 1e9))
+            infoTimer = timers.scheduleRepeatedTask(initialDelay: every, delay: every) { [weak self] _ in
+                guard let self else { return }
+                infoQueue.async { self.publishInfo() }
+            }
         }
     }
 
@@ -144,17 +149,17 @@ public final class Agent: @unchecked Sendable {
 
     /// `led/set`: a pattern for `seconds` (nil: back to the agent's state).
     func overrideLED(_ pattern: LightPattern?, seconds: Double) {
-        runtime.withLockedValue { $0.ledOverride = pattern.map { ($0, Date().addingTimeInterval(seconds)) } }
+        runtime.withLockedValue { $0.ledOverride = pattern.map { ($0, NIODeadline.now() + .nanoseconds(Int64(seconds * 1e9))) } }
         refreshLED()
         if pattern != nil {
-            DispatchQueue.global().asyncAfter(deadline: .now() + seconds + 0.01) { [weak self] in self?.refreshLED() }
+            timers.scheduleTask(in: .nanoseconds(Int64((seconds + 0.01) * 1e9))) { [weak self] in self?.refreshLED() }
         }
     }
 
     func refreshLED() {
         guard let player else { return }
         let (r, s) = (runtime.withLockedValue { $0 }, currentState)
-        if let o = r.ledOverride, o.until > Date() { player.play(o.pattern) } else if let p = r.patterns[s] { player.play(p) }
+        if let o = r.ledOverride, o.until > .now() { player.play(o.pattern) } else if let p = r.patterns[s] { player.play(p) }
     }
 
     var ledDescription: String? { player.map { "\($0.light.name): \($0.current)" } }
@@ -174,7 +179,7 @@ public final class Agent: @unchecked Sendable {
                 logger.warning("cannot connect to \(config.mqtt.host):\(config.mqtt.port): \(error); next try in \(Int(delay)) s")
             }
             wake.lock()
-            _ = wake.wait(until: Date().addingTimeInterval(max(0.05, delay)))
+            _ = wake.wait(seconds: max(0.05, delay))
             wake.unlock()
             delay = min(config.mqtt.reconnectMaxDelay, max(0.1, delay * 2))
         }
@@ -206,7 +211,7 @@ public final class Agent: @unchecked Sendable {
                     logger.error("watchdog not fed: \(loopOK ? "" : "the MQTT thread did not answer within \(budget) s; ")\(agentOK ? "" : "the agent's queue is stuck")")
                 }
                 wake.lock()
-                _ = wake.wait(until: Date().addingTimeInterval(interval))
+                _ = wake.wait(seconds: interval)
                 wake.unlock()
             }
         }

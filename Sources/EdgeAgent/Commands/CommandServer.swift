@@ -131,7 +131,7 @@ final class CommandServer: @unchecked Sendable {
         }
         let answered = NIOLockedValueBox(false)
         let timeout = agent.config.commands.timeout
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in
+        agent.timers.scheduleTask(in: .nanoseconds(Int64(timeout * 1e9))) { [self] in
             guard answered.withLockedValue({ a in defer { a = true }; return !a }) else { return }
             respond(id: id, name: name, reply, .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
         }
@@ -280,12 +280,16 @@ final class CommandServer: @unchecked Sendable {
             return .object(["level": .string(text)])
         case "agent/restart":
             let agent = self.agent
-            afterAnswer.withLockedValue { $0 = { DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { agent.onExitRequest?(Agent.restartExitCode) } } }
+            afterAnswer.withLockedValue {
+                $0 = { agent.timers.scheduleTask(in: .milliseconds(300)) { DispatchQueue.global().async { agent.onExitRequest?(Agent.restartExitCode) } } }
+            }
             return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
         case "reboot":
             let request = try RebootRequest(command: agent.config.commands.rebootCommand, environment: ProcessInfo.processInfo.environment)
-            let logger = self.logger
-            afterAnswer.withLockedValue { $0 = { DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { request.perform(id: id, logger: logger) } } }
+            let (logger, timers) = (self.logger, agent.timers)
+            afterAnswer.withLockedValue {
+                $0 = { timers.scheduleTask(in: .milliseconds(300)) { DispatchQueue.global().async { request.perform(id: id, logger: logger, timers: timers) } } }
+            }
             return .object(["rebooting": .bool(true), "via": .string(request.description)])
         default:
             throw Failure(code: "unknown_command", message: "no command \"\(name)\"")

@@ -1,6 +1,6 @@
-import Dispatch
 import FoundationEssentials
 import Logging
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -50,7 +50,7 @@ enum RebootRequest: Sendable, CustomStringConvertible {
     }
 
     /// Asks for the reboot; what fails is logged, and the agent goes on.
-    func perform(id: String, logger: Logger) {
+    func perform(id: String, logger: Logger, timers: EventLoop) {
         switch self {
         case .requestFile(let path):
             let text = "command id \(id)\n"
@@ -59,7 +59,7 @@ enum RebootRequest: Sendable, CustomStringConvertible {
                 return
             }
             logger.notice("reboot requested (id \(id)): \(path) written; edge-agent-reboot.path reboots the board")
-            DispatchQueue.global().asyncAfter(deadline: .now() + Self.helperTimeout) {
+            timers.scheduleTask(in: .seconds(Int64(Self.helperTimeout))) {
                 guard access(path, F_OK) == 0 else { return }
                 unlink(path)
                 logger.error(
