@@ -290,3 +290,29 @@ struct SourceTests {
         #expect(throws: LightError.self) { try DirectoryWatcher(name: "x", path: dir + "/missing").start { _ in } }
     }
 }
+
+@Suite("Event sequence")
+struct SequenceCounterTests {
+    static func dir() -> String {
+        let d = NSTemporaryDirectory() + "edge-seq-\(UUID().uuidString.prefix(8))"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test("a clean stop continues the count at the next number; a crash skips to the end of the lease; a number is never reused")
+    func cleanStopAndCrash() throws {
+        let d = Self.dir()
+        let a = try SequenceCounter(directory: d, lease: 10)
+        #expect(try (0..<4).map { _ in try a.take() } == [1, 2, 3, 4])
+        try a.close()
+        let b = try SequenceCounter(directory: d, lease: 10)
+        #expect(try b.take() == 5, "a clean stop leaves no gap")
+        for _ in 0..<12 { _ = try b.take() }  // 6...17: a second lease began at 15
+        // No close: a crash. The next start resumes at the end of the lease, above every number taken.
+        let c = try SequenceCounter(directory: d, lease: 10)
+        #expect(try c.take() == 25)
+        try c.close()
+        try c.close()  // twice is harmless
+        #expect(try SequenceCounter(directory: d, lease: 10).take() == 26)
+    }
+}

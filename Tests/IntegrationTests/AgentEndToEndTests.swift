@@ -203,12 +203,15 @@ struct AgentEndToEndTests {
         #expect(layout.led.last?.on == false)
         #expect(agent.output.contains("SIGTERM: stopping") && agent.output.contains("stopped"))
 
-        // The sequence goes on after a restart: never reused.
+        // The sequence goes on after a clean restart: never reused, and without a gap.
+        let beforeRestart = Self.events(events).count
         let again = try layout.start()
         defer { again.stop() }
-        try waitUntil(timeout: 20, "events after the restart") { Self.events(events).count > all.count + 2 }
+        try waitUntil(timeout: 20, "events after the restart") { Self.events(events).count > beforeRestart + 2 }
         let newSeqs = Self.events(events).dropFirst(all.count).compactMap { $0["seq"] as? Int }
         #expect(newSeqs.allSatisfy { $0 > lastSeq }, "after restart: \(newSeqs.prefix(3)) vs last \(lastSeq)")
+        let every = Set(Self.events(events).compactMap { $0["seq"] as? Int }).sorted()
+        #expect(every == Array(every.first!...every.last!), "a clean stop leaves no gap: \(zip(every, every.dropFirst()).filter { $1 != $0 + 1 }.prefix(3))")
     }
 
     @Test("SIGKILL: the broker publishes the Will, offline, retained")

@@ -268,6 +268,7 @@ public final class Agent: @unchecked Sendable {
         wake.unlock()
         infoQueue.sync { infoTimer?.cancel() }
         stopSources()
+        do { try pipeline.sequence.close() } catch { logger.warning("event sequence not saved: \(error)") }
         if mqtt.state == .connected {
             let done = DispatchSemaphore(value: 0)
             do {

@@ -9,7 +9,8 @@ import NIOConcurrencyHelpers
 /// The per-device event sequence number, kept across restarts without a write per event: the
 /// file holds the end of a lease of `lease` numbers, written (atomically, fsynced) when a lease
 /// begins. After a crash the count resumes at the lease's end: numbers are never reused, and a
-/// gap downstream shows that events may have been lost.
+/// gap downstream shows that events may have been lost. A clean stop (`close`) writes the next
+/// unused number instead, so the count goes on without a gap.
 public final class SequenceCounter: @unchecked Sendable {
     public let path: String
     private let lease: UInt64
@@ -40,6 +41,18 @@ public final class SequenceCounter: @unchecked Sendable {
         if next >= leaseEnd { try extend() }
         defer { next += 1 }
         return next
+    }
+
+    /// A clean stop, after the last `take`: the next start continues at the next unused number.
+    /// If the write fails the lease stays as it was (a gap downstream, never a reused number).
+    public func close() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard next < leaseEnd else { return }
+        do { try AtomicFile.write(Array("\(next)\n".utf8), to: path) } catch {
+            throw AgentError("\(error) (state_dir): the next start skips to \(leaseEnd)")
+        }
+        leaseEnd = next
     }
 
     private func extend() throws {
