@@ -41,11 +41,11 @@ struct ConfigTests {
     @Test("every problem at once, each with its key")
     func problems() {
         do {
-            _ = try parse("mqtt:\n  port: 0\n  protocol_version: 4\ntopics:\n  events: 'a/#'\nled:\n  line: -1\n  patterns:\n    offline: fast\nsources:\n  - name: x\n")
+            _ = try parse("mqtt:\n  port: 0\n  reconnect_initial_delay: 0\n  protocol_version: 4\ntopics:\n  events: 'a/#'\nled:\n  line: -1\n  patterns:\n    offline: fast\nsources:\n  - name: x\n")
             Issue.record("accepted a bad file")
         } catch {
             let text = "\(error)"
-            for needle in ["device_id: missing", "mqtt.port: 0 is out of range", "mqtt.protocol_version: \"4\" is not one of", "topics.events:",
+            for needle in ["device_id: missing", "mqtt.port: 0 is out of range", "mqtt.reconnect_initial_delay: 0 is out of range 0.01...3600.0", "mqtt.protocol_version: \"4\" is not one of", "topics.events:",
                            "led.line: -1 is out of range", "led.patterns.offline: \"fast\" is not a pattern", "sources[0].type: missing"] {
                 #expect(text.contains(needle), "no \"\(needle)\" in \(text)")
             }

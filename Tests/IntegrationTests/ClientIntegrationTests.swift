@@ -354,6 +354,9 @@ struct ConnectionErrorTests {
         #expect(problems.contains { $0.contains("port 70000") })
         #expect(problems.contains { $0.contains("keepalive") })
         #expect(problems.contains { $0.contains("ca_certs file \"/nonexistent/ca.crt\"") })
+        // From 0 the back-off never grows: refused, with the reason.
+        let zero = MQTTConfig(brokerAddress: "127.0.0.1", reconnectInitialDelay: 0, reconnectMaxDelay: 5).problems()
+        #expect(zero.contains { $0.contains("reconnect_initial_delay 0.0 must be at least 0.01 s") }, "\(zero)")
     }
 }
 

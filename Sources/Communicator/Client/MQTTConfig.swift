@@ -227,7 +227,9 @@ public struct MQTTConfig: Sendable {
         }
         if publishQueueMaxsize < 1 { p.append("publish_queue_maxsize \(publishQueueMaxsize) must be at least 1") }
         if maxReconnectAttempts < 0 { p.append("max_reconnect_attempts \(maxReconnectAttempts) must be 0 (forever) or more") }
-        if !(reconnectInitialDelay >= 0) { p.append("reconnect_initial_delay must be 0 or more seconds") }
+        if !(reconnectInitialDelay >= 0.01) {
+            p.append("reconnect_initial_delay \(reconnectInitialDelay) must be at least 0.01 s: from 0 the back-off never grows, and a client would reconnect in a tight loop")
+        }
         if !(reconnectMaxDelay >= reconnectInitialDelay) {
             p.append("reconnect_max_delay \(reconnectMaxDelay) must be at least reconnect_initial_delay \(reconnectInitialDelay)")
         }

@@ -158,7 +158,8 @@ public struct AgentConfig: Sendable {
         m.keepalive = t.int("mqtt.keepalive", m.keepalive, 0...65_535)
         m.timeout = t.double("mqtt.timeout", m.timeout, 0.1...600)
         m.sessionExpiry = t.int("mqtt.session_expiry", m.sessionExpiry, 0...4_294_967_295)
-        m.reconnectInitialDelay = t.double("mqtt.reconnect_initial_delay", m.reconnectInitialDelay, 0...3600)
+        // Not 0: the back-off doubles it, and from 0 it would never grow (a tight reconnect loop).
+        m.reconnectInitialDelay = t.double("mqtt.reconnect_initial_delay", m.reconnectInitialDelay, 0.01...3600)
         m.reconnectMaxDelay = t.double("mqtt.reconnect_max_delay", m.reconnectMaxDelay, 0...86_400)
         for (i, item) in t.list("mqtt.failover").enumerated() {
             guard case .scalar(let text, _) = item, let b = BrokerEndpoint(parsing: text, defaultPort: m.port) else {
