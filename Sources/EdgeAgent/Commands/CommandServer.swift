@@ -243,7 +243,7 @@ final class CommandServer: @unchecked Sendable {
         case "config/get":
             return .object(["config": .string(agent.effective.withLockedValue { $0 }.rendered())])
         case "config/set":
-            return try ConfigUpdate(agent: agent, allow: allow).apply(args)
+            return try ConfigUpdate(agent: agent).apply(args)
         case "led/set":
             if args["auto"] == .bool(true) {
                 agent.overrideLED(nil, seconds: 0)

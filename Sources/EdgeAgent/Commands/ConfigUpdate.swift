@@ -7,22 +7,41 @@ import NIOConcurrencyHelpers
 import Glibc
 #endif
 
-/// `config/set`: `{"values": {"status.info_interval": 10, "log_level": "debug"}}`. The changed
-/// file is validated exactly like a file at start; any problem rejects the whole change (the
-/// running configuration and the file stay as they were). A valid change is written atomically
-/// (temporary file, fsync, rename; the file's comments are not kept) and applied at once where the
-/// agent can (info interval, log level, LED patterns, allowed commands); the answer lists the keys
+/// `config/set`: `{"values": {"status.info_interval": 10, "log_level": "debug"}}`. Only the keys
+/// in `settable` may be changed remotely: not the broker, credentials, TLS, topics or client id
+/// (a command could move the device to another broker), not `commands.*` (a command could allow
+/// itself more), not paths (`led.simulated_log`, `led.board`, `state_dir`, `hardware_dir`, the
+/// sources). The changed file is validated exactly like a file at start; any problem rejects the
+/// whole change (the running configuration and the file stay as they were). A valid change is
+/// written atomically (temporary file, fsync, rename; the file's comments are not kept) and applied
+/// at once where the agent can (info interval, log level, LED patterns); the answer lists the keys
 /// that take effect at the next start.
 struct ConfigUpdate {
     let agent: Agent
-    let allow: NIOLockedValueBox<Set<String>>
 
-    static let live: Set<String> = ["status.info_interval", "log_level", "commands.allow"]
+    static let settable: Set<String> = [
+        "status.info_interval", "log_level", "events.qos",
+        "mqtt.keepalive", "mqtt.timeout", "mqtt.session_expiry", "mqtt.reconnect_initial_delay", "mqtt.reconnect_max_delay",
+        "offline_store.capacity_mb", "offline_store.sync", "offline_store.sync_interval", "offline_store.when_full", "offline_store.persist",
+        "led.enabled", "led.patterns.connected", "led.patterns.connecting", "led.patterns.offline", "led.patterns.error", "led.patterns.stopped",
+    ]
+    /// Bounds checked before anything is parsed further.
+    static let maxKeys = 32
+    static let maxValueBytes = 256
 
     func apply(_ args: [String: JSONValue]) throws -> JSONValue {
         typealias F = CommandServer.Failure
-        guard case .object(let values)? = args["values"], !values.isEmpty else {
-            throw F(code: "bad_arguments", message: "\"values\" must be an object of dotted keys and values, e.g. {\"status.info_interval\": 10}")
+        guard case .object(let values)? = args["values"], !values.isEmpty, values.count <= Self.maxKeys else {
+            throw F(code: "bad_arguments", message: "\"values\" must be an object of 1 to \(Self.maxKeys) dotted keys and values, e.g. {\"status.info_interval\": 10}")
+        }
+        let refused = values.keys.filter { !Self.settable.contains($0) }.sorted()
+        guard refused.isEmpty else {
+            let named = refused.map { key -> String in
+                let shown = key.utf8.count <= 64 ? key : String(key.prefix(64)) + "…"
+                let near = Self.settable.min { ConfigTree.distance($0, key) < ConfigTree.distance($1, key) }
+                return "\"\(shown)\"" + (near.map { ConfigTree.distance($0, key) <= 3 ? " (did you mean \($0)?)" : "" } ?? "")
+            }
+            throw F(code: "bad_arguments", message: "cannot be set remotely: \(named.joined(separator: ", ")); nothing changed. Settable: \(Self.settable.sorted().joined(separator: ", "))")
         }
         guard let path = agent.configPath else { throw F(code: "unavailable", message: "the agent was not started from a configuration file") }
         guard let data = FileManager.default.contents(atPath: path) else { throw F(code: "failed", message: "cannot read \(path)") }
@@ -31,9 +50,6 @@ struct ConfigUpdate {
             throw F(code: "failed", message: "\(error)")
         }
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
-            guard Self.isDottedKey(key), !key.hasPrefix("sources") else {
-                throw F(code: "bad_arguments", message: "\"\(key)\" is not a settable key (dotted lower-case keys such as mqtt.keepalive; sources cannot be changed here)")
-            }
             tree.set(key, try Self.node(value, key: key))
         }
         let text = tree.yaml()
@@ -59,9 +75,6 @@ struct ConfigUpdate {
             case "log_level":
                 AgentLogHandler.level.withLockedValue { $0 = Logger.Level(rawValue: updated.logLevel) ?? .info }
                 applied.append(key)
-            case "commands.allow":
-                allow.withLockedValue { $0 = Set(updated.commands.allow) }
-                applied.append(key)
             case _ where key.hasPrefix("led.patterns."):
                 agent.runtime.withLockedValue { $0.patterns = updated.led.patterns }
                 agent.refreshLED()
@@ -76,28 +89,20 @@ struct ConfigUpdate {
         ])
     }
 
-    /// Lower-case words of [a-z0-9_] joined by dots, as `mqtt.keepalive`.
-    static func isDottedKey(_ key: String) -> Bool {
-        let words = key.split(separator: ".", omittingEmptySubsequences: false)
-        return words.allSatisfy { w in !w.isEmpty && w.utf8.allSatisfy { isWordByte($0) && !($0 >= 65 && $0 <= 90) } }
-    }
-
+    /// Every settable key takes one scalar.
     static func node(_ v: JSONValue, key: String) throws -> ConfigTree.Value {
         switch v {
-        case .string(let s): return .scalar(s, quoted: true)
+        case .string(let s):
+            guard s.utf8.count <= maxValueBytes else {
+                throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\": a value of \(s.utf8.count) bytes; at most \(maxValueBytes)")
+            }
+            return .scalar(s, quoted: true)
         case .int(let i): return .scalar(String(i), quoted: false)
         case .number(let d): return .scalar(String(d), quoted: false)
         case .bool(let b): return .scalar(b ? "true" : "false", quoted: false)
         case .null: return .null
-        case .array(let items):
-            return .sequence(try items.map { item in
-                guard case .string(let s) = item else {
-                    throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\": a list may hold strings only")
-                }
-                return .scalar(s, quoted: true)
-            })
-        case .object:
-            throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\": set nested keys one by one with dotted names")
+        case .array, .object:
+            throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\" takes one value (a string, number, boolean or null)")
         }
     }
 }
