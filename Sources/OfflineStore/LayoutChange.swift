@@ -24,21 +24,34 @@ extension RingStore {
     public static func open(
         directory: String, options: Options, fileSystem: StoreFileSystem = PosixFileSystem()
     ) throws(StoreError) -> (store: RingStore, change: LayoutChange?) {
-        if fileSystem.size(directory: directory, name: resizeMarker) == pageSize {
-            let page = try fileSystem.open(directory: directory, name: resizeMarker, size: pageSize).read(at: 0, count: 8)
-            let oldCount = page.reversed().reduce(0) { $0 << 8 | Int($1) }
-            try replace(directory: directory, segmentCounts: [oldCount, options.segmentCount], fileSystem: fileSystem)
+        let found = try? existingOptions(directory: directory, fileSystem: fileSystem)
+        if let markerSize = fileSystem.size(directory: directory, name: resizeMarker) {
+            // A replacement of an empty store was cut short: finish it. The marker names the old
+            // segment count; a marker torn before its data landed (zeros) was written before any
+            // deletion, so the old files are all there and `found` counts them.
+            var oldCount = 0
+            if markerSize == pageSize {
+                let page = try fileSystem.open(directory: directory, name: resizeMarker, size: pageSize).read(at: 0, count: 8)
+                oldCount = min(page.reversed().reduce(0) { $0 << 8 | Int($1) }, maxSegments)
+            }
+            try replace(directory: directory, segmentCounts: [oldCount, found?.segmentCount ?? 0, options.segmentCount], fileSystem: fileSystem)
             let fresh = try RingStore(directory: directory, options: options, fileSystem: fileSystem)
             try fileSystem.remove(directory: directory, name: resizeMarker)
             return (fresh, nil)
         }
-        let mismatch: String
-        do {
-            return (try RingStore(directory: directory, options: options, fileSystem: fileSystem), nil)
-        } catch .layout(let what) {
-            mismatch = what
+        // Segment files of the configured size but another count open without complaint: compare
+        // the layout itself first.
+        var mismatch: String?
+        if let found, found.segmentCount != options.segmentCount || found.segmentSize != options.segmentSize {
+            mismatch = "\(directory) holds \(found.segmentCount) segments of \(found.segmentSize) bytes, the configuration asks \(options.segmentCount) of \(options.segmentSize)"
+        } else {
+            do {
+                return (try RingStore(directory: directory, options: options, fileSystem: fileSystem), nil)
+            } catch .layout(let what) {
+                mismatch = what
+            }
         }
-        guard let found = try? existingOptions(directory: directory, fileSystem: fileSystem) else { throw .layout(mismatch) }
+        guard let found, let mismatch else { throw .layout(mismatch ?? "\(directory): unknown layout") }
         var old = options
         old.capacity = found.capacity
         old.segmentCount = found.segmentCount
@@ -57,18 +70,24 @@ extension RingStore {
         return (fresh, .replaced(capacity: found.capacity, segmentCount: found.segmentCount))
     }
 
+    /// More segments than any store has: bounds a marker's count.
+    static let maxSegments = 4096
+
     /// Deletes an empty store's files behind a synced marker holding the larger segment count
     /// (left for the caller to remove once the new store exists).
     private static func replace(directory: String, segmentCounts: [Int], fileSystem: StoreFileSystem) throws(StoreError) {
+        let count = min(segmentCounts.max() ?? 0, maxSegments)
         if fileSystem.size(directory: directory, name: resizeMarker) == nil {
             let marker = try fileSystem.open(directory: directory, name: resizeMarker, size: pageSize)
             var page = [UInt8](repeating: 0, count: pageSize)
-            for i in 0..<8 { page[i] = UInt8(truncatingIfNeeded: (segmentCounts.max() ?? 0) >> (8 * i)) }
+            for i in 0..<8 { page[i] = UInt8(truncatingIfNeeded: count >> (8 * i)) }
             try marker.write(page, at: 0)
             try marker.sync()
+            try fileSystem.syncDirectory(directory)  // the marker is there before any deletion is
         }
-        for name in fileNames(segmentCount: segmentCounts.max() ?? 0) {
+        for name in fileNames(segmentCount: count) {
             try fileSystem.remove(directory: directory, name: name)
         }
+        try fileSystem.syncDirectory(directory)
     }
 }

@@ -23,6 +23,8 @@ public protocol StoreFileSystem: Sendable {
     func size(directory: String, name: String) -> Int?
     /// Deletes `name` in `directory` (nothing happens when there is no such file).
     func remove(directory: String, name: String) throws(StoreError)
+    /// Makes the directory's entries durable (files created and deleted in it).
+    func syncDirectory(_ directory: String) throws(StoreError)
 }
 
 public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -100,6 +102,13 @@ public struct PosixFileSystem: StoreFileSystem {
         let path = directory + "/" + name
         if readOnly { throw .io(operation: "unlink (read-only store)", path: path, errno: EROFS) }
         if unlink(path) != 0 && errno != ENOENT { throw .io(operation: "unlink", path: path, errno: errno) }
+    }
+
+    public func syncDirectory(_ directory: String) throws(StoreError) {
+        let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(operation: "open", path: directory, errno: errno) }
+        defer { close(fd) }
+        if fsync(fd) != 0 { throw .io(operation: "fsync", path: directory, errno: errno) }
     }
 }
 

@@ -155,6 +155,7 @@ struct OfflineStoreIntegrationTests {
         }
         func size(directory: String, name: String) -> Int? { PosixFileSystem().size(directory: directory, name: name) }
         func remove(directory: String, name: String) throws(StoreError) { try PosixFileSystem().remove(directory: directory, name: name) }
+        func syncDirectory(_ directory: String) throws(StoreError) { try PosixFileSystem().syncDirectory(directory) }
     }
 
     @Test("a disk error gives the degraded mode: messages kept in memory, the error exposed, the disk retried; nothing lost")

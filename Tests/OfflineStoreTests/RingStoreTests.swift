@@ -69,6 +69,21 @@ struct RingStoreTests {
         // The same layout again: nothing to adapt.
         #expect(try RingStore.open(directory: "/s", options: wanted, fileSystem: disk).change == nil)
 
+        // The same segment size in fewer segments: init alone would open the first ones and
+        // lose what the others hold; open sees the count.
+        let count = SimulatedDisk()
+        let eight = RingStore.Options(capacity: 8 * 8192, segmentCount: 8)
+        let four = RingStore.Options(capacity: 4 * 8192, segmentCount: 4)
+        let many = try RingStore(directory: "/n", options: eight, fileSystem: count)
+        for i in 0..<40 { _ = try many.append([UInt8](repeating: UInt8(i), count: 1000)) }  // into the last segments
+        try many.close()
+        let (same, sameChange) = try RingStore.open(directory: "/n", options: four, fileSystem: count)
+        #expect(sameChange == .kept(capacity: 8 * 8192, segmentCount: 8, pending: 40) && same.pendingCount == 40)
+        for r in try same.pending() { try same.acknowledge(r.seq) }
+        try same.close()
+        #expect(try RingStore.open(directory: "/n", options: four, fileSystem: count).change == .replaced(capacity: 8 * 8192, segmentCount: 8))
+        #expect(count.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted())
+
         // A power cut between deleting the old files and making the new ones leaves the marker
         // and a mix; the next open finishes the replacement of what was an empty store.
         let cut = SimulatedDisk()
@@ -82,6 +97,12 @@ struct RingStoreTests {
         let (finished, none) = try RingStore.open(directory: "/c", options: wanted, fileSystem: cut)
         #expect(none == nil && finished.stats.capacity == 4 * 32768)
         #expect(cut.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted(), "\(cut.files.keys.sorted())")
+        // A marker torn before its data landed (a page of zeros): no file was deleted yet.
+        let torn = SimulatedDisk()
+        try RingStore(directory: "/t", options: old, fileSystem: torn).close()
+        _ = try torn.open(directory: "/t", name: "resizing", size: 4096)
+        #expect(try RingStore.open(directory: "/t", options: wanted, fileSystem: torn).store.stats.capacity == 4 * 32768)
+        #expect(torn.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted(), "\(torn.files.keys.sorted())")
         // Files of no layout at all (a mix without the marker) are refused with the way out.
         let mixed = SimulatedDisk()
         _ = try mixed.open(directory: "/m", name: "segment-00.dat", size: 16384)

@@ -73,6 +73,8 @@ final class SimulatedDisk: StoreFileSystem, @unchecked Sendable {
 
     func remove(directory: String, name: String) throws(StoreError) { files[name] = nil }
 
+    func syncDirectory(_ directory: String) throws(StoreError) {}
+
     struct Flip {
         let file: String
         let offset: Int
