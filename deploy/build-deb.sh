@@ -40,7 +40,7 @@ fi
 [ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
 
 # The floor: every library, symbol version and symbol the binary needs exists on Debian 12.
-runtime=(libswift* libFoundation* lib_FoundationICU* libdispatch* libBlocksRuntime* libicu* lib_Testing*)
+runtime=('libswift*' 'libFoundation*' 'lib_FoundationICU*' 'libdispatch*' 'libBlocksRuntime*' 'libicu*' 'lib_Testing*')
 skip=()
 if [ "${EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME:-0}" = 1 ]; then for g in "${runtime[@]}"; do skip+=(--skip "$g"); done; fi
 abi=$(deploy/check-abi.sh "$binary" --floor "$floor" "${skip[@]+"${skip[@]}"}") || {
@@ -77,7 +77,7 @@ depends=$(printf '%s\n' "${deps[@]}" | sort -u | paste -sd, | sed 's/,/, /g')
 stage=$(mktemp -d)
 chmod 0755 "$stage"  # mktemp makes it 0700, and it becomes the package's ./
 trap 'rm -rf "$stage"' EXIT
-install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/lib/udev/rules.d" "$stage/etc/edge-agent" \
+install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/lib/udev/rules.d" \
     "$stage/usr/share/edge-agent/hardware" "$stage/usr/share/doc/edge-agent"
 install -m 0755 "$binary" "$stage/usr/bin/edge-agent"
 # Stripped (symbols are not needed on the board; llvm-strip knows every architecture).
@@ -86,7 +86,8 @@ elif [ "$arch" = arm64 ] && command -v aarch64-linux-gnu-strip >/dev/null; then 
 elif [ "$arch" = "$(dpkg --print-architecture)" ] && command -v strip >/dev/null; then strip --strip-unneeded "$stage/usr/bin/edge-agent"; fi
 install -m 0644 deploy/edge-agent.service deploy/edge-agent-reboot.path deploy/edge-agent-reboot.service "$stage/lib/systemd/system/"
 install -m 0644 deploy/udev/60-edge-agent-gpio.rules "$stage/lib/udev/rules.d/"
-install -m 0640 deploy/config.yaml "$stage/etc/edge-agent/config.yaml"
+# The default configuration: postinst makes /etc/edge-agent/config.yaml from it once (not a conffile).
+install -m 0644 deploy/config.yaml "$stage/usr/share/edge-agent/config.yaml"
 install -m 0644 hardware/*.yaml "$stage/usr/share/edge-agent/hardware/"
 install -m 0644 README.md docs/EVENTS.md docs/COMMANDS.md config/edge-agent.example.yaml config/mosquitto-acl.example \
     "$stage/usr/share/doc/edge-agent/"
@@ -105,7 +106,6 @@ Description: MQTT agent for ARM Linux camera gateways
  device status with a Will, drives a GPIO status LED, buffers QoS 1/2 messages
  on flash while offline and answers commands on MQTT command topics.
 CONTROL
-echo "/etc/edge-agent/config.yaml" > "$stage/DEBIAN/conffiles"
 install -m 0755 deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm "$stage/DEBIAN/"
 mkdir -p "$out"
 deb="$out/edge-agent_${version}_${arch}.deb"

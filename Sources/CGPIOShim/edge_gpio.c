@@ -10,7 +10,8 @@
 
 /* libgpiod is opened at run time, not linked: one binary then runs with libgpiod 1.x
  * (libgpiod.so.2: Debian 12, Raspberry Pi OS, Ubuntu 22.04) and 2.x (libgpiod.so.3: Debian 13
- * and newer), and a board without libgpiod still runs the agent with a simulated LED. Only the
+ * and newer), and on a board without libgpiod the agent still starts (without its LED, saying
+ * why, unless led.required). Only the
  * few functions one output line needs are looked up; their signatures and constants are those
  * of the two sonames, whose ABIs are frozen. Where a <gpiod.h> is installed at build time, the
  * constants are checked against it below. */
@@ -88,14 +89,18 @@ static bool resolve(void *handle, const char *soname, const char *const *names, 
     return true;
 }
 
-/* Opens `soname` and looks up every name; 1 when the library was found (usable or not: then
- * lib.error says what it lacks), 0 when there is no such library. */
+/* Opens `soname` and looks up every name; 1 when it is usable. A library that lacks one is
+ * closed (lib.error says what it lacks) and its slots cleared. */
 static int open_library(const char *soname, const char *const *names, void **slots[], size_t count) {
     void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
     if (!h) return 0;
-    if (resolve(h, soname, names, slots, count)) lib.handle = h;
-    else dlclose(h);
-    return 1;
+    if (resolve(h, soname, names, slots, count)) {
+        lib.handle = h;
+        return 1;
+    }
+    for (size_t i = 0; i < count; i++) *slots[i] = NULL;
+    dlclose(h);
+    return 0;
 }
 
 static void load(void) {
@@ -117,10 +122,8 @@ static void load(void) {
         (void **)&lib.request_release, (void **)&lib.api_version, (void **)&lib.chip_close,
     };
     if (open_library("libgpiod.so.3", v2_names, v2_slots, sizeof v2_names / sizeof v2_names[0])) {
-        if (lib.handle) {
-            lib.major = 2;
-            snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.api_version());
-        }
+        lib.major = 2;
+        snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.api_version());
         return;
     }
     const char *const v1_names[] = {
@@ -133,12 +136,11 @@ static void load(void) {
         (void **)&lib.chip_close,
     };
     if (open_library("libgpiod.so.2", v1_names, v1_slots, sizeof v1_names / sizeof v1_names[0])) {
-        if (lib.handle) {
-            lib.major = 1;
-            snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.version_string());
-        }
+        lib.major = 1;
+        snprintf(lib.version, sizeof lib.version, "libgpiod %s", lib.version_string());
         return;
     }
+    if (lib.error[0]) return; /* one was there but lacked a function: say which */
     snprintf(lib.error, sizeof lib.error,
              "libgpiod is not installed (neither libgpiod.so.3 nor libgpiod.so.2 could be loaded): "
              "apt install libgpiod3 (Debian 13 and newer) or libgpiod2 (Debian 12, Ubuntu 22.04)");

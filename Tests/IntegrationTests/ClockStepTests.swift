@@ -168,6 +168,6 @@ struct ClockStepTests {
                 }
             }
         }
-        #expect(found.isEmpty, "wall-clock scheduling (use NIODeadline, DispatchTime or Condition.wait(seconds:)):\n\(found.joined(separator: "\n"))")
+        #expect(found.isEmpty, "wall-clock scheduling (use NIODeadline, NIO scheduled tasks or Condition.wait(seconds:)):\n\(found.joined(separator: "\n"))")
     }
 }

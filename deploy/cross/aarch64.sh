@@ -142,18 +142,22 @@ rootfs() {
 # runtime's C++ links statically from GCC 12's libstdc++.a.
 sysroot12() {
     host_tools
-    [ -e "$sys12/.complete" ] && return 0
-    local swift=$work/swiftlang-arm64.tmp
+    # The Swift modules must be those of the compiler's version: pinned to the amd64 root's.
+    local version key swift=$work/swiftlang-arm64.tmp
+    version=$(in_root "$amd" "" "dpkg-query -W -f='\${Version}' swiftlang")
+    key="$sys12_packages swiftlang=$version"
+    [ "$(cat "$sys12/.complete" 2>/dev/null)" = "$key" ] && return 0
     say "making the Debian 12 arm64 release sysroot in $sys12 (about 3 minutes)"
     rm -rf "$sys12.tmp" "$swift"
     mkdir -p "$work"
     mmdebstrap --mode=root --variant=extract --architectures=arm64 --include="$sys12_packages" \
         bookworm "$sys12.tmp" "$mirror"
-    if [ -e "$arm/.complete" ]; then
+    if [ -e "$arm/.complete" ] && [ "$(in_root "$arm" "" "dpkg-query -W -f='\${Version}' swiftlang")" = "$version" ]; then
         swift=$arm
     else
         mmdebstrap --mode=root --variant=extract --architectures=arm64 \
-            --aptopt='Acquire::Check-Valid-Until "false"' --include=swiftlang sid "$swift" "$mirror"
+            --aptopt='Acquire::Check-Valid-Until "false"' --include="swiftlang=$version" sid "$swift" "$mirror" ||
+            die "sid's arm64 swiftlang $version (the compiler's version) is not in the archive: remove $amd to make the compiler's root again"
     fi
     mkdir -p "$sys12.tmp/usr/libexec/swift/lib"
     cp -a "$swift/usr/libexec/swift/lib/swift" "$swift/usr/libexec/swift/lib/swift_static" \
@@ -168,7 +172,7 @@ sysroot12() {
         ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$sys12.tmp$target")" "$link"
     done
     [ "$swift" = "$arm" ] || rm -rf "$swift"
-    touch "$sys12.tmp/.complete"
+    echo "$key" > "$sys12.tmp/.complete"
     rm -rf "$sys12"
     mv "$sys12.tmp" "$sys12"
 }
@@ -270,6 +274,7 @@ deb() {
     local out=$repo/$scratch12/deb
     EDGE_AGENT_ALLOW_TOOLCHAIN_RUNTIME=0 "$repo/deploy/build-deb.sh" --arch arm64 --binary "$repo/$scratch12/release/edge-agent" \
         --floor "$sys12" --out "$out" | tail -1 > "$out.path"
+    echo "$sys12" > "$repo/$scratch12/sysroot.path"  # the floor, for packages made later (deploy/vm/run.sh)
     local debfile; debfile=$(cat "$out.path")
     dpkg-deb --info "$debfile"
     dpkg-deb --contents "$debfile"

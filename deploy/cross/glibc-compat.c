@@ -1,7 +1,8 @@
 /* Definitions of the few C library functions that Debian sid's static Swift runtime (built
  * against glibc 2.43) references and Debian 12's glibc 2.36 does not export. They are linked
  * into the arm64 release binary only (deploy/cross/aarch64.sh, step `release`), never into a
- * native build, as an archive: a member is linked only for a symbol nothing else defines.
+ * native build. It is an archive of this one object: linked when one of these symbols is needed
+ * and nothing else defines it, all of them then.
  *
  * Why this is sound (deploy/cross/README.md, "The glibc floor"):
  * - C23's strto* differ from C11's in one way only: with base 0 or 2 they accept a "0b"/"0B"

@@ -155,15 +155,16 @@ class Watch:
             return [m for m in self.messages[mark:] if topic is None or m[1] == topic]
 
     def wait(self, predicate, timeout, what):
+        """Waits until predicate() is true (evaluated without the lock: it may run SSH)."""
         deadline = time.monotonic() + timeout * SCALE
-        with self.cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {what} within {timeout * SCALE:.0f} s")
+        while True:
+            value = predicate()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {what} within {timeout * SCALE:.0f} s")
+            with self.cond:
                 self.cond.wait(min(left, 1))
 
     def events(self, mark=0):

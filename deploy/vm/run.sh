@@ -30,16 +30,17 @@ source "$repo/scripts/lib.sh"
 ensure_packages qemu-system-arm openssh-client e2fsprogs
 
 # The package (and qemu-user in binfmt_misc, which the image build needs too).
+mkdir -p "$cache"
+log=$cache/package.log
 say "the arm64 package (deploy/cross/aarch64.sh package)"
-"$repo/deploy/cross/aarch64.sh" package >"$cache.package.log" 2>&1 || { tail -40 "$cache.package.log"; die "the package build failed (log: $cache.package.log)"; }
-grep -E '^(aarch64 release|needs:|abi:|lib.*needs at most)' "$cache.package.log" >&2 || true
-deb=$(cat "$repo/.build-cross-arm64-debian12/deb.path")
+"$repo/deploy/cross/aarch64.sh" package >"$log" 2>&1 || { tail -40 "$log"; die "the package build failed (log: $log)"; }
+grep -E '^(aarch64 release|needs:|abi:|lib.*needs at most)' "$log" >&2 || true
+built=$repo/.build-cross-arm64-debian12
+deb=$(cat "$built/deb.path")
 version=$(dpkg-deb -f "$deb" Version)
 next="$version+box1"
-mkdir -p "$cache"
-deb_next=$("$repo/deploy/build-deb.sh" --arch arm64 --binary "$repo/.build-cross-arm64-debian12/release/edge-agent" \
-    --floor "${EDGE_AGENT_CROSS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent-cross}/sysroot-arm64-debian12" \
-    --version "$next" --out "$cache/debs" 2>/dev/null | tail -1)
+deb_next=$("$repo/deploy/build-deb.sh" --arch arm64 --binary "$built/release/edge-agent" --floor "$(cat "$built/sysroot.path")" \
+    --version "$next" --out "$cache/debs" 2>>"$log" | tail -1) || { tail -20 "$log"; die "the upgrade package failed (log: $log)"; }
 echo "packages: $deb ($(stat -c %s "$deb") bytes), $deb_next for the upgrade" >&2
 
 # One key for the runs' SSH, made here, never committed.

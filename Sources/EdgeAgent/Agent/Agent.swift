@@ -30,10 +30,11 @@ public final class Agent: @unchecked Sendable {
     private var connector: BackgroundThread?
     private var infoTimer: RepeatedTask?  // touched on infoQueue only
     private let infoQueue = DispatchQueue(label: "edge-agent.info")
-    /// Where the agent's timers run: NIO's scheduled tasks, on the monotonic clock. (Dispatch's
-    /// timers arm absolute timerfds, which libfaketime shifts when the wall clock is stepped, so
-    /// tests could not show them right; NIO's are relative.)
-    let timers: EventLoop = MultiThreadedEventLoopGroup.singleton.next()
+    /// Where the agent's timers run: NIO's scheduled tasks, on the monotonic clock, on one thread
+    /// for the process. (Dispatch's timers arm absolute timerfds, which libfaketime shifts when the
+    /// wall clock is stepped, so tests could not show them right; NIO's are relative.)
+    static let timerGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let timers: EventLoop = Agent.timerGroup.next()
     /// Settings a command may change while running.
     struct Runtime {
         var infoInterval: Double

@@ -60,7 +60,8 @@ enum RebootRequest: Sendable, CustomStringConvertible {
             }
             logger.notice("reboot requested (id \(id)): \(path) written; edge-agent-reboot.path reboots the board")
             timers.scheduleTask(in: .seconds(Int64(Self.helperTimeout))) {
-                guard access(path, F_OK) == 0 else { return }
+                // Only this request's file: a later request has its own timer.
+                guard let left = try? String(contentsOfFile: path, encoding: .utf8), left == text else { return }
                 unlink(path)
                 logger.error(
                     "reboot requested \(Int(Self.helperTimeout)) s ago (id \(id)) and nothing took the request: enable the helper (systemctl enable --now edge-agent-reboot.path)")
