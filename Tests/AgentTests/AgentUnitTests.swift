@@ -320,3 +320,30 @@ struct SequenceCounterTests {
         #expect(try SequenceCounter(directory: d, lease: 10).take() == 26)
     }
 }
+
+@Suite("Remembered command answers")
+struct RecentRequestsTests {
+    @Test("a file with an id twice keeps the later answer and never traps; answers from many threads at once leave a valid file")
+    func duplicatesAndConcurrency() throws {
+        let dir = SequenceCounterTests.dir()
+        let path = dir + "/command-answers.json"
+        // Hand-written or damaged: "a" twice.
+        try #"[{"id":"z","response":"0"},{"id":"b","response":"2"},{"id":"a","response":"1"},{"id":"a","response":"3"}]"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let recent = RecentRequests(path: path, capacity: 3)
+        guard case .answered(let a) = recent.begin("a") else { Issue.record("a forgotten"); return }
+        #expect(a == "3", "the later answer")
+        #expect({ if case .answered("2") = recent.begin("b") { true } else { false } }())
+        // Before the fix, evicting the first "a" left the second without an answer: a trap.
+        for i in 0..<5 { recent.finish("x\(i)", response: "\(i)", durable: false) }
+        // Many threads answering at once: one write at a time, the newest state last.
+        DispatchQueue.concurrentPerform(iterations: 64) { i in recent.finish("t\(i)", response: "\(i)", durable: i % 2 == 0) }
+        recent.flush()
+        let saved = try JSONDecoder().decode([RecentRequests.Entry].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(saved.count == 3 && Set(saved.map(\.id)).count == 3, "\(saved.map(\.id))")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".new") }
+        #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
+        let reopened = RecentRequests(path: path, capacity: 3)
+        #expect(saved.allSatisfy { e in if case .answered(e.response) = reopened.begin(e.id) { true } else { false } })
+    }
+}

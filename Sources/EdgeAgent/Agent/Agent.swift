@@ -280,6 +280,7 @@ public final class Agent: @unchecked Sendable {
             }
         }
         mqtt.disconnect()
+        commands?.recent.flush()
         setState(.stopped)
         player?.stop()
         logger.info("stopped")

@@ -144,7 +144,7 @@ final class CommandServer: @unchecked Sendable {
                 logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
                 return
             }
-            respond(id: id, name: name, reply, result)
+            respond(id: id, name: name, reply, result, durable: true)
             if case .success = result, let after = afterAnswer.withLockedValue({ a in defer { a = nil }; return a }) { after() }
         }
     }
@@ -176,7 +176,9 @@ final class CommandServer: @unchecked Sendable {
         }
     }
 
-    private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>) {
+    /// `durable`: the remembered answer is on the disk before the answer goes out (for commands
+    /// that ran; not on the network thread).
+    private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, durable: Bool = false) {
         var r = Response(id: id, status: "ok", correlation_data: reply.jsonCorrelation)
         switch result {
         case .success(let v):
@@ -192,7 +194,7 @@ final class CommandServer: @unchecked Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let text = (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        if let id { recent.finish(id, response: text) }
+        if let id { recent.finish(id, response: text, durable: durable) }
         publish(text, reply)
     }
 
