@@ -46,7 +46,7 @@ export QEMU_CPU=${QEMU_CPU:-max,pauth-impdef=on}
 
 # What the arm64 sysroot carries: the Swift runtime and modules (swiftlang), the C libraries the
 # agent links (libgpiod), libstdc++ for the static Swift runtime (g++), and what the tests use.
-arm_packages=swiftlang,libgpiod-dev,libyaml-dev,g++,pkg-config,mosquitto,mosquitto-clients,openssl,python3-paho-mqtt,systemd,adduser,binutils,procps,util-linux,mount,ca-certificates
+arm_packages=swiftlang,libgpiod-dev,libyaml-dev,g++,pkg-config,mosquitto,mosquitto-clients,openssl,python3-paho-mqtt,systemd,adduser,binutils,procps,util-linux,mount,ca-certificates,faketime,gcc
 amd_packages=swiftlang,libc6-dev,g++,git,pkg-config,ca-certificates
 # The release sysroot: Debian 12's C library and libstdc++ 12 (the floor), libyaml, and
 # libgpiod-dev 1.6 only so the shim's constants are checked against a real header.
