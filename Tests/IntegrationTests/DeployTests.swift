@@ -237,7 +237,7 @@ struct DeployTests {
             return failures != 0;
         }
         """#.write(toFile: dir + "/t.c", atomically: true, encoding: .utf8)
-        try Self.cc(["-Wall", "-Werror", dir + "/t.c", Self.root + "/deploy/cross/glibc-compat.c", "-o", dir + "/t"])
+        try Self.cc(["-Wall", "-Werror", dir + "/t.c", "-std=c11", Self.root + "/deploy/cross/glibc-compat.c", "-o", dir + "/t"])
         let out = dir + "/out"
         let run = try Child.spawn(dir + "/t", [], output: out)
         #expect(try run.wait(timeout: 30) == 0, "\(run.output)")

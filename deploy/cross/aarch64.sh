@@ -218,7 +218,7 @@ release() {
     local compat=$repo/$scratch12/glibc-compat
     mkdir -p "$compat"
     # The few glibc 2.38+ functions sid's static runtime calls (deploy/cross/glibc-compat.c).
-    in_root "$amd" "$sys12" "/usr/libexec/swift/bin/clang --target=aarch64-linux-gnu --sysroot=$sys12 -O2 -fPIC -Wall -Werror \
+    in_root "$amd" "$sys12" "/usr/libexec/swift/bin/clang --target=aarch64-linux-gnu --sysroot=$sys12 -std=c11 -O2 -fPIC -Wall -Werror \
         -c deploy/cross/glibc-compat.c -o $compat/glibc-compat.o && rm -f $compat/libglibc-compat.a && \
         /usr/libexec/swift/bin/llvm-ar rcs $compat/libglibc-compat.a $compat/glibc-compat.o"
     cross_build_with "$sys12" "$sdk12_id" "$scratch12" -c release --product edge-agent --static-swift-stdlib \

@@ -12,6 +12,18 @@
  * - strlcpy/strlcat are the BSD functions glibc adopted in 2.38; these are their exact
  *   semantics (the length of what was tried to be made). */
 
+/* The C11 functions by their C11 names: under C23 or _GNU_SOURCE, the headers of glibc 2.38 and
+ * newer make strtol and vsscanf calls to __isoc23_strtol and __isoc23_vsscanf, which this file
+ * defines: they would call themselves (seen: a stack overflow on Debian sid with GCC 15, whose
+ * default is C23). Compile with -std=c11. */
+#undef _GNU_SOURCE
+#undef _ISOC2X_SOURCE
+#undef _ISOC23_SOURCE
+#define _POSIX_C_SOURCE 200809L /* strnlen */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ > 201710L
+#error "compile glibc-compat.c with -std=c11: under C23, glibc's headers redirect strtol to __isoc23_strtol, defined here"
+#endif
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
