@@ -6,3 +6,15 @@ extension StringProtocol {
         return String(self[first...last])
     }
 }
+
+/// Bytes from outside (a socket line, a file name) made safe for one log line: printable ASCII
+/// as it is, every other byte as \xNN (no line breaks or terminal escapes get through), at most
+/// `limit` bytes of the input, "…" when there was more.
+public func printable(_ bytes: some Collection<UInt8>, limit: Int = 80) -> String {
+    let hex = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for b in bytes.prefix(limit) {
+        if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") { out.append(b) } else { out += [92, 120, hex[Int(b >> 4)], hex[Int(b & 15)]] }
+    }
+    return String(decoding: out, as: UTF8.self) + (bytes.count > limit ? "…" : "")
+}

@@ -38,6 +38,18 @@ struct ConfigTests {
         #expect(throws: ConfigError.self) { try parse("device_id: x\n", env: ["EDGE_AGENT_MQTT__PORT": "eighty"]) }
     }
 
+    @Test("a password to a broker off this machine needs TLS, or mqtt.allow_password_without_tls")
+    func passwordNeedsTLS() throws {
+        let remote = "device_id: cam\nmqtt:\n  host: broker.fleet.example\n  username: cam\n"
+        #expect(throws: ConfigError.self) { try parse(remote, env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"]) }
+        do { _ = try parse(remote, env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"]) } catch {
+            #expect("\(error)".contains("password would be sent unencrypted to broker.fleet.example:1883"), "\(error)")
+        }
+        _ = try parse(remote + "  allow_password_without_tls: true\n", env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"])
+        _ = try parse(remote + "  port: 8883\n", env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"])
+        _ = try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n  username: cam\n", env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"])
+    }
+
     @Test("every problem at once, each with its key")
     func problems() {
         do {
@@ -250,11 +262,7 @@ struct SourceTests {
         try source.start { got.add($0) }
         defer { source.stop() }
         DispatchQueue.concurrentPerform(iterations: 8) { w in
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let fd = Self.dial(path)
             var text = ""
             for i in 0..<50 { text += "{\"type\":\"t\",\"writer\":\(w),\"i\":\(i)}\n" }
             text += "garbage \(w)\n" + String(repeating: "z", count: 1000) + "\n\"just a string\"\n"
@@ -274,6 +282,61 @@ struct SourceTests {
         let plain = path + ".txt"
         _ = FileManager.default.createFile(atPath: plain, contents: Data("x".utf8))
         #expect(throws: LightError.self) { try SocketSource(name: "f", path: plain).start { _ in } }
+    }
+
+    static func dial(_ path: String) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        return fd
+    }
+
+    static func sendText(_ fd: Int32, _ text: String) {
+        _ = text.withCString { Glibc.send(fd, $0, strlen($0), 0) }
+    }
+
+    @Test("the socket source bounds its writers: past max_connections a writer is closed at once, one over max_lines_per_second is cut down while another goes on, and the log escapes what it shows of a line")
+    func socketBounds() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bounds-\(getpid()).sock").path
+        let logged = Collected()
+        let source = SocketSource(name: "s", path: path, maxLineBytes: 256, maxConnections: 2, maxLinesPerSecond: 50) { logged.add(SourceEvent(type: $0)) }
+        let got = Collected()
+        try source.start { got.add($0) }
+        defer { source.stop() }
+        let flooder = Self.dial(path)
+        let polite = Self.dial(path)
+        defer { close(flooder); close(polite) }
+        usleep(200_000)  // both admitted before the third
+        let third = Self.dial(path)
+        defer { close(third) }
+        var byte: UInt8 = 0
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(third, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        #expect(recv(third, &byte, 1, 0) == 0, "the third writer is closed at once")
+        #expect(source.counters["rejected_connection_limit"] == 1)
+        // 2,000 lines at once from one writer; 10 from the other, a little later.
+        let started = ProcessInfo.processInfo.systemUptime
+        Self.sendText(flooder, (0..<2000).map { "{\"type\":\"flood\",\"i\":\($0)}\n" }.joined())
+        usleep(300_000)
+        for i in 0..<10 {
+            Self.sendText(polite, "{\"type\":\"polite\",\"i\":\(i)}\n")
+            usleep(30_000)
+        }
+        try waitFor("the polite writer's lines") { got.all.filter { $0.type == "polite" }.count == 10 }
+        let flood = got.all.filter { $0.type == "flood" }.count
+        // The bucket's bound: one second's worth at once, then the rate for the time it took.
+        let bound = 50 + Int(50 * (ProcessInfo.processInfo.systemUptime - started)) + 1
+        #expect(flood >= 50 && flood <= bound, "the flood cut to its burst and rate: \(flood) of 2000 (at most \(bound))")
+        #expect(source.counters["rejected_rate"] == 2000 - flood)
+        #expect(logged.all.filter { $0.type.contains("max_lines_per_second") }.count <= 2, "logged at most once a second")
+        // A line with terminal escapes and a line break is logged escaped.
+        usleep(1_100_000)
+        Self.sendText(polite, "\u{1b}[2J\u{7}not json\r\n")
+        try waitFor("the rejection") { source.counters["rejected_invalid_json"] == 1 }
+        let line = try #require(logged.all.first { $0.type.contains("not valid JSON") }?.type)
+        #expect(line.contains("\\x1b[2J\\x07not json") && !line.contains("\u{1b}"), "\(line)")
     }
 
     @Test("the directory source reports complete files once, with size and SHA-256; temporary names are skipped")
@@ -318,6 +381,31 @@ struct SequenceCounterTests {
         try c.close()
         try c.close()  // twice is harmless
         #expect(try SequenceCounter(directory: d, lease: 10).take() == 26)
+    }
+
+    @Test("an empty, truncated or garbled sequence file never stops the start and never makes a number come again: the backup, else the milliseconds since 2025")
+    func damagedFile() throws {
+        for damage in ["", "\n", "12ab\n", "\u{0}\u{0}\u{0}", "-5\n"] {
+            let d = Self.dir()
+            let a = try SequenceCounter(directory: d, lease: 10)
+            for _ in 0..<13 { _ = try a.take() }  // 1...13: the second lease ends at 21
+            try damage.write(toFile: d + "/event-sequence", atomically: true, encoding: .utf8)
+            let b = try SequenceCounter(directory: d, lease: 10)
+            #expect(try b.take() >= 14, "damage \(damage.debugDescription): a number below 14 would come again")
+            #expect(b.recovery?.contains("went on from its backup") == true, "\(b.recovery ?? "nil")")
+            // Both files damaged: above any number used, counted from 2025 in milliseconds.
+            try damage.write(toFile: d + "/event-sequence", atomically: true, encoding: .utf8)
+            try "x".write(toFile: d + "/event-sequence.bak", atomically: true, encoding: .utf8)
+            let now = Date(timeIntervalSince1970: 1_764_547_200)  // 2025-12-01
+            let c = try SequenceCounter(directory: d, lease: 10, now: now)
+            #expect(try c.take() == UInt64(now.timeIntervalSince(EventPipeline.clockFloor) * 1000))
+            #expect(c.recovery?.contains("milliseconds since 2025") == true)
+        }
+        // Untrusted clock and no readable file: from 1, and the log says event ids may repeat.
+        let d = Self.dir()
+        try "?".write(toFile: d + "/event-sequence", atomically: true, encoding: .utf8)
+        let e = try SequenceCounter(directory: d, lease: 10, now: Date(timeIntervalSince1970: 0))
+        #expect(try e.take() == 1 && e.recovery?.contains("may repeat") == true)
     }
 }
 

@@ -214,6 +214,90 @@ struct AgentEndToEndTests {
         #expect(every == Array(every.first!...every.last!), "a clean stop leaves no gap: \(zip(every, every.dropFirst()).filter { $1 != $0 + 1 }.prefix(3))")
     }
 
+    @Test("the directory source meets a FIFO, a symlink, a file over max_hash_bytes and its folder removed and made again without harm, each counted")
+    func hostileSnapshotFolder() throws {
+        let broker = try SharedBroker.get()
+        let layout = try Layout()
+        try layout.write(port: broker.port, sources: "  - type: directory\n    name: snapshots\n    path: \(layout.snapshots)\n    max_hash_bytes: 4096")
+        let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
+        let info = try ExternalSubscriber(broker: broker, topic: layout.infoTopic, qos: 1, format: "%p")
+        let agent = try layout.start()
+        defer { agent.stop() }
+        try waitUntil(timeout: 30, "the source started") { agent.output.contains("source snapshots (directory) started") }
+        let dir = layout.snapshots
+        /// A file of `bytes` put in under a temporary name and renamed, as a camera does.
+        func put(_ name: String, _ bytes: Int) {
+            _ = FileManager.default.createFile(atPath: dir + "/.\(name).tmp", contents: Data(repeating: 7, count: bytes))
+            rename(dir + "/.\(name).tmp", dir + "/" + name)
+        }
+        // A FIFO renamed in: opening it for reading used to block the source for ever.
+        #expect(mkfifo(dir + "/.pipe.tmp", 0o644) == 0)
+        rename(dir + "/.pipe.tmp", dir + "/pipe.jpg")
+        // A symlink to a file the agent may read: not followed.
+        #expect(symlink("/etc/hostname", dir + "/.link.tmp") == 0)
+        rename(dir + "/.link.tmp", dir + "/link.jpg")
+        put("small.jpg", 1000)
+        put("large.jpg", 10_000)
+        try waitUntil(timeout: 10, "the small and the large file") { Self.events(events).count >= 2 }
+        let byPath = Dictionary(Self.events(events).map { (($0["data"] as? [String: Any])?["path"] as? String ?? "", $0["data"] as? [String: Any] ?? [:]) }, uniquingKeysWith: { a, _ in a })
+        #expect((byPath[dir + "/small.jpg"]?["sha256"] as? String)?.count == 64, "\(byPath)")
+        let large = try #require(byPath[dir + "/large.jpg"], "\(byPath)")
+        #expect(large["size"] as? Int == 10_000 && large["sha256"] == nil && (large["hash_skipped"] as? String)?.contains("max_hash_bytes") == true, "\(large)")
+        #expect(byPath[dir + "/pipe.jpg"] == nil && byPath[dir + "/link.jpg"] == nil, "\(byPath.keys)")
+        // The folder removed and made again: watched again, and what is in it is reported.
+        try FileManager.default.removeItem(atPath: dir)
+        usleep(300_000)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        put("after.jpg", 500)
+        try waitUntil(timeout: 15, "the file in the folder made again") {
+            Self.events(events).contains { (($0["data"] as? [String: Any])?["path"] as? String) == dir + "/after.jpg" }
+        }
+        try waitUntil(timeout: 10, "the counters in the info document") {
+            guard let line = info.lines.last, let doc = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let source = (doc["sources"] as? [[String: Any]])?.first(where: { $0["name"] as? String == "snapshots" }),
+                  let c = source["counters"] as? [String: Int] else { return false }
+            return ["not_regular", "symlink", "hash_skipped", "folder_gone", "folder_back"].allSatisfy { (c[$0] ?? 0) >= 1 } && (c["snapshots"] ?? 0) >= 3
+        }
+    }
+
+    @Test("the directory source's event queue overflows (the agent stopped while 100 files arrive): the folder is scanned and every file reported",
+          .enabled(if: getuid() == 0))
+    func snapshotQueueOverflow() throws {
+        let broker = try SharedBroker.get()
+        let layout = try Layout()
+        try layout.write(port: broker.port, sources: "  - type: directory\n    name: snapshots\n    path: \(layout.snapshots)")
+        let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
+        let info = try ExternalSubscriber(broker: broker, topic: layout.infoTopic, qos: 1, format: "%p")
+        // A queue of 16 events for the inotify instance the agent makes now (the limit is read
+        // when an instance is made; the old one is back once the agent has its own).
+        let limit = "/proc/sys/fs/inotify/max_queued_events"
+        let old = try String(contentsOfFile: limit, encoding: .utf8)
+        try "16\n".write(toFile: limit, atomically: false, encoding: .utf8)
+        let agent: Child
+        do {
+            defer { try? old.write(toFile: limit, atomically: false, encoding: .utf8) }
+            agent = try layout.start()
+            try waitUntil(timeout: 30, "the source started") { agent.output.contains("source snapshots (directory) started") }
+        }
+        defer { agent.stop() }
+        kill(agent.pid, SIGSTOP)
+        let names = (0..<100).map { "burst-\($0).jpg" }
+        for n in names {
+            _ = FileManager.default.createFile(atPath: layout.snapshots + "/." + n + ".tmp", contents: Data(n.utf8))
+            rename(layout.snapshots + "/." + n + ".tmp", layout.snapshots + "/" + n)
+        }
+        kill(agent.pid, SIGCONT)
+        try waitUntil(timeout: 20, "every file of the burst") {
+            Set(Self.events(events).compactMap { ($0["data"] as? [String: Any])?["path"] as? String }).count >= names.count
+        }
+        let paths = Set(Self.events(events).compactMap { ($0["data"] as? [String: Any])?["path"] as? String })
+        #expect(paths == Set(names.map { layout.snapshots + "/" + $0 }))
+        // It was the scan that found them: the kernel said it dropped events.
+        try waitUntil(timeout: 10, "the overflow counted in the info document") {
+            info.lines.contains { $0.contains("\"queue_overflow\":") }
+        }
+    }
+
     @Test("SIGKILL: the broker publishes the Will, offline, retained")
     func willOnKill() throws {
         let broker = try SharedBroker.get()

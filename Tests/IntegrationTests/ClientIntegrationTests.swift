@@ -354,6 +354,16 @@ struct ConnectionErrorTests {
         #expect(problems.contains { $0.contains("port 70000") })
         #expect(problems.contains { $0.contains("keepalive") })
         #expect(problems.contains { $0.contains("ca_certs file \"/nonexistent/ca.crt\"") })
+        // A password never crosses a network in clear text unless the configuration says so.
+        let plain = MQTTConfig(brokerAddress: "10.0.0.5", username: "cam", password: "pw").problems()
+        #expect(plain.contains { $0.contains("password would be sent unencrypted to 10.0.0.5:1883 (no TLS)") }, "\(plain)")
+        #expect(!MQTTConfig(brokerAddress: "10.0.0.5", port: 8883, username: "cam", password: "pw").problems().contains { $0.contains("password") })
+        #expect(!MQTTConfig(brokerAddress: "127.0.0.1", username: "cam", password: "pw").problems().contains { $0.contains("password") })
+        var optIn = MQTTConfig(brokerAddress: "10.0.0.5", username: "cam", password: "pw")
+        optIn.allowPasswordWithoutTLS = true
+        #expect(!optIn.problems().contains { $0.contains("password") })
+        let failover = MQTTConfig(brokerAddress: "127.0.0.1", username: "cam", password: "pw", failoverBrokers: [BrokerEndpoint(host: "broker-b", port: 1883)])
+        #expect(failover.problems().contains { $0.contains("unencrypted to broker-b:1883") }, "a failover broker off this machine counts too")
         // From 0 the back-off never grows: refused, with the reason.
         let zero = MQTTConfig(brokerAddress: "127.0.0.1", reconnectInitialDelay: 0, reconnectMaxDelay: 5).problems()
         #expect(zero.contains { $0.contains("reconnect_initial_delay 0.0 must be at least 0.01 s") }, "\(zero)")

@@ -87,6 +87,10 @@ public struct MQTTConfig: Sendable {
     public var tlsServerName: String?
     /// Skips certificate verification. Off by default; logged as a warning on every connect.
     public var tlsInsecureSkipVerify: Bool
+    /// A password may go over plain TCP (no TLS) to a broker that is not on this machine. Off (the
+    /// default): such a configuration is refused, since the password would cross the network in
+    /// clear text. A broker on a loopback address needs no TLS for it.
+    public var allowPasswordWithoutTLS = false
     /// Largest packet accepted from the broker and sent to it, in bytes.
     public var maxPacketSize: Int
     /// Unacknowledged outgoing QoS 1/2 publishes at most; nil = 20 on 3.1.1 (mosquitto's default
@@ -215,10 +219,20 @@ public struct MQTTConfig: Sendable {
 
     var usesTLS: Bool { tls ?? (caCerts != nil || clientCertificate != nil || port == 8883) }
 
+    /// This machine: what never crosses a network.
+    static func isLoopback(_ host: String) -> Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
+
     /// Every problem with the configuration, each naming the parameter and the fix.
     public func problems() -> [String] {
         var p: [String] = []
         if brokerAddress.isEmpty { p.append("broker_address is empty: set the broker's host name or IP address") }
+        if password != nil && !usesTLS && !allowPasswordWithoutTLS {
+            let remote = brokers.filter { !Self.isLoopback($0.host) }
+            if !remote.isEmpty {
+                p.append(
+                    "password would be sent unencrypted to \(remote.map(\.description).joined(separator: ", ")) (no TLS): set ca_certs for TLS (usually port 8883), or allow_password_without_tls for a network you trust")
+            }
+        }
         if !(1...65_535).contains(port) { p.append("port \(port) is out of range 1...65535 (1883 plain, 8883 TLS)") }
         if !(timeout > 0) { p.append("timeout \(timeout) must be greater than 0 seconds") }
         if !(0...65_535).contains(keepalive) { p.append("keepalive \(keepalive) is out of range 0...65535 seconds") }

@@ -8,25 +8,35 @@ import Glibc
 /// Watches a snapshot folder (inotify) and reports each new image file once it is complete
 /// (closed after writing, or renamed into the folder), with its path, size and SHA-256. Names
 /// starting with "." or ending in ".tmp" / ".part" are writers' temporary files and are skipped.
+///
+/// What else can be put into a folder is met without harm: only regular files are read, opened
+/// with `O_NOFOLLOW | O_NONBLOCK` (a symlink is not followed, a FIFO does not block the source),
+/// and at most `maxHashBytes` of a file are hashed (a larger one is reported with its size and
+/// without `sha256`). Each refusal is counted by reason. When the kernel's event queue overflows,
+/// the folder is scanned for files changed since the last one reported; when the folder is
+/// removed or moved away, the source watches for it to come back and then scans it.
 public final class DirectoryWatcher: EventSource, @unchecked Sendable {
     public let name: String
     public let kind = "directory"
     public let path: String
+    public let maxHashBytes: Int
     private let worker = Worker()
     private let counts = Counters()
 
-    public init(name: String, path: String) {
+    public init(name: String, path: String, maxHashBytes: Int = 64 << 20) {
         self.name = name
         self.path = path
+        self.maxHashBytes = maxHashBytes
     }
 
     public var counters: [String: Int] { counts.all }
 
+    static let watchMask = UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF)
+
     public func start(_ sink: @escaping EventSink) throws {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         guard fd >= 0 else { throw LightError(description: "directory source \(name): inotify_init1 failed: \(String(cString: strerror(errno)))") }
-        let mask = UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO)
-        guard inotify_add_watch(fd, path, mask) >= 0 else {
+        guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else {
             let e = errno
             close(fd)
             throw LightError(description: "directory source \(name): cannot watch \(path): \(String(cString: strerror(e))) (sources[].path)")
@@ -34,48 +44,120 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
         worker.start(name: "source-\(name)") { [self] w in
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            var since = timespec()  // the change time of the newest file reported: what a scan goes by
+            var watching = true
             while !w.isStopped {
+                if !watching {
+                    // The folder went away: look for it again each second, then catch up.
+                    guard w.sleep(1) else { break }
+                    guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else { continue }
+                    watching = true
+                    counts.add("folder_back")
+                    scan(since: &since, sink)
+                    continue
+                }
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&pfd, 1, 100) > 0 else { continue }
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 guard n > 0 else { continue }
                 var offset = 0
+                var overflowed = false
                 while offset + 16 <= n {
-                    let (len, nameBytes): (Int, [UInt8]) = buffer.withUnsafeBytes { raw in
+                    let (mask, len, nameBytes): (UInt32, Int, [UInt8]) = buffer.withUnsafeBytes { raw in
+                        let mask = raw.load(fromByteOffset: offset + 4, as: UInt32.self)
                         let len = Int(raw.load(fromByteOffset: offset + 12, as: UInt32.self))
-                        let bytes = Array(raw[(offset + 16)..<min(n, offset + 16 + len)])
-                        return (len, bytes)
+                        return (mask, len, Array(raw[(offset + 16)..<min(n, offset + 16 + len)]))
                     }
                     offset += 16 + len
+                    if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                        overflowed = true
+                        continue
+                    }
+                    if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF) | UInt32(IN_IGNORED)) != 0 {
+                        if watching { counts.add("folder_gone") }
+                        watching = false
+                        continue
+                    }
                     let file = String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self)
-                    guard !file.isEmpty, !file.hasPrefix("."), !file.hasSuffix(".tmp"), !file.hasSuffix(".part") else { continue }
-                    report(path + "/" + file, sink)
+                    guard Self.isCandidate(file) else { continue }
+                    report(path + "/" + file, since: &since, sink)
+                }
+                if overflowed {
+                    counts.add("queue_overflow")
+                    scan(since: &since, sink)
                 }
             }
         }
     }
 
-    private func report(_ file: String, _ sink: EventSink) {
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
+    static func isCandidate(_ file: String) -> Bool {
+        !file.isEmpty && !file.hasPrefix(".") && !file.hasSuffix(".tmp") && !file.hasSuffix(".part")
+    }
+
+    /// Reports every file in the folder changed at or after `since` (the kernel dropped events, or
+    /// the folder came back), oldest first. At, not only after: file times are coarse (a clock
+    /// tick), so files written together share one; the newest one reported before may come again
+    /// (at least once, never lost).
+    private func scan(since: inout timespec, _ sink: EventSink) {
+        guard let dir = opendir(path) else { return }
+        var found: [(time: timespec, file: String)] = []
+        while let entry = readdir(dir) {
+            let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard Self.isCandidate(file) else { continue }
+            var st = stat()
+            guard lstat(path + "/" + file, &st) == 0, Self.isRegular(st), !Self.after(since, st.st_ctim) else { continue }
+            found.append((st.st_ctim, file))
+        }
+        closedir(dir)
+        for f in found.sorted(by: { Self.after($1.time, $0.time) }) { report(path + "/" + f.file, since: &since, sink) }
+    }
+
+    static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
+
+    static func after(_ a: timespec, _ b: timespec) -> Bool { a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec }
+
+    private func report(_ file: String, since: inout timespec, _ sink: EventSink) {
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else {
-            counts.add("unreadable")
+            counts.add(errno == ELOOP ? "symlink" : "unreadable")
             return
         }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, Self.isRegular(st) else {
+            counts.add("not_regular")
+            return
+        }
+        if Self.after(st.st_ctim, since) { since = st.st_ctim }
+        var fields: [String: JSONValue] = ["path": .string(file), "size": .int(Int(st.st_size))]
+        if Int(st.st_size) > maxHashBytes {
+            fields["hash_skipped"] = .string("larger than \(maxHashBytes) bytes (sources[].max_hash_bytes)")
+            counts.add("hash_skipped")
+        } else if let digest = hash(fd, limit: maxHashBytes) {
+            fields["sha256"] = .string(digest)
+        } else {
+            counts.add("unreadable")
+            return
+        }
+        sink(SourceEvent(type: "snapshot", fields: fields))
+        counts.add("snapshots")
+    }
+
+    /// SHA-256 of at most `limit` bytes (a file still growing is not read without end); nil on a read error.
+    private func hash(_ fd: Int32, limit: Int) -> String? {
         var hasher = SHA256()
-        var size = 0
+        var done = 0
         var chunk = [UInt8](repeating: 0, count: 256 * 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        while done < limit {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - done)) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
+            if n < 0 { return nil }
+            if n == 0 { break }
             chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-            size += n
+            done += n
         }
         let hex = Array("0123456789abcdef".utf8)
-        let digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
-        sink(SourceEvent(type: "snapshot", fields: ["path": .string(file), "size": .int(size), "sha256": .string(digest)]))
-        counts.add("snapshots")
+        return String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
     }
 
     public func stop() { worker.stop() }

@@ -1,25 +1,37 @@
 import FoundationEssentials
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
 /// A Unix domain socket where the vision pipeline writes one JSON object per line (many writers
 /// at once). A line's `type` field names the event (default "external"); its other fields are
 /// the event's fields. A line that is not a JSON object, or longer than `maxLineBytes`, is
-/// rejected with a logged reason and counted; the source goes on.
+/// rejected with a logged reason and counted; the source goes on. Bounded against a careless or
+/// hostile writer: at most `maxConnections` writers at once (more are closed at once), and each
+/// writer at most `maxLinesPerSecond` (a token bucket on the monotonic clock: one flooding writer
+/// cannot crowd the others' events out of the queue and the store). What is logged of a line is
+/// escaped.
 public final class SocketSource: EventSource, @unchecked Sendable {
     public let name: String
     public let kind = "socket"
     public let path: String
     public let maxLineBytes: Int
+    public let maxConnections: Int
+    public let maxLinesPerSecond: Int
     private let counts = Counters()
     private let log: @Sendable (String) -> Void
     private var group: MultiThreadedEventLoopGroup?
     private var channel: Channel?
 
-    public init(name: String, path: String, maxLineBytes: Int = 65_536, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(
+        name: String, path: String, maxLineBytes: Int = 65_536, maxConnections: Int = 64, maxLinesPerSecond: Int = 1000,
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.name = name
         self.path = path
         self.maxLineBytes = maxLineBytes
+        self.maxConnections = maxConnections
+        self.maxLinesPerSecond = maxLinesPerSecond
         self.log = log
     }
 
@@ -36,12 +48,26 @@ public final class SocketSource: EventSource, @unchecked Sendable {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let (name, max, counts, log) = (self.name, maxLineBytes, self.counts, self.log)
+        let (maxConnections, rate) = (self.maxConnections, maxLinesPerSecond)
+        let open = NIOLockedValueBox(0)  // writers connected now
         do {
             channel = try ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 64)
                 .childChannelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHandler(LineHandler(source: name, maxLineBytes: max, counts: counts, log: log, sink: sink))
+                    let admitted = open.withLockedValue { n -> Bool in
+                        guard n < maxConnections else { return false }
+                        n += 1
+                        return true
+                    }
+                    guard admitted else {
+                        counts.add("rejected_connection_limit")
+                        log("socket source \(name): refused a writer: \(maxConnections) are connected (max_connections)")
+                        return ch.close()
+                    }
+                    return ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(
+                            LineHandler(source: name, maxLineBytes: max, maxLinesPerSecond: rate, counts: counts, log: log, sink: sink,
+                                        closed: { open.withLockedValue { $0 -= 1 } }))
                     }
                 }
                 .bind(unixDomainSocketPath: path).wait()
@@ -63,7 +89,8 @@ public final class SocketSource: EventSource, @unchecked Sendable {
     }
 }
 
-/// Splits a stream into lines; over-long lines are dropped up to their newline.
+/// Splits a stream into lines; over-long lines are dropped up to their newline; lines beyond the
+/// writer's rate are dropped and counted.
 final class LineHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let source: String
@@ -71,15 +98,28 @@ final class LineHandler: ChannelInboundHandler {
     let counts: Counters
     let log: @Sendable (String) -> Void
     let sink: EventSink
+    let closed: @Sendable () -> Void
     var pending: [UInt8] = []
     var discarding = false
+    // The token bucket: up to one second's worth of lines, refilled at the rate.
+    let rate: Double
+    var tokens: Double
+    var refilled = NIODeadline.now()
+    var droppedSinceLog = 0
+    var loggedAt: NIODeadline?
 
-    init(source: String, maxLineBytes: Int, counts: Counters, log: @escaping @Sendable (String) -> Void, sink: @escaping EventSink) {
+    init(
+        source: String, maxLineBytes: Int, maxLinesPerSecond: Int, counts: Counters, log: @escaping @Sendable (String) -> Void,
+        sink: @escaping EventSink, closed: @escaping @Sendable () -> Void
+    ) {
         self.source = source
         self.maxLineBytes = maxLineBytes
         self.counts = counts
         self.log = log
         self.sink = sink
+        self.closed = closed
+        rate = Double(maxLinesPerSecond)
+        tokens = rate
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -107,13 +147,35 @@ final class LineHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if !pending.isEmpty && !discarding { line(pending) }  // a last line without newline
         pending.removeAll()
+        closed()
+    }
+
+    /// Takes a token for one line; false when the writer is over its rate: counted, and logged at
+    /// most once a second with how many were dropped since.
+    private func withinRate() -> Bool {
+        let now = NIODeadline.now()
+        tokens = min(rate, tokens + Double((now - refilled).nanoseconds) / 1e9 * rate)
+        refilled = now
+        guard tokens >= 1 else {
+            counts.add("rejected_rate")
+            droppedSinceLog += 1
+            if loggedAt.map({ now - $0 >= .seconds(1) }) ?? true {
+                log("socket source \(source): a writer is over \(Int(rate)) lines per second (max_lines_per_second): \(droppedSinceLog) lines dropped")
+                loggedAt = now
+                droppedSinceLog = 0
+            }
+            return false
+        }
+        tokens -= 1
+        return true
     }
 
     private func line(_ bytes: [UInt8]) {
         let trimmed = bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
         if trimmed.allSatisfy({ $0 == 32 || $0 == 9 }) { return }
+        guard withinRate() else { return }
         guard let value = JSONValue.parse(trimmed) else {
-            reject("invalid_json", "not valid JSON: \(String(decoding: trimmed.prefix(80), as: UTF8.self))")
+            reject("invalid_json", "not valid JSON: \(printable(trimmed))")
             return
         }
         guard case .object(var fields) = value else {

@@ -69,9 +69,11 @@ public final class Agent: @unchecked Sendable {
         var mqttLogger = logger
         mqttLogger[metadataKey: "part"] = "mqtt"
         mqtt = MQTTProtocol(config: config.mqttConfig(), logger: mqttLogger)
+        let sequence = try SequenceCounter(directory: config.stateDirectory)
+        if let recovery = sequence.recovery { logger.error("\(recovery)") }
         pipeline = EventPipeline(
             mqtt: mqtt, topic: config.topic(config.topics.events), qos: config.eventsQoS, deviceID: config.deviceID,
-            sequence: try SequenceCounter(directory: config.stateDirectory), logger: logger)
+            sequence: sequence, logger: logger)
         // The LED: a missing chip or line is logged and the agent goes on without it, unless required.
         var player: LightPlayer?
         if config.led.enabled {
@@ -94,9 +96,12 @@ public final class Agent: @unchecked Sendable {
             let l = logger
             switch s.type {
             case "simulated": built.append(SimulatedCamera(name: s.name, rate: s.rate, labels: s.labels.isEmpty ? ["person", "car", "bicycle", "dog"] : s.labels))
-            case "socket": built.append(SocketSource(name: s.name, path: s.path, maxLineBytes: s.maxLineBytes) { l.warning("\($0)") })
+            case "socket":
+                built.append(SocketSource(
+                    name: s.name, path: s.path, maxLineBytes: s.maxLineBytes, maxConnections: s.maxConnections,
+                    maxLinesPerSecond: s.maxLinesPerSecond) { l.warning("\($0)") })
             case "v4l2": built.append(V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval))
-            default: built.append(DirectoryWatcher(name: s.name, path: s.path))
+            default: built.append(DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes))
             }
         }
         sources = built

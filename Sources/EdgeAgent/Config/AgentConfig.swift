@@ -20,6 +20,7 @@ public struct AgentConfig: Sendable {
         public var clientCertificate: String?
         public var clientKey: String?
         public var tlsServerName: String?
+        public var allowPasswordWithoutTLS = false
         public var protocolVersion = "5.0"
         public var keepalive = 60
         public var timeout = 10.0
@@ -68,9 +69,13 @@ public struct AgentConfig: Sendable {
         public var labels: [String] = []
         public var path = ""
         public var maxLineBytes = 65_536
+        public var maxConnections = 64
+        public var maxLinesPerSecond = 1000
         public var directory = "/dev"
         public var sysfs = "/sys/class/video4linux"
         public var pollInterval = 2.0
+        /// Directory source: the largest file that is hashed (a larger one is reported without sha256).
+        public var maxHashBytes = 64 << 20
     }
 
     /// Remote management over MQTT (docs/COMMANDS.md).
@@ -154,6 +159,7 @@ public struct AgentConfig: Sendable {
         m.clientCertificate = t.string("mqtt.client_certificate", nil)
         m.clientKey = t.string("mqtt.client_key", nil)
         m.tlsServerName = t.string("mqtt.tls_server_name", nil)
+        m.allowPasswordWithoutTLS = t.bool("mqtt.allow_password_without_tls", m.allowPasswordWithoutTLS)
         m.protocolVersion = t.choice("mqtt.protocol_version", m.protocolVersion, ["5.0", "3.1.1"])
         m.keepalive = t.int("mqtt.keepalive", m.keepalive, 0...65_535)
         m.timeout = t.double("mqtt.timeout", m.timeout, 0.1...600)
@@ -265,7 +271,9 @@ public struct AgentConfig: Sendable {
             case "socket":
                 src.path = t.string(key("path"), "/run/edge-agent/events.sock", in: item) ?? ""
                 src.maxLineBytes = t.int(key("max_line_bytes"), 65_536, 64...16_777_216, in: item)
-                allowed.formUnion(["path", "max_line_bytes"])
+                src.maxConnections = t.int(key("max_connections"), src.maxConnections, 1...4096, in: item)
+                src.maxLinesPerSecond = t.int(key("max_lines_per_second"), src.maxLinesPerSecond, 1...1_000_000, in: item)
+                allowed.formUnion(["path", "max_line_bytes", "max_connections", "max_lines_per_second"])
             case "v4l2":
                 src.directory = t.string(key("directory"), "/dev", in: item) ?? "/dev"
                 src.sysfs = t.string(key("sysfs"), "/sys/class/video4linux", in: item) ?? ""
@@ -274,7 +282,8 @@ public struct AgentConfig: Sendable {
             case "directory":
                 src.path = t.string(key("path"), nil, in: item) ?? ""
                 if src.path.isEmpty { t.problem("\(key("path")): missing; the snapshot folder to watch") }
-                allowed.formUnion(["path"])
+                src.maxHashBytes = t.int(key("max_hash_bytes"), src.maxHashBytes, 4096...(1 << 36), in: item)
+                allowed.formUnion(["path", "max_hash_bytes"])
             default:
                 break
             }
@@ -380,6 +389,7 @@ public struct AgentConfig: Sendable {
         c.clientCertificate = mqtt.clientCertificate
         c.clientKey = mqtt.clientKey
         c.tlsServerName = mqtt.tlsServerName
+        c.allowPasswordWithoutTLS = mqtt.allowPasswordWithoutTLS
         c.failoverBrokers = mqtt.failover
         c.brokerOrder = mqtt.brokerOrder == "random" ? .random : .inOrder
         c.serverReferenceAllowList = mqtt.serverReferenceAllow
@@ -415,6 +425,7 @@ public struct AgentConfig: Sendable {
               client_certificate: \(q(mqtt.clientCertificate))
               client_key: \(q(mqtt.clientKey))
               tls_server_name: \(q(mqtt.tlsServerName))
+              allow_password_without_tls: \(mqtt.allowPasswordWithoutTLS)
               protocol_version: \(q(mqtt.protocolVersion))
               keepalive: \(mqtt.keepalive)
               timeout: \(mqtt.timeout)

@@ -1,3 +1,4 @@
+import DeviceAdapters
 import Dispatch
 import FoundationEssentials
 import Glibc
@@ -17,17 +18,34 @@ public final class SequenceCounter: @unchecked Sendable {
     private let lock = NIOLock()
     private var next: UInt64
     private var leaseEnd: UInt64
+    /// What the start had to do about a damaged file, for the log (nil: nothing).
+    public private(set) var recovery: String?
 
-    public init(directory: String, lease: UInt64 = 1000) throws {
+    /// The lease is written twice (`event-sequence`, then `event-sequence.bak`), so that a file
+    /// damaged on the disk (or emptied, or edited by hand) never stops the agent and never makes
+    /// it reuse a number: the backup is at most one lease behind, so the count goes on a lease
+    /// after it. With both unreadable the count goes on above every number a board can have used:
+    /// the milliseconds since 2025 (fewer than one event per millisecond on average), and from 1
+    /// only when the clock is not trusted either, which the log says.
+    public init(directory: String, lease: UInt64 = 1000, now: Date = Date()) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/event-sequence"
         self.lease = lease
         var start: UInt64 = 1
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            guard let v = UInt64(text.trimmed) else {
-                throw AgentError("event sequence file \(path) is damaged (\"\(text.prefix(40))\"); move it away to start a new count")
+        let read = { (p: String) -> String? in (try? String(contentsOfFile: p, encoding: .utf8)) }
+        if let text = read(path) {
+            if let v = UInt64(text.trimmed), v > 0 {
+                start = v
+            } else if let backup = read(path + ".bak"), let v = UInt64(backup.trimmed), v > 0 {
+                start = v + lease
+                recovery = "event sequence file \(path) is damaged (\(printable(Array(text.utf8), limit: 40))); went on from its backup at \(start) (a gap of up to \(lease))"
+            } else {
+                let floor = now.timeIntervalSince(EventPipeline.clockFloor)
+                start = floor > 0 ? UInt64(floor * 1000) : 1
+                recovery = floor > 0
+                    ? "event sequence file \(path) and its backup are damaged; went on at \(start), the milliseconds since 2025 (above any number used before)"
+                    : "event sequence file \(path) and its backup are damaged and the clock is not trusted: counting again from 1 (event ids may repeat)"
             }
-            start = v
         }
         next = start
         leaseEnd = start
@@ -49,18 +67,24 @@ public final class SequenceCounter: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard next < leaseEnd else { return }
-        do { try AtomicFile.write(Array("\(next)\n".utf8), to: path) } catch {
-            throw AgentError("\(error) (state_dir): the next start skips to \(leaseEnd)")
-        }
+        try save(next)
         leaseEnd = next
     }
 
     private func extend() throws {
         let end = next + lease
-        do { try AtomicFile.write(Array("\(end)\n".utf8), to: path) } catch {
+        try save(end)
+        leaseEnd = end
+    }
+
+    private func save(_ value: UInt64) throws {
+        let text = Array("\(value)\n".utf8)
+        do {
+            try AtomicFile.write(text, to: path)
+            try AtomicFile.write(text, to: path + ".bak")
+        } catch {
             throw AgentError("\(error) (state_dir)")
         }
-        leaseEnd = end
     }
 }
 
