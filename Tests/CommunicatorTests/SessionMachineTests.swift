@@ -200,6 +200,26 @@ struct SessionMachineTests {
         #expect(d.receive(.ack(.init(.pubrel, packetID: 77))).sent.first?.ack == .init(.pubcomp, packetID: 77, reasonCode: 0x92))
     }
 
+    @Test("an incoming PUBLISH skipped as too large (3.1.1) is acknowledged, not delivered, and reported")
+    func droppedIncoming() {
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", maxPacketSize: 1024))
+        _ = d.connect()
+        let q1 = DroppedPublish(topic: "cmd/ping", qos: .atLeastOnce, packetID: 5, size: 100_000_000, limit: 1024)
+        let a1 = d.step { m, n, a in m.droppedPublish(q1, now: n, into: &a) }
+        #expect(a1.delivered.isEmpty)
+        #expect(a1.sent == [.ack(.init(.puback, packetID: 5))])
+        #expect(a1.contains { if case .droppedIncoming(let x) = $0 { x == q1 } else { false } })
+        // QoS 2: PUBREC now, PUBCOMP on PUBREL, as for a delivered one.
+        let q2 = DroppedPublish(topic: "cmd/ping", qos: .exactlyOnce, packetID: 6, size: 5000, limit: 1024)
+        #expect(d.step { m, n, a in m.droppedPublish(q2, now: n, into: &a) }.sent == [.ack(.init(.pubrec, packetID: 6))])
+        #expect(d.receive(.ack(.init(.pubrel, packetID: 6))).sent == [.ack(.init(.pubcomp, packetID: 6))])
+        // QoS 0: nothing to send; the link stays up.
+        let q0 = DroppedPublish(topic: "cmd/ping", qos: .atMostOnce, packetID: nil, size: 5000, limit: 1024)
+        let a0 = d.step { m, n, a in m.droppedPublish(q0, now: n, into: &a) }
+        #expect(a0.sent.isEmpty && a0.closed == nil)
+        #expect(d.machine.isConnected)
+    }
+
     @Test("incoming QoS 1: delivered, then PUBACK with the same identifier")
     func incomingQoS1() {
         var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))

@@ -47,6 +47,32 @@ struct ClientIntegrationTests {
         #expect(lines == (0..<1000).map(String.init))
     }
 
+    /// Before: the 3.1.1 client buffered the whole packet up to its limit, then closed the link
+    /// (and a persistent session got the message again after every reconnect).
+    @Test("an incoming message over maxIncomingPacketSize: skipped on 3.1.1, not sent on 5.0; the link stays and the next message arrives", arguments: versions)
+    func oversizedIncoming(version: MQTTVersion) throws {
+        let broker = try SharedBroker.get()
+        let topic = uniqueTopic("big")
+        let mqtt = client(broker, version, id: "small") { $0.maxIncomingPacketSize = 4096; $0.cleanStart = false; $0.sessionExpiryInterval = 60 }
+        try mqtt.connect()
+        defer { mqtt.disconnect() }
+        let states = NIOLockedValueBox<[ConnectionState]>([])
+        mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
+        let inbox = Inbox()
+        try mqtt.subscribe(topic, qos: 1) { m in inbox.add(m) }
+        let sender = client(broker, version, id: "sender")
+        try sender.connect()
+        defer { sender.disconnect() }
+        try sender.publish(topic, [UInt8](repeating: 0x61, count: 2_000_000), qos: 1)
+        try sender.publish(topic, "after", qos: 1)
+        #expect(try inbox.wait(for: 1).map(\.payload) == ["after"])
+        #expect(mqtt.droppedIncomingMessages == (version == .v3_1_1 ? 1 : 0))
+        #expect(mqtt.state == .connected)
+        #expect(states.withLockedValue { $0 }.isEmpty, "the connection changed state: \(states.withLockedValue { $0 })")
+        usleep(300_000)
+        #expect(inbox.count == 1)
+    }
+
     @Test("the seed's quick-start, with the default QoS 1", arguments: versions)
     func seedQuickStart(version: MQTTVersion) throws {
         let broker = try SharedBroker.get()

@@ -107,6 +107,7 @@ final class ClientCore: @unchecked Sendable {
     private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
     private let publicLastError = NIOLockedValueBox<(any CommunicatorError)?>(nil)
     let droppedTotal = NIOLockedValueBox(0)
+    let droppedIncomingTotal = NIOLockedValueBox(0)
     private let lastSessionPresent = NIOLockedValueBox<Bool?>(nil)
     var sessionPresent: Bool? { lastSessionPresent.withLockedValue { $0 } }
     let connectionInfo = NIOLockedValueBox<MQTTConnectionInfo?>(nil)
@@ -174,7 +175,7 @@ final class ClientCore: @unchecked Sendable {
                 keepAliveSeconds: UInt16(clamping: config.keepalive), heartbeatCheckRatio: config.heartbeatCheckRatio,
                 username: config.username, password: password, will: nil,
                 sessionExpirySeconds: config.sessionExpiryInterval, maxInflight: config.maxInflight,
-                maxPacketSize: config.maxPacketSize, queueLimit: config.publishQueueMaxsize,
+                maxPacketSize: config.incomingPacketLimit, queueLimit: config.publishQueueMaxsize,
                 queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
                 dropOldestWhenFull: config.queueFullPolicy == .dropOldest, receiveMaximum: config.receiveMaximum,
                 topicAliasMaximum: config.topicAliasMaximum, outgoingTopicAliases: config.outgoingTopicAliases,
@@ -550,6 +551,13 @@ final class ClientCore: @unchecked Sendable {
         runActions()
     }
 
+    func publishDropped(_ d: DroppedPublish, attempt: UInt64) {
+        guard attempt == self.attempt else { return }
+        inReadBatch = true
+        machine.droppedPublish(d, now: Self.now(), into: &actions)
+        runActions()
+    }
+
     func readBatchComplete(attempt: UInt64) {
         guard attempt == self.attempt else { return }
         inReadBatch = false
@@ -903,6 +911,10 @@ final class ClientCore: @unchecked Sendable {
             // Success, with something to say (PUBACK 0x10 "no matching subscribers" would be noise
             // at info level on every event nobody subscribed to).
             logger.debug("\(packet) \(ReasonCode.describe(code, version: machine.options.version))\(reason.map { ": \($0)" } ?? "")")
+        case .droppedIncoming(let d):
+            droppedIncomingTotal.withLockedValue { $0 += 1 }
+            logger.warning(
+                "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered")
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
             switch failure {

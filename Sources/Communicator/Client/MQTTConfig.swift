@@ -91,8 +91,15 @@ public struct MQTTConfig: Sendable {
     /// default): such a configuration is refused, since the password would cross the network in
     /// clear text. A broker on a loopback address needs no TLS for it.
     public var allowPasswordWithoutTLS = false
-    /// Largest packet accepted from the broker and sent to it, in bytes.
+    /// Largest packet sent to the broker and, unless `maxIncomingPacketSize` says otherwise,
+    /// accepted from it, in bytes.
     public var maxPacketSize: Int
+    /// Largest packet accepted from the broker; nil = `maxPacketSize`. Announced as Maximum Packet
+    /// Size in a 5.0 CONNECT (the broker then never sends more; one that does is disconnected with
+    /// 0x95). On 3.1.1 a larger PUBLISH is acknowledged and skipped as it streams in, never
+    /// buffered (`droppedIncomingMessages` counts them), and the connection stays.
+    public var maxIncomingPacketSize: Int?
+    var incomingPacketLimit: Int { maxIncomingPacketSize ?? maxPacketSize }
     /// Unacknowledged outgoing QoS 1/2 publishes at most; nil = 20 on 3.1.1 (mosquitto's default
     /// `max_inflight_messages`; more silently loses QoS 2 messages there), the broker's Receive
     /// Maximum on 5.0.
@@ -248,6 +255,9 @@ public struct MQTTConfig: Sendable {
             p.append("reconnect_max_delay \(reconnectMaxDelay) must be at least reconnect_initial_delay \(reconnectInitialDelay)")
         }
         if !(16...268_435_460).contains(maxPacketSize) { p.append("max_packet_size \(maxPacketSize) must be in 16...268435460 bytes") }
+        if let m = maxIncomingPacketSize, !(16...268_435_460).contains(m) {
+            p.append("max_incoming_packet_size \(m) must be in 16...268435460 bytes")
+        }
         if let m = maxInflight, !(1...65_535).contains(m) { p.append("max_inflight \(m) must be in 1...65535") }
         if receiveMaximum == 0 { p.append("receive_maximum must be in 1...65535 (0 is a protocol error, §3.1.2.11.3)") }
         if protocolVersion == .v3_1_1 && password != nil && username == nil {

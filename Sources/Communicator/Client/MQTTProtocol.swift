@@ -101,6 +101,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
     public var droppedMessages: Int { core.droppedTotal.withLockedValue { $0 } }
 
+    /// Incoming messages skipped as larger than `maxIncomingPacketSize` (MQTT 3.1.1, which cannot
+    /// tell the broker the limit; on 5.0 the broker drops them itself), since this client was made.
+    public var droppedIncomingMessages: Int { core.droppedIncomingTotal.withLockedValue { $0 } }
+
     /// Whether the network thread takes commands: a no-op goes through the same queue as
     /// publishes and must come back within `timeout` seconds (for watchdogs). In blocking mode,
     /// only while `loopForever()` runs.

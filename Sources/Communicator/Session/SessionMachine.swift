@@ -21,7 +21,8 @@ public struct SessionMachine<Token> {
         /// Our own limit on unacknowledged outgoing QoS 1/2 publishes; nil = the broker's Receive
         /// Maximum on 5.0, 20 on 3.1.1.
         public var maxInflight: Int?
-        /// Largest packet we accept (announced as Maximum Packet Size on 5.0).
+        /// Largest packet we accept (announced as Maximum Packet Size on 5.0); the frame reader is
+        /// given the same limit.
         public var maxPacketSize: Int
         /// Bound on publishes waiting for the connection or for room in the in-flight window.
         public var queueLimit: Int
@@ -119,6 +120,10 @@ public struct SessionMachine<Token> {
         /// A 5.0 acknowledgement succeeded with a reason code other than 0 (e.g. PUBACK 0x10 "no
         /// matching subscribers"), with its reason string.
         case acknowledgedWithReason(PacketType, code: UInt8, reason: String?)
+        /// An incoming PUBLISH above our maximum packet size was skipped (3.1.1, which cannot
+        /// announce the limit); it was acknowledged like a delivered one, so the broker does not
+        /// send it again.
+        case droppedIncoming(DroppedPublish)
     }
 
     enum OutState { case awaitingPuback, awaitingPubrec, awaitingPubcomp }
@@ -465,9 +470,9 @@ public struct SessionMachine<Token> {
 
     private func violatesBrokerLimits(_ p: MQTTPacket.Publish) -> String? {
         guard let info else { return nil }
-        // The owner checks our own `maxPacketSize` when the message is accepted; the size is
-        // worked out again only when the broker announced a smaller limit (not on the hot path).
-        if info.maximumPacketSize < options.maxPacketSize,
+        // The owner checks its own limit when the message is accepted; the size is worked out
+        // again only when the broker announced a limit (not on the hot path: mosquitto does not).
+        if info.maximumPacketSize < 268_435_460,
             case let size = MQTTPacket.publish(p).encodedSize(version: options.version) + (p.qos == .atMostOnce ? 2 : 0),
             size > info.maximumPacketSize
         {
@@ -654,6 +659,26 @@ public struct SessionMachine<Token> {
             // [MQTT-3.2.0-2] a second CONNACK, or a client-only packet, is a protocol violation.
             protocolViolation("broker sent \(packet.type), which a server never sends to a connected client", into: &actions)
         }
+    }
+
+    /// A PUBLISH the frame reader skipped as too large (3.1.1 only). Acknowledged as if delivered:
+    /// left unacknowledged it would hold one of the broker's in-flight slots and come back after
+    /// every reconnect, never fitting. QoS 2 keeps its identifier until PUBREL like any other.
+    public mutating func droppedPublish(_ d: DroppedPublish, now: UInt64, into actions: inout [Action]) {
+        lastReceived = now
+        guard state == .up else {
+            if state == .awaitingConnack { protocolViolation("expected CONNACK, received PUBLISH", into: &actions) }  // [MQTT-3.2.0-1]
+            return
+        }
+        actions.append(.droppedIncoming(d))
+        switch d.qos {
+        case .atMostOnce: return
+        case .atLeastOnce: send(.ack(.init(.puback, packetID: d.packetID!)), now: now, into: &actions)
+        case .exactlyOnce:
+            incomingQoS2.insert(d.packetID!)
+            send(.ack(.init(.pubrec, packetID: d.packetID!)), now: now, into: &actions)
+        }
+        actions.append(.flush)
     }
 
     private mutating func handleAck(_ a: MQTTPacket.Ack, v5: Bool, now: UInt64, into actions: inout [Action]) {

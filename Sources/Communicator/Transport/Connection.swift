@@ -6,16 +6,32 @@ import NIOSSL
 // wire and the session machine. Framing and decoding use the pure codec; encoding is done by the
 // client core straight into one outbound buffer per flush.
 
-/// Bytes → MQTTPacket, enforcing our maximum packet size before buffering a body.
+/// What the decoder hands on: a packet, or word of a PUBLISH skipped as too large.
+enum Inbound {
+    case packet(MQTTPacket)
+    case droppedPublish(DroppedPublish)
+}
+
+/// Bytes → packets, enforcing our maximum packet size before buffering a body (`MQTTFrameReader`).
 struct MQTTPacketDecoder: ByteToMessageDecoder {
-    typealias InboundOut = MQTTPacket
+    typealias InboundOut = Inbound
     let version: MQTTVersion
-    let maxPacketSize: Int
+    var reader: MQTTFrameReader
+
+    init(version: MQTTVersion, maxPacketSize: Int) {
+        self.version = version
+        self.reader = MQTTFrameReader(maxPacketSize: maxPacketSize, version: version)
+    }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try MQTTFrame.next(from: &buffer, maxPacketSize: maxPacketSize) else { return .needMoreData }
-        let packet = try MQTTPacket.decode(frame, version: version)
-        context.fireChannelRead(Self.wrapInboundOut(packet))
+        switch try reader.next(from: &buffer) {
+        case nil:
+            return .needMoreData
+        case .frame(let frame):
+            context.fireChannelRead(Self.wrapInboundOut(.packet(try MQTTPacket.decode(frame, version: version))))
+        case .droppedPublish(let d):
+            context.fireChannelRead(Self.wrapInboundOut(.droppedPublish(d)))
+        }
         return .continue
     }
 
@@ -29,7 +45,7 @@ struct MQTTPacketDecoder: ByteToMessageDecoder {
 
 /// Receives decoded packets and connection events and hands them to the client core.
 final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = MQTTPacket
+    typealias InboundIn = Inbound
     typealias OutboundOut = ByteBuffer
 
     private let core: ClientCore
@@ -46,7 +62,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        core.packetReceived(Self.unwrapInboundIn(data), attempt: attempt)
+        switch Self.unwrapInboundIn(data) {
+        case .packet(let packet): core.packetReceived(packet, attempt: attempt)
+        case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -99,7 +118,7 @@ enum Transport {
     ) -> EventLoopFuture<Channel> {
         let host = broker.host
         let serverName = config.tlsServerName ?? host
-        let maxPacketSize = config.maxPacketSize
+        let maxPacketSize = config.incomingPacketLimit
         return ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(config.timeout * 1e9)))
             // Small packets go out at once (no Nagle delay on acks and PINGREQ); batching is ours.
