@@ -94,6 +94,21 @@ let package = Package(
         .executableTarget(name: "store-bench", dependencies: ["OfflineStore"]),
         // Publishes numbered messages through an offline store, for the SIGKILL black-box test.
         .executableTarget(name: "offline-probe", dependencies: ["Communicator", "OfflineStore"]),
+        // Fuzzing (scripts/fuzz): the harnesses, shared with the test suite, and one libFuzzer
+        // executable per harness. Built without -DFUZZING, an executable replays the inputs given
+        // as arguments (a crasher, a corpus folder) through its harness.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "Communicator", "OfflineStore", "EdgeAgent", "DeviceAdapters",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(name: "fuzz-decoder", dependencies: ["FuzzTargets"]),
+        .executableTarget(name: "fuzz-store", dependencies: ["FuzzTargets"]),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzTargets"]),
+        .executableTarget(name: "fuzz-command", dependencies: ["FuzzTargets"]),
+        .executableTarget(name: "fuzz-socket-line", dependencies: ["FuzzTargets"]),
         .testTarget(
             name: "CommunicatorTests",
             dependencies: [
@@ -103,7 +118,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["EdgeAgent", "DeviceAdapters"]
+            dependencies: ["EdgeAgent", "DeviceAdapters", "FuzzTargets"],
+            exclude: ["FuzzInputs"]
         ),
         .testTarget(
             name: "OfflineStoreTests",

@@ -41,6 +41,8 @@ else
     sed 's|/usr/share/edge-agent/hardware|/usr/local/share/edge-agent/hardware|' "$here/config.yaml" > "$root/etc/edge-agent/config.yaml"
     chmod 0640 "$root/etc/edge-agent/config.yaml"
 fi
+# The broker password for the unit's LoadCredential= (root's alone; empty: no password).
+[ -e "$root/etc/edge-agent/mqtt-password" ] || install -m 0600 /dev/null "$root/etc/edge-agent/mqtt-password"
 if [ -n "$root" ]; then
     echo "installed into $root; on the board: run deploy/install.sh again, or create the user (useradd --system --user-group --home-dir /var/lib/edge-agent edge-agent), chown it /var/lib/edge-agent, systemctl enable --now edge-agent edge-agent-reboot.path"
     exit 0

@@ -37,6 +37,11 @@ struct RunCommand: ParsableCommand {
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge-agent")
         logger.info("edge-agent \(EdgeAgentVersion.current) starting: device \(cfg.deviceID), broker \(cfg.mqtt.host):\(cfg.mqtt.port), config \(config)")
+        if cfg.fromCredential.contains("mqtt.password") {
+            logger.info("mqtt.password: from the systemd credential \(AgentConfig.passwordCredential)")
+        } else if cfg.fromEnvironment.contains("mqtt.password") {
+            logger.notice("mqtt.password: from the environment; under systemd, a credential (LoadCredential=) keeps it from other users")
+        }
         let agent: Agent
         do {
             agent = try Agent(config: cfg, logger: logger, configPath: config)

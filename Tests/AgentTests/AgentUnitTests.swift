@@ -50,6 +50,42 @@ struct ConfigTests {
         _ = try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n  username: cam\n", env: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret"])
     }
 
+    @Test("mqtt.max_incoming_packet_size follows commands.max_payload_bytes, goes to the library, and may not be smaller than a command")
+    func incomingPacketLimit() throws {
+        let base = "device_id: cam\nmqtt:\n  host: 127.0.0.1\n"
+        #expect(try parse(base).mqttConfig().maxIncomingPacketSize == 65_536 + 16_384)
+        #expect(try parse(base + "commands:\n  max_payload_bytes: 1024\n").mqttConfig().maxIncomingPacketSize == 1024 + 16_384)
+        #expect(try parse(base + "  max_incoming_packet_size: 200000\n").mqttConfig().maxIncomingPacketSize == 200_000)
+        #expect(try parse(base).mqttConfig().topicAliasMaximum == 0)
+        do {
+            _ = try parse(base + "  max_incoming_packet_size: 2000\n")
+            Issue.record("accepted a limit below a command's size")
+        } catch {
+            #expect("\(error)".contains("mqtt.max_incoming_packet_size: 2000 leaves no room for a command of commands.max_payload_bytes 65536"), "\(error)")
+        }
+    }
+
+    @Test("the broker password from the systemd credential mqtt-password: over file and environment; an empty one (as the package makes it) sets nothing")
+    func passwordCredential() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cred-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = "device_id: cam\nmqtt:\n  host: 127.0.0.1\n  username: cam\n  password: from-file\n"
+        let path = dir + "/" + AgentConfig.passwordCredential
+        try "s3cret\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let c = try parse(file, env: ["CREDENTIALS_DIRECTORY": dir, "EDGE_AGENT_MQTT__PASSWORD": "from-env"])
+        #expect(c.mqtt.password == "s3cret")
+        #expect(c.rendered().contains("password: \"********\"  # from the systemd credential mqtt-password"))
+        #expect(!c.rendered().contains("s3cret"))
+        try "".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try parse(file, env: ["CREDENTIALS_DIRECTORY": dir]).mqtt.password == "from-file")
+        try FileManager.default.removeItem(atPath: path)
+        #expect(try parse(file, env: ["CREDENTIALS_DIRECTORY": dir]).mqtt.password == "from-file")
+        // A credential needs a user name like any password.
+        try "pw".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n", env: ["CREDENTIALS_DIRECTORY": dir]) }
+    }
+
     @Test("every problem at once, each with its key")
     func problems() {
         do {
@@ -418,20 +454,45 @@ struct RecentRequestsTests {
         // Hand-written or damaged: "a" twice.
         try #"[{"id":"z","response":"0"},{"id":"b","response":"2"},{"id":"a","response":"1"},{"id":"a","response":"3"}]"#
             .write(toFile: path, atomically: true, encoding: .utf8)
-        let recent = RecentRequests(path: path, capacity: 3)
-        guard case .answered(let a) = recent.begin("a") else { Issue.record("a forgotten"); return }
+        let recent = RecentRequests<String>(path: path, capacity: 3)
+        guard case .answered(let a) = recent.begin("a", waiter: "r") else { Issue.record("a forgotten"); return }
         #expect(a == "3", "the later answer")
-        #expect({ if case .answered("2") = recent.begin("b") { true } else { false } }())
+        #expect({ if case .answered("2") = recent.begin("b", waiter: "r") { true } else { false } }())
         // Before the fix, evicting the first "a" left the second without an answer: a trap.
         for i in 0..<5 { recent.finish("x\(i)", response: "\(i)", durable: false) }
         // Many threads answering at once: one write at a time, the newest state last.
         DispatchQueue.concurrentPerform(iterations: 64) { i in recent.finish("t\(i)", response: "\(i)", durable: i % 2 == 0) }
         recent.flush()
-        let saved = try JSONDecoder().decode([RecentRequests.Entry].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        let saved = try JSONDecoder().decode([RecentRequests<String>.Entry].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(saved.count == 3 && Set(saved.map(\.id)).count == 3, "\(saved.map(\.id))")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".new") }
         #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
-        let reopened = RecentRequests(path: path, capacity: 3)
-        #expect(saved.allSatisfy { e in if case .answered(e.response) = reopened.begin(e.id) { true } else { false } })
+        let reopened = RecentRequests<String>(path: path, capacity: 3)
+        #expect(saved.allSatisfy { e in if case .answered(e.response) = reopened.begin(e.id, waiter: "r") { true } else { false } })
+    }
+
+    /// Before: a repeat while running was dropped, so a second requester asking on its own
+    /// response topic got no answer at all.
+    @Test("a repeat while running: the same requester is answered once, another requester gets the answer too; busy is not remembered")
+    func repeatsWhileRunning() throws {
+        let path = SequenceCounterTests.dir() + "/command-answers.json"
+        let recent = RecentRequests<String>(path: path, capacity: 10)
+        #expect({ if case .new = recent.begin("r1", waiter: "topic-a") { true } else { false } }())
+        #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-a") { true } else { false } }())
+        #expect({ if case .running(waits: true) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
+        #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
+        #expect(recent.finish("r1", response: "done", durable: false) == ["topic-b"])
+        #expect({ if case .answered("done") = recent.begin("r1", waiter: "topic-c") { true } else { false } }())
+        // Bounded: beyond maxWaiters further requesters are not queued.
+        _ = recent.begin("r2", waiter: "w0")
+        var waiting = 0
+        for i in 1...20 { if case .running(waits: true) = recent.begin("r2", waiter: "w\(i)") { waiting += 1 } }
+        #expect(waiting == RecentRequests<String>.maxWaiters)
+        #expect(recent.finish("r2", response: "x", durable: false).count == RecentRequests<String>.maxWaiters)
+        // Refused as busy: forgotten, so the same id runs when sent again.
+        _ = recent.begin("r3", waiter: "a")
+        _ = recent.begin("r3", waiter: "b")
+        #expect(recent.abandon("r3") == ["b"])
+        #expect({ if case .new = recent.begin("r3", waiter: "a") { true } else { false } }())
     }
 }

@@ -82,6 +82,16 @@ struct DeployTests {
         #expect(score <= 3.0 && (line.contains("OK") || line.contains("SAFE")), "\(line)")
     }
 
+    @Test("the unit gives the password as a credential (a file the package makes empty), never through Environment=")
+    func unitPasswordCredential() throws {
+        let unit = try String(contentsOfFile: Self.root + "/deploy/edge-agent.service", encoding: .utf8)
+        let lines = unit.split(separator: "\n").map(String.init)
+        #expect(lines.contains("LoadCredential=mqtt-password:/etc/edge-agent/mqtt-password"))
+        let postinst = try String(contentsOfFile: Self.root + "/deploy/debian/postinst", encoding: .utf8)
+        #expect(postinst.contains("install -m 0600 -o root -g root /dev/null /etc/edge-agent/mqtt-password"))
+        #expect(!lines.contains { $0.hasPrefix("Environment") }, "the unit sets the environment: \(lines.filter { $0.hasPrefix("Environment") })")
+    }
+
     static func buildDeb(version: String, out: String) throws -> String {
         let script = Self.root + "/deploy/build-deb.sh"
         let log = TestFiles.makeTempDir("deb").appendingPathComponent("log").path
@@ -261,7 +271,9 @@ struct DeployTests {
         let service = "/etc/systemd/system/multi-user.target.wants/edge-agent.service"
         let helper = "/etc/systemd/system/paths.target.wants/edge-agent-reboot.path"
         #expect(FileManager.default.fileExists(atPath: service) && FileManager.default.fileExists(atPath: helper), "enabled at installation")
-        #expect(try Broker.run("/usr/bin/stat", ["-c", "%U:%G %a", "/etc/edge-agent", "/etc/edge-agent/config.yaml"]) == "root:edge-agent 770\nroot:edge-agent 660\n")
+        #expect(
+            try Broker.run("/usr/bin/stat", ["-c", "%U:%G %a", "/etc/edge-agent", "/etc/edge-agent/config.yaml", "/etc/edge-agent/mqtt-password"])
+                == "root:edge-agent 770\nroot:edge-agent 660\nroot:root 600\n")
         // The operator disables the reboot helper; an upgrade must not enable it again.
         _ = try Broker.run("/bin/systemctl", ["disable", "edge-agent-reboot.path"])
         #expect(!FileManager.default.fileExists(atPath: helper))
@@ -291,7 +303,7 @@ struct DeployTests {
         let target = TestFiles.makeTempDir("rootfs").path
         try Broker.run("/bin/bash", [Self.root + "/deploy/install.sh", "--binary", AgentEndToEndTests.binary, "--root", target])
         for path in ["/usr/local/bin/edge-agent", "/etc/systemd/system/edge-agent.service", "/etc/edge-agent/config.yaml",
-                     "/usr/local/share/edge-agent/hardware/generic.yaml"] {
+                     "/usr/local/share/edge-agent/hardware/generic.yaml", "/etc/edge-agent/mqtt-password"] {
             #expect(FileManager.default.fileExists(atPath: target + path), "\(path) not installed")
         }
         #expect(try String(contentsOfFile: target + "/etc/systemd/system/edge-agent.service", encoding: .utf8).contains("ExecStart=/usr/local/bin/edge-agent run"))

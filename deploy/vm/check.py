@@ -356,6 +356,22 @@ class Board:
             return ok, f"status {seen}; broker: {'clean DISCONNECT, no Will' if clean and not lost else broker[-600:]}"
         self.attempt("restart", restart)
 
+        def credential():
+            # The password as the operator gives it: a root-only file that systemd passes to the
+            # agent alone (LoadCredential=); before, it was the empty file the package made (no password).
+            mark = self.watch.mark()
+            self.vm.ssh("install -m 0600 /dev/null /etc/edge-agent/mqtt-password && echo vm-secret-7 > /etc/edge-agent/mqtt-password && "
+                        "systemctl restart edge-agent")
+            self.watch.wait(lambda: "online" in self.statuses(mark), 60, "online with the password credential")
+            journal = self.vm.out("journalctl -u edge-agent -o cat -n 40 | grep 'mqtt.password:' | tail -1")
+            pid = self.unit("MainPID")["MainPID"]
+            shown = self.vm.out(f"systemctl show edge-agent -p Environment; tr '\\0' '\\n' < /proc/{pid}/environ; "
+                                "runuser -u nobody -- cat /etc/edge-agent/mqtt-password 2>&1 || true")
+            leaked = "vm-secret-7" in shown
+            ok = "from the systemd credential mqtt-password" in journal and not leaked
+            return ok, f"{journal}; the secret {'LEAKED into the environment or to other users' if leaked else 'is in neither the environment nor readable by other users'}"
+        self.attempt("credential", credential)
+
         def events():
             mark = self.watch.mark()
             self.vm.ssh("printf '{\"type\":\"box_check\",\"n\":2}\\n' | nc -NU /run/edge-agent/events.sock; "

@@ -89,18 +89,18 @@ public final class SocketSource: EventSource, @unchecked Sendable {
     }
 }
 
-/// Splits a stream into lines; over-long lines are dropped up to their newline; lines beyond the
-/// writer's rate are dropped and counted.
+/// One writer's connection: `LineFramer` cuts its lines, the token bucket bounds their rate,
+/// `SocketLine.parse` reads each; refusals are counted per reason and logged escaped.
 final class LineHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let source: String
-    let maxLineBytes: Int
     let counts: Counters
     let log: @Sendable (String) -> Void
     let sink: EventSink
     let closed: @Sendable () -> Void
-    var pending: [UInt8] = []
-    var discarding = false
+    let maxLineBytes: Int
+    /// Mutated only by `channelRead`/`channelInactive`, whose callbacks must not touch it.
+    var framer: LineFramer
     // The token bucket: up to one second's worth of lines, refilled at the rate.
     let rate: Double
     var tokens: Double
@@ -114,6 +114,7 @@ final class LineHandler: ChannelInboundHandler {
     ) {
         self.source = source
         self.maxLineBytes = maxLineBytes
+        self.framer = LineFramer(maxLineBytes: maxLineBytes)
         self.counts = counts
         self.log = log
         self.sink = sink
@@ -123,31 +124,31 @@ final class LineHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        for byte in buffer.readableBytesView {
-            if byte == UInt8(ascii: "\n") {
-                if discarding {
-                    discarding = false
-                } else {
-                    line(pending)
-                }
-                pending.removeAll(keepingCapacity: true)
-                continue
-            }
-            if discarding { continue }
-            pending.append(byte)
-            if pending.count > maxLineBytes {
-                reject("too_large", "line longer than \(maxLineBytes) bytes (max_line_bytes)")
-                pending.removeAll(keepingCapacity: true)
-                discarding = true
-            }
-        }
+        framer.feed(unwrapInboundIn(data).readableBytesView, piece)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !pending.isEmpty && !discarding { line(pending) }  // a last line without newline
-        pending.removeAll()
+        framer.finish(piece)
         closed()
+    }
+
+    private func piece(_ p: LineFramer.Piece) {
+        switch p {
+        case .tooLong:
+            reject("too_large", "line longer than \(maxLineBytes) bytes (max_line_bytes)")
+        case .line(let bytes):
+            // A blank line costs no token; any other line does, before it is read.
+            if SocketLine.isBlank(bytes) { return }
+            guard withinRate() else { return }
+            switch SocketLine.parse(bytes) {
+            case .blank: return
+            case .event(let type, let fields):
+                counts.add("accepted")
+                sink(SourceEvent(type: type, fields: fields))
+            case .rejected(let reason, let message):
+                reject(reason, message)
+            }
+        }
     }
 
     /// Takes a token for one line; false when the writer is over its rate: counted, and logged at
@@ -168,30 +169,6 @@ final class LineHandler: ChannelInboundHandler {
         }
         tokens -= 1
         return true
-    }
-
-    private func line(_ bytes: [UInt8]) {
-        let trimmed = bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
-        if trimmed.allSatisfy({ $0 == 32 || $0 == 9 }) { return }
-        guard withinRate() else { return }
-        guard let value = JSONValue.parse(trimmed) else {
-            reject("invalid_json", "not valid JSON: \(printable(trimmed))")
-            return
-        }
-        guard case .object(var fields) = value else {
-            reject("not_object", "a JSON value that is not an object")
-            return
-        }
-        var type = "external"
-        if let t = fields.removeValue(forKey: "type") {
-            guard let s = t.stringValue, !s.isEmpty, s.count <= 64 else {
-                reject("bad_type", "\"type\" must be a non-empty string of at most 64 characters")
-                return
-            }
-            type = s
-        }
-        counts.add("accepted")
-        sink(SourceEvent(type: type, fields: fields))
     }
 
     private func reject(_ reason: String, _ message: String) {

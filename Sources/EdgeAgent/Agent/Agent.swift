@@ -305,6 +305,8 @@ public final class Agent: @unchecked Sendable {
             var reconnects: Int
             var last_error: String?
             var client_id: String
+            /// Commands over mqtt.max_incoming_packet_size skipped unread (3.1.1).
+            var dropped_incoming: Int
         }
         struct Buffer: Encodable {
             var pending: Int
@@ -345,7 +347,8 @@ public final class Agent: @unchecked Sendable {
             started_at: EventPipeline.timestamp(startedAt), uptime_s: Int(ProcessInfo.processInfo.systemUptime - startedUptime),
             connection: .init(
                 broker: mqtt.broker.description, state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
-                reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID),
+                reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID,
+                dropped_incoming: mqtt.droppedIncomingMessages),
             buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, degraded: $0.degraded) },
             sources: sources.map { s in
                 var c = s.counters

@@ -17,15 +17,18 @@ import Musl
 /// request gets exactly one answer `{"id", "status": "ok"|"error", "result" | "error": {"code",
 /// "message"}}`, on the request's MQTT 5 Response Topic with its Correlation Data, else on the
 /// `response_topic` of the JSON (3.1.1), else on `commands.response_topic`.
-/// Commands run one at a time per name, off the network thread, with a timeout.
+/// Commands run one at a time per name, off the network thread, with a timeout; at most
+/// `commands.max_queued` per name wait or run, more are refused as `busy`.
 final class CommandServer: @unchecked Sendable {
     unowned let agent: Agent
     let logger: Logger
     let prefix: String
     let broadcastPrefix: String?
     let defaultResponseTopic: String
-    let recent: RecentRequests
+    let recent: RecentRequests<ReplyTo>
     private let queues = NIOLockedValueBox<[String: DispatchQueue]>([:])
+    /// Requests per name waiting or running (bounded by commands.max_queued).
+    private let queued = NIOLockedValueBox<[String: Int]>([:])
     private let counts = NIOLockedValueBox<[String: Int]>([:])
     let allow: NIOLockedValueBox<Set<String>>
 
@@ -57,7 +60,7 @@ final class CommandServer: @unchecked Sendable {
     }
 
     /// Where and how to answer one request.
-    struct ReplyTo {
+    struct ReplyTo: Sendable, Equatable {
         var topic: String
         var correlation: ByteBuffer?
         var jsonCorrelation: JSONValue?
@@ -69,42 +72,28 @@ final class CommandServer: @unchecked Sendable {
         let name = String(m.topic.dropFirst(prefix.count + 1))
         var reply = ReplyTo(topic: defaultResponseTopic, correlation: m.properties.correlationData)
         if let t = m.properties.responseTopic, Topic.nameProblem(t) == nil { reply.topic = t }
-        guard m.payload.readableBytes <= agent.config.commands.maxPayloadBytes else {
-            respond(id: nil, name: name, reply, .failure(Failure(code: "too_large", message: "request of \(m.payload.readableBytes) bytes is over commands.max_payload_bytes \(agent.config.commands.maxPayloadBytes)")))
+        let request = CommandRequest(
+            payload: m.payload.readableBytesView, maxPayloadBytes: agent.config.commands.maxPayloadBytes,
+            hasResponseTopicProperty: m.properties.responseTopic != nil)
+        if let t = request.responseTopic { reply.topic = t }
+        reply.jsonCorrelation = request.correlation
+        let (id, args): (String, [String: JSONValue])
+        switch request.parsed {
+        case .failure(let refusal):
+            respond(id: refusal.id, name: name, reply, .failure(refusal.failure))
             return
+        case .success(let r):
+            (id, args) = r
         }
-        guard let parsed = JSONValue.parse(m.payload.readableBytesView) else {
-            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "payload is not valid JSON; send {\"id\": \"...\", \"args\": {...}}")))
-            return
-        }
-        guard case .object(let request) = parsed else {
-            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "payload must be a JSON object {\"id\": \"...\", \"args\": {...}}")))
-            return
-        }
-        // 3.1.1 has no properties: the same fields may come inside the JSON.
-        if m.properties.responseTopic == nil, let t = request["response_topic"]?.stringValue, Topic.nameProblem(t) == nil { reply.topic = t }
-        reply.jsonCorrelation = request["correlation_data"]
-        guard let idValue = request["id"], case .string(let id) = idValue, !id.isEmpty, id.utf8.count <= 128 else {
-            respond(id: nil, name: name, reply, .failure(Failure(code: "bad_request", message: "\"id\" must be a string of 1 to 128 bytes")))
-            return
-        }
-        var args: [String: JSONValue] = [:]
-        if let a = request["args"] {
-            guard case .object(let o) = a else {
-                respond(id: id, name: name, reply, .failure(Failure(code: "bad_arguments", message: "\"args\" must be a JSON object")))
-                return
-            }
-            args = o
-        }
-        switch recent.begin(id) {
+        switch recent.begin(id, waiter: reply) {
         case .answered(let previous):
             count("duplicates")
             logger.info("command \(name) id \(id): repeated request, answered with the first answer")
             publish(previous, reply)
             return
-        case .running:
+        case .running(let waits):
             count("duplicates")
-            logger.info("command \(name) id \(id): repeated while running; the first run answers")
+            logger.info("command \(name) id \(id): repeated while running; \(waits ? "this requester gets the run's answer too" : "the first run answers")")
             return
         case .new:
             break
@@ -123,6 +112,19 @@ final class CommandServer: @unchecked Sendable {
     /// One at a time per name, off the network thread; the answer goes out at the timeout if the
     /// command is still running (its late result is then only logged).
     private func run(_ name: String, id: String, args: [String: JSONValue], _ reply: ReplyTo) {
+        let limit = agent.config.commands.maxQueued
+        let admitted = queued.withLockedValue { q in
+            guard q[name, default: 0] < limit else { return false }
+            q[name, default: 0] += 1
+            return true
+        }
+        guard admitted else {
+            respond(
+                id: id, name: name, reply,
+                .failure(Failure(code: "busy", message: "\(limit) requests of \"\(name)\" are waiting or running (commands.max_queued): send it again later")),
+                remember: false)
+            return
+        }
         let queue = queues.withLockedValue { q in
             if let existing = q[name] { return existing }
             let n = DispatchQueue(label: "edge-agent.command.\(name)")
@@ -136,6 +138,7 @@ final class CommandServer: @unchecked Sendable {
             respond(id: id, name: name, reply, .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
         }
         queue.async { [self] in
+            defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
             let result: Result<JSONValue, Failure>
             do { result = .success(try execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
                 result = .failure(Failure(code: "failed", message: "\(error)"))
@@ -177,9 +180,12 @@ final class CommandServer: @unchecked Sendable {
     }
 
     /// `durable`: the remembered answer is on the disk before the answer goes out (for commands
-    /// that ran; not on the network thread).
-    private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, durable: Bool = false) {
-        var r = Response(id: id, status: "ok", correlation_data: reply.jsonCorrelation)
+    /// that ran; not on the network thread). `remember: false`: a refusal that the same id sent
+    /// again should not get (busy). Requesters of the same id that waited are answered as well.
+    private func respond(
+        id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, durable: Bool = false, remember: Bool = true
+    ) {
+        var r = Response(id: id, status: "ok")
         switch result {
         case .success(let v):
             r.result = v
@@ -193,9 +199,15 @@ final class CommandServer: @unchecked Sendable {
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let text = (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        if let id { recent.finish(id, response: text, durable: durable) }
-        publish(text, reply)
+        func text(for reply: ReplyTo) -> String {
+            r.correlation_data = reply.jsonCorrelation
+            return (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        }
+        let first = text(for: reply)
+        var others: [ReplyTo] = []
+        if let id { others = remember ? recent.finish(id, response: first, durable: durable) : recent.abandon(id) }
+        publish(first, reply)
+        for o in others { publish(text(for: o), o) }
     }
 
     private func publish(_ text: String, _ reply: ReplyTo) {

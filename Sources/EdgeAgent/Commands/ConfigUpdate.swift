@@ -29,9 +29,16 @@ struct ConfigUpdate {
     static let maxKeys = 32
     static let maxValueBytes = 256
 
-    func apply(_ args: [String: JSONValue]) throws -> JSONValue {
+    /// The checks made before anything is read or written: 1 to `maxKeys` keys, each settable,
+    /// each one scalar of at most `maxValueBytes`. The values in key order, as configuration nodes.
+    struct Change {
+        var key: String
+        var value: ConfigTree.Value
+    }
+
+    static func check(_ values: JSONValue?) throws -> [Change] {
         typealias F = CommandServer.Failure
-        guard case .object(let values)? = args["values"], !values.isEmpty, values.count <= Self.maxKeys else {
+        guard case .object(let values)? = values, !values.isEmpty, values.count <= Self.maxKeys else {
             throw F(code: "bad_arguments", message: "\"values\" must be an object of 1 to \(Self.maxKeys) dotted keys and values, e.g. {\"status.info_interval\": 10}")
         }
         let refused = values.keys.filter { !Self.settable.contains($0) }.sorted()
@@ -43,15 +50,21 @@ struct ConfigUpdate {
             }
             throw F(code: "bad_arguments", message: "cannot be set remotely: \(named.joined(separator: ", ")); nothing changed. Settable: \(Self.settable.sorted().joined(separator: ", "))")
         }
+        var changes: [Change] = []
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) { changes.append(Change(key: key, value: try Self.node(value, key: key))) }
+        return changes
+    }
+
+    func apply(_ args: [String: JSONValue]) throws -> JSONValue {
+        typealias F = CommandServer.Failure
+        let changes = try Self.check(args["values"])
         guard let path = agent.configPath else { throw F(code: "unavailable", message: "the agent was not started from a configuration file") }
         guard let data = FileManager.default.contents(atPath: path) else { throw F(code: "failed", message: "cannot read \(path)") }
         let tree: ConfigTree
         do { tree = try ConfigTree(yaml: String(decoding: data, as: UTF8.self), source: path) } catch {
             throw F(code: "failed", message: "\(error)")
         }
-        for (key, value) in values.sorted(by: { $0.key < $1.key }) {
-            tree.set(key, try Self.node(value, key: key))
-        }
+        for c in changes { tree.set(c.key, c.value) }
         let text = tree.yaml()
         let updated: AgentConfig
         do {
@@ -66,7 +79,7 @@ struct ConfigUpdate {
         agent.effective.withLockedValue { $0 = updated }
         var applied: [String] = []
         var later: [String] = []
-        for key in values.keys.sorted() {
+        for key in changes.map(\.key) {
             switch key {
             case "status.info_interval":
                 agent.runtime.withLockedValue { $0.infoInterval = updated.infoInterval }

@@ -32,6 +32,9 @@ public struct AgentConfig: Sendable {
         public var brokerOrder = "in_order"
         /// Hosts a broker's Server Reference may send the agent to, besides the brokers above.
         public var serverReferenceAllow: [String] = []
+        /// Largest packet taken from the broker: by default `commands.max_payload_bytes` and 16 KiB
+        /// for the topic, a 5.0 response topic, correlation data and properties.
+        public var maxIncomingPacketSize = 65_536 + 16_384
     }
 
     public struct Topics: Sendable {
@@ -90,6 +93,8 @@ public struct AgentConfig: Sendable {
         public var timeout = 10.0
         public var maxPayloadBytes = 65_536
         public var remember = 256
+        /// Requests of one command name waiting or running at once; more are answered `busy`.
+        public var maxQueued = 8
         /// Empty: ask systemd through edge-agent-reboot.path (RebootRequest).
         public var rebootCommand = ""
     }
@@ -113,6 +118,12 @@ public struct AgentConfig: Sendable {
     public var hardwareDirectory = "/usr/share/edge-agent/hardware"
     /// Keys set from the environment.
     public var fromEnvironment: Set<String> = []
+    /// Keys set from a systemd credential.
+    public var fromCredential: Set<String> = []
+    /// The credential the unit loads the broker password into (`LoadCredential=mqtt-password:…`):
+    /// unlike `Environment=`, which every user can read with `systemctl show`, only the agent's
+    /// user and root see it.
+    public static let passwordCredential = "mqtt-password"
 
     public init() {}
 
@@ -129,8 +140,12 @@ public struct AgentConfig: Sendable {
     static func parse(_ text: String, source: String, environment: [String: String], baseDirectory: String) throws(ConfigError) -> AgentConfig {
         let t = try ConfigTree(yaml: text, source: source)
         t.applyEnvironment(environment)
+        if let credentials = environment["CREDENTIALS_DIRECTORY"] {
+            t.applyCredential(directory: credentials, name: Self.passwordCredential, key: "mqtt.password")
+        }
         var c = AgentConfig()
-        c.fromEnvironment = t.fromEnvironment
+        c.fromEnvironment = t.fromEnvironment.subtracting(t.fromCredential)
+        c.fromCredential = t.fromCredential
 
         if var id = t.string("device_id", nil), !id.isEmpty {
             if id == "{hostname}" {
@@ -320,8 +335,16 @@ public struct AgentConfig: Sendable {
         k.timeout = t.double("commands.timeout", k.timeout, 0.1...3600)
         k.maxPayloadBytes = t.int("commands.max_payload_bytes", k.maxPayloadBytes, 64...16_777_216)
         k.remember = t.int("commands.remember", k.remember, 1...100_000)
+        k.maxQueued = t.int("commands.max_queued", k.maxQueued, 1...1000)
         k.rebootCommand = t.string("commands.reboot_command", k.rebootCommand) ?? k.rebootCommand
         c.commands = k
+        // Only commands come from the broker, so their limit bounds what the agent buffers of a
+        // packet (a 100 MB publish on a command topic must not cost 100 MB).
+        c.mqtt.maxIncomingPacketSize = t.int("mqtt.max_incoming_packet_size", k.maxPayloadBytes + 16_384, 1024...268_435_460)
+        if c.mqtt.maxIncomingPacketSize < k.maxPayloadBytes + 1024 {
+            t.problem(
+                "mqtt.max_incoming_packet_size: \(c.mqtt.maxIncomingPacketSize) leaves no room for a command of commands.max_payload_bytes \(k.maxPayloadBytes) and its topic; set it to at least \(k.maxPayloadBytes + 1024) or leave it out")
+        }
 
         c.stateDirectory = t.string("state_dir", c.stateDirectory) ?? c.stateDirectory
         c.logLevel = t.choice("log_level", c.logLevel, ["trace", "debug", "info", "notice", "warning", "error", "critical"])
@@ -393,6 +416,11 @@ public struct AgentConfig: Sendable {
         c.failoverBrokers = mqtt.failover
         c.brokerOrder = mqtt.brokerOrder == "random" ? .random : .inOrder
         c.serverReferenceAllowList = mqtt.serverReferenceAllow
+        c.maxIncomingPacketSize = mqtt.maxIncomingPacketSize
+        // Commands are all the agent receives: topic aliases towards it would save nothing, and
+        // mosquitto 2.1 sends an alias alone after dropping the PUBLISH that set it as too large
+        // for us (see MQTTConfig.topicAliasMaximum), a protocol error that would cost the link.
+        c.topicAliasMaximum = 0
         if store.enabled {
             let syncPolicy: RingStore.SyncPolicy =
                 switch store.sync {
@@ -412,7 +440,9 @@ public struct AgentConfig: Sendable {
     public func rendered() -> String {
         func q(_ s: String?) -> String { s.map { "\"\($0.replacing("\"", with: "\\\""))\"" } ?? "null" }
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
-        func env(_ key: String) -> String { fromEnvironment.contains(key) ? "  # from the environment" : "" }
+        func env(_ key: String) -> String {
+            fromCredential.contains(key) ? "  # from the systemd credential \(Self.passwordCredential)" : fromEnvironment.contains(key) ? "  # from the environment" : ""
+        }
         var out = """
             device_id: \(q(deviceID))
             mqtt:
@@ -435,6 +465,7 @@ public struct AgentConfig: Sendable {
               failover: [\(mqtt.failover.map { q($0.description) }.joined(separator: ", "))]
               broker_order: \(q(mqtt.brokerOrder))
               server_reference_allow: [\(mqtt.serverReferenceAllow.map { q($0) }.joined(separator: ", "))]
+              max_incoming_packet_size: \(mqtt.maxIncomingPacketSize)
             topics:
               status: \(q(topics.status))  # \(topic(topics.status))
               info: \(q(topics.info))  # \(topic(topics.info))
@@ -477,7 +508,7 @@ public struct AgentConfig: Sendable {
         out += "commands:\n  enabled: \(commands.enabled)\n  topic: \(q(commands.topic))  # \(topic(commands.topic))/<name>\n"
         out += "  broadcast_topic: \(q(commands.broadcastTopic))\n  response_topic: \(q(commands.responseTopic))\n"
         out += "  allow: [\(commands.allow.joined(separator: ", "))]\n  timeout: \(commands.timeout)\n"
-        out += "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  reboot_command: \(q(commands.rebootCommand))\n"
+        out += "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  max_queued: \(commands.maxQueued)\n  reboot_command: \(q(commands.rebootCommand))\n"
         out += "state_dir: \(q(stateDirectory))\nlog_level: \(logLevel)\nhardware_dir: \(q(hardwareDirectory))\n"
         return out
     }

@@ -43,6 +43,26 @@ final class ConfigTree {
         }
     }
 
+    /// Keys whose values came from a systemd credential.
+    private(set) var fromCredential: Set<String> = []
+
+    /// A systemd credential (the unit's `LoadCredential=`, in `$CREDENTIALS_DIRECTORY`) sets `key`
+    /// to the file's text without its final newline, over the file and the environment. An empty
+    /// credential (the package makes the file empty) sets nothing.
+    func applyCredential(directory: String, name: String, key: String) {
+        let path = directory + "/" + name
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        guard let data = FileManager.default.contents(atPath: path), data.count <= 4096 else {
+            problem("\(key): the systemd credential \(path) cannot be read or is over 4096 bytes")
+            return
+        }
+        var text = String(decoding: data, as: UTF8.self)
+        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+        guard !text.isEmpty else { return }
+        root = Self.set(root, key.split(separator: ".").map(String.init)[...], .scalar(text, quoted: true))
+        fromCredential.insert(key)
+    }
+
     private static func set(_ v: Value, _ path: ArraySlice<String>, _ new: Value) -> Value {
         guard let key = path.first else { return new }
         var pairs: [(String, Value)] = []
