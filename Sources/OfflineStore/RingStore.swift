@@ -583,7 +583,10 @@ public final class RingStore {
         advanceHead()
         rec.pending = entries.count - head - entries[head...].filter(\.done).count
         nextEpoch = maxEpoch + 1
-        if let e = expected { nextSeq = e }
+        // New records continue above the last valid one, and above the checkpoint's head: records
+        // below the head count as done at the next open, so a damaged record at the end of the
+        // log (its number lost with it) must not make a new record reuse a number under the head.
+        nextSeq = max(expected ?? 1, rec.checkpointHead ?? 0, nextSeq)
         if let tail {
             // Go on after the last valid record; its page is rewritten with its earlier bytes as
             // they are, and whatever followed (torn or stale) is overwritten or stays invalid.
