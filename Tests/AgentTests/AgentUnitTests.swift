@@ -22,7 +22,8 @@ struct ConfigTests {
         #expect(c.led.patterns[.connected] == .on && c.led.patterns[.offline] == .blink(1000, 1000))
         let m = c.mqttConfig()
         #expect(m.clientID == .fixed("cam-1") && m.cleanStart == false && m.maxReconnectAttempts == 0)
-        #expect(m.offlineStore?.capacity == 64 << 20)
+        #expect(m.offlineStore?.capacity == 64 << 20 && m.offlineStore?.maxRefusals == 3)
+        #expect(try parse("device_id: cam-1\nmqtt:\n  host: b\noffline_store:\n  max_refusals: 5\n").mqttConfig().offlineStore?.maxRefusals == 5)
     }
 
     @Test("the environment overrides any key, secrets included; templates fill in the device id")

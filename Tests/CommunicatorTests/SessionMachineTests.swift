@@ -301,6 +301,14 @@ struct SessionMachineTests {
         }
         #expect(retained.failures.count == 1)
         #expect(d.machine.isConnected)
+        // This broker's limits, not the message's fault: the offline store keeps such messages.
+        for f in big.failures + retained.failures {
+            guard case .brokerLimit = f else { Issue.record("\(f) is not a broker limit"); continue }
+            #expect(Outbox.isBrokerRefusal(f))
+        }
+        #expect(Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.rejected(packet: .puback, code: 0x97, reason: "quota exceeded")))
+        #expect(!Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.rejected(packet: .puback, code: 0x90, reason: nil)), "topic name invalid is the message's fault")
+        #expect(!Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.refused("publish queue is full")))
     }
 
     @Test("clean disconnect sends DISCONNECT and closes without a failure")

@@ -64,6 +64,32 @@ struct OfflineStoreIntegrationTests {
         #expect(client.offlineStoreStatus?.degraded == nil)
     }
 
+    /// Before: the store removed every message the first broker could not carry.
+    @Test("a broker that cannot carry the stored messages (Maximum QoS 1) does not empty the store: they are held, counted, and arrive through the next broker that can")
+    func heldAfterBrokerRefusal() throws {
+        let port = Broker.freePort()
+        let store = OfflineStoreConfig(directory: TestFiles.makeTempDir("held").path, capacity: 4 << 20)
+        let client = MQTTProtocol(config: config(port: port, store: store))
+        #expect(throws: ProtocolConnectionError.self) { try client.connect() }
+        let n = 20
+        for i in 1...n { try client.publish("held/qos2", Self.payload(i), qos: 2) }
+        try waitUntil(timeout: 5, "\(n) messages in the store") { client.offlineStoreStatus?.pending == n }
+        let limited = try Broker.start(.init(extraConfig: "max_qos 1\n"), port: port)
+        try client.connect()
+        try waitUntil(timeout: 10, "\(n) messages held") { client.offlineStoreStatus?.held == n }
+        #expect(client.offlineStoreStatus?.pending == n, "the store lost messages the broker could not carry")
+        client.disconnect()
+        limited.stop()
+        let broker = try limited.restarted(.init())
+        defer { broker.stop() }
+        let sub = try ExternalSubscriber(broker: broker, topic: "held/qos2", qos: 2, format: "%q|%p")
+        try client.connect()
+        defer { client.disconnect() }
+        let lines = try sub.waitForLines(n, timeout: 20)
+        #expect(lines == (1...n).map { "2|\(Self.payload($0))" })
+        try waitUntil(timeout: 5, "store empty") { client.offlineStoreStatus?.pending == 0 && client.offlineStoreStatus?.held == 0 }
+    }
+
     @Test("reject_newest: a full store refuses with a clear error, and what it accepted is all delivered")
     func rejectNewest() throws {
         let port = Broker.freePort()

@@ -199,7 +199,7 @@ final class ClientCore: @unchecked Sendable {
             }
             storeOpenFailure = (error, Outbox.now())
             storeStatus.withLockedValue {
-                $0 = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, degraded: "\(error)")
+                $0 = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)")
             }
         }
     }
@@ -833,6 +833,7 @@ final class ClientCore: @unchecked Sendable {
                 sub.handler(message)
             }
         case .connected(let info):
+            outbox?.connected()
             if hopToPersistentSession {
                 // The clean session is open (old state wiped): leave it and come back with
                 // Clean Session 0 so that this session outlives a dropped link.
@@ -1006,7 +1007,7 @@ final class ClientCore: @unchecked Sendable {
             return ProtocolError(
                 "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
                 code: code)
-        case .refused(let what):
+        case .refused(let what), .brokerLimit(let what):
             return ProtocolValidationError(what)
         case .connectionLost:
             return ProtocolConnectionError("connection to \(broker) was lost before the request completed")

@@ -37,6 +37,10 @@ public struct OfflineStoreConfig: Sendable {
     public var spillThreshold: Int
     /// After a disk error, how often (seconds) the disk is tried again.
     public var retryInterval: Double
+    /// Connects on which brokers may refuse a stored message for a reason of their own (a lower
+    /// Maximum QoS, no retain, a smaller Maximum Packet Size, PUBACK quota exceeded) before it is
+    /// removed from the store for good; until then it is kept and tried after the next connect.
+    public var maxRefusals: Int = 3
     /// The file layer (the real one by default; tests put a failing one here).
     public var fileSystem: any StoreFileSystem
 
@@ -65,6 +69,7 @@ public struct OfflineStoreConfig: Sendable {
         }
         if spillThreshold < 0 { p.append("offline_store.spill_threshold \(spillThreshold) must be 0 or more") }
         if !(retryInterval > 0) { p.append("offline_store.retry_interval must be more than 0 seconds") }
+        if maxRefusals < 1 { p.append("offline_store.max_refusals \(maxRefusals) must be at least 1") }
         return p
     }
 }
@@ -80,6 +85,9 @@ public struct OfflineStoreStatus: Sendable, Equatable {
     public var dropped: Int
     /// Corrupt records skipped when the store was opened.
     public var corruptSkipped: Int
+    /// Messages a broker refused for a reason of its own (its limits, its quota), kept in the
+    /// store and tried again after the next connect.
+    public var held: Int
     /// The disk error that put the store in degraded mode (nil: healthy).
     public var degraded: String?
 }
@@ -179,6 +187,11 @@ final class Outbox {
     private var byPacketID: [UInt16: UInt64] = [:]
     /// Flows of an earlier run put back into the session; not fed again.
     private var restored: Set<UInt64> = []
+    /// Refused by a broker for a reason of its own (`isBrokerRefusal`): kept, waiting for the
+    /// next connect, then fed again before anything newer; how often each was refused.
+    private var held: [UInt64] = []
+    private var refeed: [UInt64] = []
+    private var refusals: [UInt64: Int] = [:]
     private(set) var degraded: StoreError?
     private var lastRetry: Double = 0
     private var unwrittenAcks: [UInt64] = []
@@ -275,7 +288,28 @@ final class Outbox {
     }
 
     /// Whether records wait in the store that the session has not been given yet.
-    var hasUnfed: Bool { store.lastSeq > fedUpTo && store.pendingCount > restored.count }
+    var hasUnfed: Bool { !refeed.isEmpty || (store.lastSeq > fedUpTo && store.pendingCount > restored.count) }
+
+    /// A new connection: what a broker refused before is tried again (this broker may be another,
+    /// or the same with other limits).
+    func connected() {
+        refeed = (refeed + held).sorted()
+        held.removeAll()
+        refusals = refusals.filter { store.isPending($0.key) }  // forget those dropped meanwhile
+        updateStatus()
+    }
+
+    /// Refusals that say nothing against the message itself: the broker's announced limits, and
+    /// PUBACK/PUBREC 0x80 unspecified, 0x83 implementation specific, 0x87 not authorized (this
+    /// broker's ACL; another may differ), 0x97 quota exceeded. Not: 0x90 topic name invalid,
+    /// 0x99 payload format invalid (the message is wrong anywhere).
+    static func isBrokerRefusal<T>(_ f: SessionMachine<T>.Failure) -> Bool {
+        switch f {
+        case .brokerLimit: true
+        case .rejected(let packet, let code, _): (packet == .puback || packet == .pubrec) && [0x80, 0x83, 0x87, 0x97].contains(code)
+        default: false
+        }
+    }
 
     func append(_ p: MQTTPacket.Publish, _ completion: Completion, deferCommit: Bool) -> Accepted {
         if degraded != nil { return .degraded }
@@ -307,12 +341,21 @@ final class Outbox {
         do { try store.sync() } catch { enterDegraded(error) }
     }
 
-    /// The next stored messages for the session, oldest first.
+    /// The next stored messages for the session: those refused before and tried again first,
+    /// then the rest, oldest first.
     func next(limit: Int) -> [(seq: UInt64, publish: MQTTPacket.Publish)] {
-        guard limit > 0, store.lastSeq > fedUpTo else { return [] }
+        guard limit > 0, hasUnfed else { return [] }
         var out: [(UInt64, MQTTPacket.Publish)] = []
+        let refeeding = !refeed.isEmpty
+        defer { if refeeding { updateStatus() } }
         do {
-            while out.count < limit {
+            while out.count < limit, !refeed.isEmpty {
+                let seq = refeed.removeFirst()
+                // Gone meanwhile (dropped by drop_oldest): nothing to send.
+                guard let r = try store.pending(after: seq - 1, limit: 1).first, r.seq == seq, let p = try message(r) else { continue }
+                out.append((seq, p))
+            }
+            while out.count < limit, store.lastSeq > fedUpTo {
                 let batch = try store.pending(after: fedUpTo, limit: limit - out.count)
                 if batch.isEmpty {
                     fedUpTo = store.lastSeq
@@ -320,25 +363,8 @@ final class Outbox {
                 }
                 for r in batch {
                     fedUpTo = r.seq
-                    guard !restored.contains(r.seq) else { continue }
-                    switch try? StoredRecord.decode(r.body) {
-                    case .message(var p, let acceptedAt):
-                        // 5.0 Message Expiry: the time spent in the store counts (wall clock, as
-                        // it spans restarts). What is left goes out; an expired message gets 0 and
-                        // the session retires it unsent.
-                        if let expiry = p.properties.messageExpiryInterval {
-                            let age = Self.wallClockMillis() &- acceptedAt
-                            let waited = age > UInt64(Int64.max) ? 0 : age / 1000  // a clock set back counts as 0
-                            p.properties.messageExpiryInterval = waited >= UInt64(expiry) ? 0 : expiry - UInt32(waited)
-                        }
-                        out.append((r.seq, p))
-                    case .identity, .released:
-                        break
-                    case .none:
-                        // Passed its CRC but not ours: written by something else. Retired, loudly.
-                        logger.error("offline store: record \(r.seq) is not a message of this program; removed")
-                        _ = try store.acknowledge(r.seq)
-                    }
+                    guard !restored.contains(r.seq), let p = try message(r) else { continue }
+                    out.append((r.seq, p))
                 }
             }
         } catch {
@@ -347,9 +373,47 @@ final class Outbox {
         return out
     }
 
+    /// A stored record as the message to send, or nil for bookkeeping records.
+    private func message(_ r: RingStore.Record) throws(StoreError) -> MQTTPacket.Publish? {
+        switch try? StoredRecord.decode(r.body) {
+        case .message(var p, let acceptedAt):
+            // 5.0 Message Expiry: the time spent in the store counts (wall clock, as
+            // it spans restarts). What is left goes out; an expired message gets 0 and
+            // the session retires it unsent.
+            if let expiry = p.properties.messageExpiryInterval {
+                let age = Self.wallClockMillis() &- acceptedAt
+                let waited = age > UInt64(Int64.max) ? 0 : age / 1000  // a clock set back counts as 0
+                p.properties.messageExpiryInterval = waited >= UInt64(expiry) ? 0 : expiry - UInt32(waited)
+            }
+            return p
+        case .identity, .released:
+            return nil
+        case .none:
+            // Passed its CRC but not ours: written by something else. Retired, loudly.
+            logger.error("offline store: record \(r.seq) is not a message of this program; removed")
+            _ = try store.acknowledge(r.seq)
+            return nil
+        }
+    }
+
     /// A stored message finished in the session. Returns its caller's completion, if any, and
     /// whether it is gone from the store (false: it stays and is sent again later).
     func finished(_ seq: UInt64, _ result: Result<Void, SessionMachine<Completion>.Failure>) -> (Completion?, final: Bool) {
+        if case .failure(let f) = result, Self.isBrokerRefusal(f) {
+            let n = (refusals[seq] ?? 0) + 1
+            if n < config.maxRefusals {
+                // Not this message's fault: kept for the next connect, counted, said.
+                refusals[seq] = n
+                held.append(seq)
+                restored.remove(seq)
+                retireQoS2State(seq)
+                updateStatus()
+                logger.warning(
+                    "stored message \(seq): \(Self.describe(f)); kept in the offline store and tried again after the next connect (refusal \(n) of \(config.maxRefusals), offline_store.max_refusals)")
+                return (callbacks.removeValue(forKey: seq), false)
+            }
+        }
+        refusals[seq] = nil
         if case .failure(let f) = result, f == .connectionLost || isDropped(f) {
             // The session gave it up (the client stopped reconnecting): still in the store, it is
             // handed to the session again, as a new flow, after the next connect.
@@ -363,6 +427,14 @@ final class Outbox {
         restored.remove(seq)
         refusing.withLockedValue { $0 = false }
         return (callbacks.removeValue(forKey: seq), true)
+    }
+
+    private static func describe(_ f: SessionMachine<Completion>.Failure) -> String {
+        switch f {
+        case .brokerLimit(let what): what
+        case .rejected(let packet, let code, let reason): "the broker refused it (\(packet) \(hexByte(code)))" + (reason.map { ": \($0)" } ?? "")
+        default: "\(f)"
+        }
     }
 
     private func retireQoS2State(_ seq: UInt64) {
@@ -445,7 +517,7 @@ final class Outbox {
     func updateStatus() {
         let s = OfflineStoreStatus(
             directory: config.directory, pending: store.pendingCount, fill: store.fill, dropped: store.droppedCount,
-            corruptSkipped: store.recovery.corruptSkipped, degraded: degraded.map { "\($0)" })
+            corruptSkipped: store.recovery.corruptSkipped, held: held.count + refeed.count, degraded: degraded.map { "\($0)" })
         status.withLockedValue { $0 = s }
     }
 

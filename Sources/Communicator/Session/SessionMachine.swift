@@ -83,8 +83,11 @@ public struct SessionMachine<Token> {
         case keepAliveTimeout(seconds: Double)
         /// The broker sent DISCONNECT (with a Server Reference on 0x9C / 0x9D).
         case serverDisconnected(code: UInt8, reason: String?, serverReference: String? = nil)
-        /// The request cannot be carried (too large, QoS not allowed, queue full, not connected).
+        /// The request cannot be carried (too large, queue full, not connected).
         case refused(String)
+        /// Beyond what this broker announced in CONNACK (Maximum QoS, Retain Available, Maximum
+        /// Packet Size): another broker, or this one with other settings, may take it.
+        case brokerLimit(String)
         /// The connection ended before the request completed.
         case connectionLost
         /// Dropped from a full queue to make room for a newer message.
@@ -288,7 +291,7 @@ public struct SessionMachine<Token> {
                 return
             }
         } else if let problem = violatesBrokerLimits(publish) {
-            actions.append(.publishCompleted(token, .failure(.refused(problem))))
+            actions.append(.publishCompleted(token, .failure(.brokerLimit(problem))))
             return
         }
         if pending.count >= options.queueLimit {
@@ -494,7 +497,7 @@ public struct SessionMachine<Token> {
             if head.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) { break }
             var p = pending.removeFirst()
             if let problem = violatesBrokerLimits(p.publish) {
-                actions.append(.publishCompleted(p.token, .failure(.refused(problem))))
+                actions.append(.publishCompleted(p.token, .failure(.brokerLimit(problem))))
                 continue
             }
             if let expiry = p.publish.properties.messageExpiryInterval {

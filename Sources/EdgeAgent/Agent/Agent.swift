@@ -313,6 +313,8 @@ public final class Agent: @unchecked Sendable {
             var fill: Double
             var dropped: Int
             var corrupt_skipped: Int
+            /// Refused by a broker for a reason of its own; kept, tried after the next connect.
+            var held: Int
             var degraded: String?
         }
         struct Source: Encodable {
@@ -349,7 +351,7 @@ public final class Agent: @unchecked Sendable {
                 broker: mqtt.broker.description, state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
                 reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID,
                 dropped_incoming: mqtt.droppedIncomingMessages),
-            buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, degraded: $0.degraded) },
+            buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, held: $0.held, degraded: $0.degraded) },
             sources: sources.map { s in
                 var c = s.counters
                 if runtime.withLockedValue({ $0.sourceRunning[s.name] }) == false { c["disabled"] = 1 }

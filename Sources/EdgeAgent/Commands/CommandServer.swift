@@ -250,7 +250,7 @@ final class CommandServer: @unchecked Sendable {
             guard let s = agent.mqtt.offlineStoreStatus else { return .object(["enabled": .bool(false)]) }
             var o: [String: JSONValue] = [
                 "enabled": .bool(true), "directory": .string(s.directory), "pending": .int(s.pending), "fill": .number(s.fill),
-                "dropped": .int(s.dropped), "corrupt_skipped": .int(s.corruptSkipped),
+                "dropped": .int(s.dropped), "corrupt_skipped": .int(s.corruptSkipped), "held": .int(s.held),
             ]
             if let d = s.degraded { o["degraded"] = .string(d) }
             return .object(o)

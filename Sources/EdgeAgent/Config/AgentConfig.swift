@@ -51,6 +51,9 @@ public struct AgentConfig: Sendable {
         public var syncInterval = 1.0
         public var whenFull = "drop_oldest"
         public var persist = "offline"
+        /// Connects on which brokers may refuse a stored message (their limits, their quota)
+        /// before it is removed for good.
+        public var maxRefusals = 3
     }
 
     public struct LED: Sendable {
@@ -231,6 +234,7 @@ public struct AgentConfig: Sendable {
         s.syncInterval = t.double("offline_store.sync_interval", s.syncInterval, 0.01...60)
         s.whenFull = t.choice("offline_store.when_full", s.whenFull, ["drop_oldest", "reject_newest"])
         s.persist = t.choice("offline_store.persist", s.persist, ["offline", "always"])
+        s.maxRefusals = t.int("offline_store.max_refusals", s.maxRefusals, 1...1000)
         c.store = s
 
         // LED (a board profile first, then the file's own keys on top)
@@ -432,6 +436,7 @@ public struct AgentConfig: Sendable {
                 directory: store.directory, capacity: store.capacityMB << 20, sync: syncPolicy,
                 whenFull: store.whenFull == "reject_newest" ? .rejectNewest : .dropOldest,
                 persist: store.persist == "always" ? .always : .offline)
+            c.offlineStore?.maxRefusals = store.maxRefusals
         }
         return c
     }
@@ -482,6 +487,7 @@ public struct AgentConfig: Sendable {
               sync_interval: \(store.syncInterval)
               when_full: \(store.whenFull)
               persist: \(store.persist)
+              max_refusals: \(store.maxRefusals)
             led:
               enabled: \(led.enabled)
               driver: \(led.driver)
