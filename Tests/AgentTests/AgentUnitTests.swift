@@ -87,6 +87,17 @@ struct ConfigTests {
         #expect(throws: ConfigError.self) { try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n", env: ["CREDENTIALS_DIRECTORY": dir]) }
     }
 
+    /// Found by scripts/fuzz config: a value with a newline rendered as invalid YAML (config/get,
+    /// check-config).
+    @Test("the rendering reads back: strings with newlines, quotes, backslashes and control characters are escaped")
+    func renderingReadsBack() throws {
+        let id = "a\nb \"q\" \\ \t\u{1}é"
+        let c = try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n  client_id: \(AgentConfig.yamlQuoted(id))\n")
+        #expect(c.mqtt.clientID == id)
+        let again = try parse(c.rendered())
+        #expect(again.mqtt.clientID == id && again.mqtt.host == "127.0.0.1")
+    }
+
     @Test("every problem at once, each with its key")
     func problems() {
         do {
