@@ -92,71 +92,6 @@ public struct OfflineStoreStatus: Sendable, Equatable {
     public var degraded: String?
 }
 
-/// One record of the MQTT layer in the store. The store itself sees opaque bytes.
-///
-/// Layout (little-endian): `M` message: qos, flags (bit 0 retain), 0, accepted-at (ms since the
-/// epoch, u64), topic length (u16), topic, properties (5.0 encoding, length-prefixed), payload.
-/// `I` identity: message seq (u64), packet identifier (u16): written before the first send of a
-/// QoS 2 message. `R` released: message seq (u64): written before PUBREL.
-public enum StoredRecord: Equatable, Sendable {
-    case message(MQTTPacket.Publish, acceptedAtMillis: UInt64)
-    case identity(message: UInt64, packetID: UInt16)
-    case released(message: UInt64)
-
-    public struct DecodeError: Error, CustomStringConvertible {
-        public let description: String
-    }
-
-    public func encoded() -> [UInt8] {
-        var b = ByteBuffer()
-        switch self {
-        case .message(let p, let at):
-            b.writeInteger(UInt8(ascii: "M"))
-            b.writeInteger(p.qos.rawValue)
-            b.writeInteger(UInt8(p.retain ? 1 : 0))
-            b.writeInteger(UInt8(0))
-            b.writeInteger(at, endianness: .little)
-            b.writeInteger(UInt16(p.topic.utf8.count), endianness: .little)
-            b.writeString(p.topic)
-            p.properties.write(to: &b)
-            b.writeImmutableBuffer(p.payload)
-        case .identity(let m, let id):
-            b.writeInteger(UInt8(ascii: "I"))
-            b.writeInteger(m, endianness: .little)
-            b.writeInteger(id, endianness: .little)
-        case .released(let m):
-            b.writeInteger(UInt8(ascii: "R"))
-            b.writeInteger(m, endianness: .little)
-        }
-        return Array(b.readableBytesView)
-    }
-
-    public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> StoredRecord {
-        var b = ByteBuffer(bytes: bytes)
-        func fail(_ what: String) -> DecodeError { DecodeError(description: "stored record of \(bytes.count) bytes: \(what)") }
-        guard let kind = b.readInteger(as: UInt8.self) else { throw fail("empty") }
-        switch kind {
-        case UInt8(ascii: "M"):
-            guard let q = b.readInteger(as: UInt8.self), let qos = QoS(rawValue: q), let flags = b.readInteger(as: UInt8.self),
-                b.readInteger(as: UInt8.self) != nil, let at = b.readInteger(endianness: .little, as: UInt64.self),
-                let n = b.readInteger(endianness: .little, as: UInt16.self), let topic = b.readString(length: Int(n))
-            else { throw fail("message header truncated") }
-            let props: MQTTProperties
-            do { props = try MQTTProperties.read(from: &b, context: .publish) } catch { throw fail("bad properties: \(error)") }
-            return .message(MQTTPacket.Publish(topic: topic, payload: b, qos: qos, retain: flags & 1 == 1, properties: props), acceptedAtMillis: at)
-        case UInt8(ascii: "I"):
-            guard let m = b.readInteger(endianness: .little, as: UInt64.self), let id = b.readInteger(endianness: .little, as: UInt16.self)
-            else { throw fail("identity truncated") }
-            return .identity(message: m, packetID: id)
-        case UInt8(ascii: "R"):
-            guard let m = b.readInteger(endianness: .little, as: UInt64.self) else { throw fail("released truncated") }
-            return .released(message: m)
-        default:
-            throw fail("unknown kind \(kind)")
-        }
-    }
-}
-
 /// The durable side of the publish queue, owned by the client's event loop (like the session).
 /// The client decides per message whether it goes to the store; the outbox appends it, hands
 /// stored messages to the session as the in-flight window opens (oldest first), and removes a
@@ -313,7 +248,7 @@ final class Outbox {
 
     func append(_ p: MQTTPacket.Publish, _ completion: Completion, deferCommit: Bool) -> Accepted {
         if degraded != nil { return .degraded }
-        let record = StoredRecord.message(p, acceptedAtMillis: Self.wallClockMillis()).encoded()
+        let record = StoredRecord.message(p, accepted: .now()).encoded()
         do {
             let seq = try store.append(record, now: Self.now(), commit: !deferCommit)
             if case .none = completion {} else { callbacks[seq] = completion }
@@ -376,13 +311,13 @@ final class Outbox {
     /// A stored record as the message to send, or nil for bookkeeping records.
     private func message(_ r: RingStore.Record) throws(StoreError) -> MQTTPacket.Publish? {
         switch try? StoredRecord.decode(r.body) {
-        case .message(var p, let acceptedAt):
-            // 5.0 Message Expiry: the time spent in the store counts (wall clock, as
-            // it spans restarts). What is left goes out; an expired message gets 0 and
-            // the session retires it unsent.
+        case .message(var p, let accepted):
+            // 5.0 Message Expiry: the time spent in the store counts, also across restarts
+            // (`Accepted.waitedSeconds`: the boot clock within a boot, a synchronised wall clock
+            // across boots). What is left goes out; an expired message gets 0 and the session
+            // retires it unsent.
             if let expiry = p.properties.messageExpiryInterval {
-                let age = Self.wallClockMillis() &- acceptedAt
-                let waited = age > UInt64(Int64.max) ? 0 : age / 1000  // a clock set back counts as 0
+                let waited = accepted.waitedSeconds(until: .now())
                 p.properties.messageExpiryInterval = waited >= UInt64(expiry) ? 0 : expiry - UInt32(waited)
             }
             return p
@@ -558,11 +493,5 @@ final class Outbox {
         warnedFill = level
         logger.warning(
             "offline store \(config.directory) is \(Int(store.fill * 100)) % full (\(store.pendingCount) messages waiting): \(config.whenFull == .dropOldest ? "the oldest will be dropped" : "new messages will be refused") when it is full")
-    }
-
-    private static func wallClockMillis() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)
     }
 }

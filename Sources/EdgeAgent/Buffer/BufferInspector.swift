@@ -54,8 +54,8 @@ public enum BufferInspector {
             switch record {
             case .message(let p, let at):
                 s.messages += 1
-                if s.oldest == nil { s.oldest = (seq, .message(p, acceptedAtMillis: at)) }
-                s.newest = (seq, .message(p, acceptedAtMillis: at))
+                if s.oldest == nil { s.oldest = (seq, .message(p, accepted: at)) }
+                s.newest = (seq, .message(p, accepted: at))
             case .identity: s.qos2WithIdentity += 1
             case .released: break
             case nil: s.undecodable += 1
@@ -80,7 +80,7 @@ public enum BufferInspector {
                 line.topic = p.topic
                 line.qos = Int(p.qos.rawValue)
                 line.retain = p.retain
-                line.accepted_at = iso8601(millis: at)
+                line.accepted_at = iso8601(millis: at.wallMillis)
                 let bytes = Array(p.payload.readableBytesView)
                 line.payload_bytes = bytes.count
                 if let text = String(validating: bytes, as: UTF8.self) { line.payload = text } else {
@@ -116,7 +116,7 @@ public enum BufferInspector {
         }
         func describe(_ e: (seq: UInt64, record: StoredRecord)?) -> String {
             guard let e, case .message(let p, let at) = e.record else { return "-" }
-            return "#\(e.seq)  \(iso8601(millis: at))  QoS \(p.qos.rawValue)\(p.retain ? " retained" : "")  \(p.topic)  (\(p.payload.readableBytes) bytes)"
+            return "#\(e.seq)  \(iso8601(millis: at.wallMillis))  QoS \(p.qos.rawValue)\(p.retain ? " retained" : "")  \(p.topic)  (\(p.payload.readableBytes) bytes)"
         }
         let fill = Double(s.liveSegments) / Double(max(1, s.segments)) * 100
         return """
