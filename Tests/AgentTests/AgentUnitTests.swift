@@ -91,8 +91,8 @@ struct ConfigTests {
     /// check-config).
     @Test("the rendering reads back: strings with newlines, quotes, backslashes and control characters are escaped")
     func renderingReadsBack() throws {
-        let id = "a\nb \"q\" \\ \t\u{1}é"
-        let c = try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n  client_id: \(AgentConfig.yamlQuoted(id))\n")
+        let id = "a\nb \"q\" \\ \t\u{1}\u{85}\u{2028}é"
+        let c = try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n  client_id: \(YAML.quote(id))\n")
         #expect(c.mqtt.clientID == id)
         let again = try parse(c.rendered())
         #expect(again.mqtt.clientID == id && again.mqtt.host == "127.0.0.1")

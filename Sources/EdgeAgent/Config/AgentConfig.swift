@@ -441,29 +441,9 @@ public struct AgentConfig: Sendable {
         return c
     }
 
-    /// A YAML double-quoted scalar that reads back as `s` (YAML 1.2 §7.3.1 escapes): found by
-    /// scripts/fuzz config, a value with a newline or a backslash made the rendering invalid.
-    static func yamlQuoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            case _ where u.value < 0x20 || u.value == 0x7F || (0x80...0x9F).contains(u.value) || u.value == 0xFEFF || u.value == 0x2028 || u.value == 0x2029:
-                let hex = String(u.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
-
     /// The effective configuration as YAML, secrets masked (for check-config and config/get).
     public func rendered() -> String {
-        func q(_ s: String?) -> String { s.map(Self.yamlQuoted) ?? "null" }
+        func q(_ s: String?) -> String { s.map(YAML.quote) ?? "null" }  // escaped: it must read back
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
         func env(_ key: String) -> String {
             fromCredential.contains(key) ? "  # from the systemd credential \(Self.passwordCredential)" : fromEnvironment.contains(key) ? "  # from the environment" : ""
@@ -473,7 +453,7 @@ public struct AgentConfig: Sendable {
             mqtt:
               host: \(q(mqtt.host))\(env("mqtt.host"))
               port: \(mqtt.port)\(env("mqtt.port"))
-              client_id: \(q(mqtt.clientID))  # \(Self.yamlQuoted(topic(mqtt.clientID)))
+              client_id: \(q(mqtt.clientID))  # \(YAML.quote(topic(mqtt.clientID)))
               username: \(q(mqtt.username))\(env("mqtt.username"))
               password: \(secret(mqtt.password))\(env("mqtt.password"))
               ca_certs: \(q(mqtt.caCerts))

@@ -136,9 +136,11 @@ enum YAML {
             case "\t": q += "\\t"
             case "\r": q += "\\r"
             default:
-                if c.value < 0x20 || c.value == 0x7F {
+                if c.value < 0x20 || c.value == 0x7F || (0x80...0x9F).contains(c.value) {
                     let hex = String(c.value, radix: 16)
                     q += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                } else if c.value == 0xFEFF || c.value == 0x2028 || c.value == 0x2029 {
+                    q += "\\u" + String(c.value, radix: 16)
                 } else {
                     q.unicodeScalars.append(c)
                 }
