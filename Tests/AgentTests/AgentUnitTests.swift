@@ -82,6 +82,14 @@ struct ConfigTests {
         #expect(try parse(file, env: ["CREDENTIALS_DIRECTORY": dir]).mqtt.password == "from-file")
         try FileManager.default.removeItem(atPath: path)
         #expect(try parse(file, env: ["CREDENTIALS_DIRECTORY": dir]).mqtt.password == "from-file")
+        // Over 4096 bytes: refused with the key and the file named, not read.
+        try String(repeating: "x", count: 5000).write(toFile: path, atomically: true, encoding: .utf8)
+        do {
+            _ = try parse(file, env: ["CREDENTIALS_DIRECTORY": dir])
+            Issue.record("accepted a credential over 4096 bytes")
+        } catch {
+            #expect("\(error)".contains("mqtt.password: the systemd credential \(path) cannot be read or is over 4096 bytes"), "\(error)")
+        }
         // A credential needs a user name like any password.
         try "pw".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: ConfigError.self) { try parse("device_id: cam\nmqtt:\n  host: 127.0.0.1\n", env: ["CREDENTIALS_DIRECTORY": dir]) }

@@ -173,6 +173,20 @@ final class Outbox {
 
     static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
 
+    /// Whether the wall clock was synchronised, looked up at most once a second while it is not
+    /// (once it is, it stays so until a reboot): not one file lookup per stored message.
+    private var wallSynchronized = false
+    private var wallCheckedAt: Double = -1
+
+    private func accepted() -> StoredRecord.Accepted {
+        let t = Self.now()
+        if !wallSynchronized && t - wallCheckedAt >= 1 {
+            wallSynchronized = StoredRecord.Accepted.isWallClockSynchronized()
+            wallCheckedAt = t
+        }
+        return .now(synchronized: wallSynchronized)
+    }
+
     /// QoS 2 flows that had their packet identifier before the last stop: they go back into the
     /// session with that identifier. Bookkeeping records without their message are retired.
     func recoverFlows() -> [(seq: UInt64, publish: MQTTPacket.Publish, released: Bool)] {
@@ -248,7 +262,7 @@ final class Outbox {
 
     func append(_ p: MQTTPacket.Publish, _ completion: Completion, deferCommit: Bool) -> Accepted {
         if degraded != nil { return .degraded }
-        let record = StoredRecord.message(p, accepted: .now()).encoded()
+        let record = StoredRecord.message(p, accepted: accepted()).encoded()
         do {
             let seq = try store.append(record, now: Self.now(), commit: !deferCommit)
             if case .none = completion {} else { callbacks[seq] = completion }
@@ -317,7 +331,7 @@ final class Outbox {
             // across boots). What is left goes out; an expired message gets 0 and the session
             // retires it unsent.
             if let expiry = p.properties.messageExpiryInterval {
-                let waited = accepted.waitedSeconds(until: .now())
+                let waited = accepted.waitedSeconds(until: self.accepted())
                 p.properties.messageExpiryInterval = waited >= UInt64(expiry) ? 0 : expiry - UInt32(waited)
             }
             return p

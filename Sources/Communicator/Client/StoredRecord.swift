@@ -41,8 +41,8 @@ public enum StoredRecord: Equatable, Sendable {
             self.boot = boot
         }
 
-        /// Now, by both clocks.
-        public static func now() -> Accepted {
+        /// Now, by both clocks; `synchronized` as `Outbox` last found it (`isWallClockSynchronized`).
+        public static func now(synchronized: Bool) -> Accepted {
             var wall = timespec()
             clock_gettime(CLOCK_REALTIME, &wall)
             var boottime = timespec()
@@ -51,8 +51,12 @@ public enum StoredRecord: Equatable, Sendable {
                 wallMillis: UInt64(wall.tv_sec) * 1000 + UInt64(wall.tv_nsec / 1_000_000),
                 boot: Boot(
                     id: bootID, millis: UInt64(boottime.tv_sec) * 1000 + UInt64(boottime.tv_nsec / 1_000_000),
-                    wallSynchronized: access("/run/systemd/timesync/synchronized", F_OK) == 0))
+                    wallSynchronized: synchronized))
         }
+
+        /// Whether systemd-timesyncd has synchronised the wall clock (a file in /run, so it reads
+        /// false again only after a reboot).
+        public static func isWallClockSynchronized() -> Bool { access("/run/systemd/timesync/synchronized", F_OK) == 0 }
 
         /// Read once: it does not change while the system runs.
         static let bootID: [UInt8] = {
