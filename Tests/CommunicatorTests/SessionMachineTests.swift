@@ -161,6 +161,55 @@ struct SessionMachineTests {
         #expect(sent[2].publishID == 3 && sent[2].publishDup == true)
     }
 
+    /// Counts its calls and puts "prepared:" before payloads of topic "fix".
+    final class CountingPreparer: MQTTPublishPreparer, @unchecked Sendable {
+        private(set) var calls = 0
+        func prepare(topic: String, payload: ByteBuffer) -> ByteBuffer? {
+            calls += 1
+            guard topic == "fix" else { return nil }
+            return ByteBuffer(string: "prepared:" + String(buffer: payload))
+        }
+    }
+
+    @Test("a preparer sees each message once, at its first transmission (queued while offline too); a DUP resend carries the prepared payload; a restored flow is prepared")
+    func preparerAtFirstSend() {
+        let preparer = CountingPreparer()
+        var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", preparer: preparer))
+        _ = d.publish("fix", qos: .atLeastOnce, token: 1)  // queued while offline: not yet prepared
+        #expect(preparer.calls == 0)
+        _ = d.connect()
+        let first = d.step { m, n, a in m.sendQueued(now: n, into: &a) }  // after the owner's subscriptions
+        #expect(preparer.calls == 1)
+        let sent1 = first.sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } }
+        #expect(sent1 == ["prepared:x"])
+        let other = d.publish("other", qos: .atLeastOnce, token: 2)
+        #expect(other.sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } } == ["x"], "nil leaves it as it is")
+        _ = d.step { m, _, a in m.connectionLost(into: &a) }
+        let again = d.connect(sessionPresent: true)
+        let resent = again.sent.compactMap { if case .publish(let p) = $0 { (p.dup, String(buffer: p.payload)) } else { nil } }
+        #expect(resent.map(\.1) == ["prepared:x", "x"] && resent.allSatisfy(\.0), "DUP resends carry what went first")
+        #expect(preparer.calls == 2, "not called again on resends: \(preparer.calls)")
+        // A flow from durable storage (an earlier run) goes through the preparer before its resend.
+        var e = SessionDriver(.init(version: .v3_1_1, clientID: "t", preparer: preparer))
+        var stored = MQTTPacket.Publish(topic: "fix", payload: ByteBuffer(string: "y"), qos: .exactlyOnce)
+        stored.packetID = 9
+        e.machine.restoreOutgoing(stored, released: false, token: 3)
+        let restored = e.connect(sessionPresent: true).sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } }
+        #expect(restored == ["prepared:y"])
+    }
+
+    @Test("a preparer's larger payload is held to the broker's Maximum Packet Size like any other")
+    func preparerWithinBrokerLimits() {
+        var props = MQTTProperties()
+        props.maximumPacketSize = 15
+        var d = SessionDriver(.init(version: .v5_0, clientID: "t", preparer: CountingPreparer()))
+        _ = d.connect(properties: props)
+        let acts = d.publish("fix", qos: .atLeastOnce, token: 1)  // an 11-byte packet, 20 after preparing
+        #expect(acts.sent.isEmpty)
+        #expect(acts.failures.count == 1, "\(acts)")
+        if case .brokerLimit? = acts.failures.first {} else { Issue.record("not a broker limit: \(acts.failures)") }
+    }
+
     @Test("resume without session: every unfinished flow sent again as a new publication, in order")
     func resumeWithoutSession() {
         var d = SessionDriver(.init(version: .v3_1_1, clientID: "t"))
@@ -286,7 +335,7 @@ struct SessionMachineTests {
     @Test("broker limits: Maximum Packet Size, Maximum QoS and Retain Available refuse locally")
     func brokerLimits() {
         var props = MQTTProperties()
-        props.maximumPacketSize = 20
+        props.maximumPacketSize = 15
         props.maximumQoS = 1
         props.retainAvailable = 0
         var d = SessionDriver(.init(version: .v5_0, clientID: "t"))

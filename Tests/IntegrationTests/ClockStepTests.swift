@@ -145,6 +145,50 @@ struct ClockStepTests {
         #expect(!agent.output.contains("connection lost"), "\(agent.output)")
     }
 
+    @Test("a board that starts offline with its clock in 2024: once NTP sets it, the buffered events carry the time of their uptime, with clock_corrected",
+          .enabled(if: library != nil))
+    func correctedTimestamps() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        // The agent goes through a proxy that first leads nowhere: it is offline from the start,
+        // and every event waits in the offline store; the subscriber is on the broker already.
+        let proxy = try TCPProxy(to: 1)
+        let layout = try Layout()
+        try layout.write(port: proxy.port, sources: "  - type: simulated\n    name: cam0\n    rate: 5")
+        let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
+        let clock = try SteppedClock(in: layout.dir)
+        try clock.step("-800d")  // 2024: before the 2025 floor, so not trusted
+        let agent = try clock.start(layout)
+        defer { agent.stop() }
+        try waitUntil(timeout: 20, "the agent running offline") { agent.output.contains("state: offline") }
+        let offlineFrom = Date()
+        usleep(3_000_000)  // events at 5/s, stamped in 2024
+        try clock.step("+0")  // NTP: the clock is right again
+        proxy.upstreamPort.withLockedValue { $0 = broker.port }
+        try waitUntil(timeout: 20, "buffered events and new ones") {
+            let e = AgentEndToEndTests.events(events)
+            return e.count >= 12 && e.contains { $0["clock_trusted"] as? Bool == true }
+        }
+        let received = Date()
+        let all = AgentEndToEndTests.events(events)
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(all.allSatisfy { $0["boot_id"] as? String == boot }, "every event names this boot: \(all.prefix(1))")
+        let stale = all.filter { $0["clock_trusted"] as? Bool == false }
+        #expect(stale.count >= 8, "events stamped in 2024 while offline: \(stale.count)")
+        let parse = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        for e in stale {
+            let stamp = e["timestamp"] as? String ?? ""
+            let when = try? parse.parse(stamp)
+            #expect(e["clock_corrected"] as? Bool == true, "\(e)")
+            #expect(when.map { $0 >= offlineFrom.addingTimeInterval(-2) && $0 <= received } == true,
+                    "the time it happened, from its uptime (offline since \(offlineFrom)): \(stamp)")
+        }
+        let fresh = all.filter { $0["clock_trusted"] as? Bool == true }
+        #expect(fresh.allSatisfy { $0["clock_corrected"] == nil }, "a trusted stamp is not touched")
+        let stamps = all.sorted { ($0["seq"] as? Int ?? 0) < ($1["seq"] as? Int ?? 0) }.compactMap { $0["timestamp"] as? String }
+        #expect(stamps == stamps.sorted(), "in seq order the corrected and the new stamps run forward: \(stamps)")
+    }
+
     @Test("no code schedules by the wall clock: deadlines, waits and intervals are monotonic (a scan of Sources/)")
     func noWallClockScheduling() throws {
         // What reads the wall clock to wait or to compare against a deadline. A stamp (Date() put

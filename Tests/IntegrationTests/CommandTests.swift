@@ -189,6 +189,35 @@ struct CommandTests {
         #expect(!again.output.contains("command led/set id same: ok"))
     }
 
+    @Test("a request id repeated by another requester while the first is still waiting to run: the command runs once and both requesters get its answer")
+    func repeatedWhileRunning() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let (layout, agent) = try Self.agent(broker)
+        defer { agent.stop() }
+        let a = try ExternalSubscriber(broker: broker, topic: "op/a", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let b = try ExternalSubscriber(broker: broker, topic: "op/b", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let topic = "devices/\(layout.device)/commands/status"
+        // The agent stopped: the requests reach it together when it goes on, and "twice" waits
+        // behind five others of the same name (one at a time per name) when its repeat arrives.
+        kill(agent.pid, SIGSTOP)
+        for i in 1...5 { try Self.send(broker, topic, #"{"id":"q\#(i)"}"#, responseTopic: "op/a") }
+        try Self.send(broker, topic, #"{"id":"twice"}"#, responseTopic: "op/a", correlation: "from-a")
+        try Self.send(broker, topic, #"{"id":"twice"}"#, responseTopic: "op/b", correlation: "from-b")
+        kill(agent.pid, SIGCONT)
+        let first = try Self.answer(a, id: "twice")
+        let second = try Self.answer(b, id: "twice")
+        #expect(first.correlation == "from-a" && second.correlation == "from-b", "each with its own correlation data")
+        #expect(first.body["status"] as? String == "ok" && second.body["status"] as? String == "ok")
+        #expect((first.body["result"] as? NSDictionary).map { $0 == second.body["result"] as? NSDictionary } == true,
+                "one run's answer: \(first.body) \(second.body)")
+        for i in 1...5 { _ = try Self.answer(a, id: "q\(i)") }
+        #expect(agent.output.contains("command status id twice: repeated while running; this requester gets the run's answer too"), "\(agent.output)")
+        #expect(agent.output.components(separatedBy: "command status id twice: ok").count == 2, "ran once")
+        usleep(300_000)
+        #expect(a.lines.count == 6 && b.lines.count == 1, "one answer per request: \(a.lines.count) on op/a, \(b.lines.count) on op/b")
+    }
+
     @Test("config/set: only settable keys; one bad value leaves the running configuration and the file untouched; a good change is written and applied")
     func configSet() throws {
         let broker = try Broker.start()

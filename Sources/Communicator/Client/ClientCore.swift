@@ -179,7 +179,7 @@ final class ClientCore: @unchecked Sendable {
                 queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
                 dropOldestWhenFull: config.queueFullPolicy == .dropOldest, receiveMaximum: config.receiveMaximum,
                 topicAliasMaximum: config.topicAliasMaximum, outgoingTopicAliases: config.outgoingTopicAliases,
-                authenticator: config.authenticator))
+                authenticator: config.authenticator, preparer: config.publishPreparer))
         if config.offlineStore != nil { openStore() }
     }
 

@@ -136,6 +136,9 @@ public struct MQTTConfig: Sendable {
 
     /// 5.0 enhanced authentication (AUTH challenge/response, re-authentication); nil = none.
     public var authenticator: (any MQTTAuthenticator)?
+    /// Sees each message as it first leaves the queue or the offline store for the network, and
+    /// may give it another payload (`MQTTPublishPreparer`); nil = messages go as published.
+    public var publishPreparer: (any MQTTPublishPreparer)?
     /// Where answers to `request(...)` arrive (5.0 Response Topic); nil = responses/<client id>.
     public var responseTopic: String?
 

@@ -43,36 +43,14 @@ public enum StoredRecord: Equatable, Sendable {
 
         /// Now, by both clocks; `synchronized` as `Outbox` last found it (`isWallClockSynchronized`).
         public static func now(synchronized: Bool) -> Accepted {
-            var wall = timespec()
-            clock_gettime(CLOCK_REALTIME, &wall)
-            var boottime = timespec()
-            clock_gettime(CLOCK_BOOTTIME, &boottime)
-            return Accepted(
-                wallMillis: UInt64(wall.tv_sec) * 1000 + UInt64(wall.tv_nsec / 1_000_000),
-                boot: Boot(
-                    id: bootID, millis: UInt64(boottime.tv_sec) * 1000 + UInt64(boottime.tv_nsec / 1_000_000),
-                    wallSynchronized: synchronized))
+            Accepted(
+                wallMillis: BootClock.wallMillis(),
+                boot: Boot(id: BootClock.idBytes, millis: BootClock.millis(), wallSynchronized: synchronized))
         }
 
         /// Whether systemd-timesyncd has synchronised the wall clock (a file in /run, so it reads
         /// false again only after a reboot).
         public static func isWallClockSynchronized() -> Bool { access("/run/systemd/timesync/synchronized", F_OK) == 0 }
-
-        /// Read once: it does not change while the system runs.
-        static let bootID: [UInt8] = {
-            guard let f = fopen("/proc/sys/kernel/random/boot_id", "r") else { return [UInt8](repeating: 0, count: 16) }
-            defer { fclose(f) }
-            var line = [CChar](repeating: 0, count: 64)
-            guard fgets(&line, 64, f) != nil else { return [UInt8](repeating: 0, count: 16) }
-            let hex = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter(\.isHexDigit)
-            var out: [UInt8] = []
-            var i = hex.startIndex
-            while out.count < 16, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex), let b = UInt8(hex[i..<j], radix: 16) {
-                out.append(b)
-                i = j
-            }
-            return out.count == 16 ? out : [UInt8](repeating: 0, count: 16)
-        }()
 
         /// How long the message has waited, in whole seconds, seen from `now`, for its Message
         /// Expiry. The same boot: by the boot clock, exact whatever the wall clock did. Another

@@ -39,6 +39,8 @@ public struct SessionMachine<Token> {
         public var outgoingTopicAliases: Bool
         /// 5.0 enhanced authentication (AUTH exchanges); nil = user name and password only.
         public var authenticator: (any MQTTAuthenticator)?
+        /// Sees each message at its first transmission and may change its payload; nil = none.
+        public var preparer: (any MQTTPublishPreparer)?
 
         public init(
             version: MQTTVersion = .v5_0, clientID: String, cleanStart: Bool = true, keepAliveSeconds: UInt16 = 60,
@@ -46,7 +48,8 @@ public struct SessionMachine<Token> {
             will: MQTTPacket.Will? = nil, sessionExpirySeconds: UInt32 = 0, maxInflight: Int? = nil,
             maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false,
             dropOldestWhenFull: Bool = false, receiveMaximum: UInt16 = 65_535, topicAliasMaximum: UInt16 = 16,
-            outgoingTopicAliases: Bool = true, authenticator: (any MQTTAuthenticator)? = nil
+            outgoingTopicAliases: Bool = true, authenticator: (any MQTTAuthenticator)? = nil,
+            preparer: (any MQTTPublishPreparer)? = nil
         ) {
             self.version = version
             self.clientID = clientID
@@ -66,6 +69,7 @@ public struct SessionMachine<Token> {
             self.topicAliasMaximum = topicAliasMaximum
             self.outgoingTopicAliases = outgoingTopicAliases
             self.authenticator = authenticator
+            self.preparer = preparer
         }
     }
 
@@ -276,6 +280,7 @@ public struct SessionMachine<Token> {
         guard let id = publish.packetID, publish.qos != .atMostOnce, outgoing[id] == nil else { return }
         var p = publish
         p.dup = true
+        prepare(&p)
         order &+= 1
         let state: OutState = publish.qos == .atLeastOnce ? .awaitingPuback : (released ? .awaitingPubcomp : .awaitingPubrec)
         outgoing[id] = OutFlow(publish: p, state: state, token: token, order: order)
@@ -496,6 +501,7 @@ public struct SessionMachine<Token> {
         while let head = pending.first {
             if head.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) { break }
             var p = pending.removeFirst()
+            prepare(&p.publish)
             if let problem = violatesBrokerLimits(p.publish) {
                 actions.append(.publishCompleted(p.token, .failure(.brokerLimit(problem))))
                 continue
@@ -527,6 +533,12 @@ public struct SessionMachine<Token> {
             sent = true
         }
         if sent { actions.append(.flush) }
+    }
+
+    /// The preparer's payload, if it has one for this message (once, before its first transmission).
+    private func prepare(_ p: inout MQTTPacket.Publish) {
+        guard let preparer = options.preparer, let payload = preparer.prepare(topic: p.topic, payload: p.payload) else { return }
+        p.payload = payload
     }
 
     /// [MQTT-2.3.1-2] an identifier is not reused while its flow is open; ids run 1...65535.

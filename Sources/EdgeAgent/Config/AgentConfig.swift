@@ -425,6 +425,7 @@ public struct AgentConfig: Sendable {
         // mosquitto 2.1 sends an alias alone after dropping the PUBLISH that set it as too large
         // for us (see MQTTConfig.topicAliasMaximum), a protocol error that would cost the link.
         c.topicAliasMaximum = 0
+        c.publishPreparer = ClockCorrection(topic: topic(topics.events))
         if store.enabled {
             let syncPolicy: RingStore.SyncPolicy =
                 switch store.sync {

@@ -4,9 +4,6 @@ import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Turns source events into the documented JSON (docs/EVENTS.md) and publishes them.
 public final class EventPipeline: @unchecked Sendable {
@@ -19,7 +16,8 @@ public final class EventPipeline: @unchecked Sendable {
     private let counts = NIOLockedValueBox<(published: Int, failed: Int, lastSeq: UInt64)>((0, 0, 0))
 
     /// Before this time the clock is not trusted (a board without a battery starts in 1970).
-    static let clockFloor = Date(timeIntervalSince1970: 1_735_689_600)  // 2025-01-01
+    static let clockFloorMillis: UInt64 = 1_735_689_600_000  // 2025-01-01
+    static var clockFloor: Date { Date(timeIntervalSince1970: Double(clockFloorMillis) / 1000) }
 
     init(mqtt: MQTTProtocol, topic: String, qos: Int, deviceID: String, sequence: SequenceCounter, logger: Logger) {
         self.mqtt = mqtt
@@ -42,19 +40,21 @@ public final class EventPipeline: @unchecked Sendable {
         var timestamp: String
         var clock_trusted: Bool
         var uptime_ms: UInt64
+        var boot_id: String
         var data: [String: JSONValue]
-    }
-
-    static func uptimeMillis() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_BOOTTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)
     }
 
     /// UTC, milliseconds: `2026-11-29T06:41:51.278Z` (events, logs, the info document, inspect).
     static let iso8601 = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     static func timestamp(_ d: Date) -> String { iso8601.format(d) }
+
+    /// Keys sorted, `/` as is (ClockCorrection re-encodes with it too).
+    static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
 
     /// Sources publish from threads of their own: taking the sequence number and handing the
     /// message to the client happen under one lock, so events leave in sequence order.
@@ -71,13 +71,12 @@ public final class EventPipeline: @unchecked Sendable {
             counts.withLockedValue { $0.failed += 1 }
             return
         }
-        let now = Date()
+        let wall = BootClock.wallMillis()
         let envelope = Envelope(
             event_id: "\(deviceID)-\(seq)", device_id: deviceID, source: source.name, source_type: source.kind, type: event.type, seq: seq,
-            timestamp: Self.timestamp(now), clock_trusted: now >= Self.clockFloor, uptime_ms: Self.uptimeMillis(), data: event.fields)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let json = try? encoder.encode(envelope) else { return }
+            timestamp: Self.timestamp(Date(timeIntervalSince1970: Double(wall) / 1000)), clock_trusted: wall >= Self.clockFloorMillis,
+            uptime_ms: BootClock.millis(), boot_id: BootClock.id, data: event.fields)
+        guard let json = try? Self.encoder.encode(envelope) else { return }
         do {
             try mqtt.publish(topic, Array(json), qos: qos)
             counts.withLockedValue {
