@@ -20,8 +20,12 @@ config.tlsServerName = env["MQTT_TLS_NAME"]
 let count = Int(env["MQTT_COUNT"] ?? "") ?? 0
 
 let mqtt = MQTTProtocol(config: config)
-let start = Date()
-func stamp() -> String { String(format: "%7.3f s", Date().timeIntervalSince(start)) }
+// Time since start by the monotonic clock (the wall clock may be stepped while this runs).
+let start = ContinuousClock.now
+func stamp() -> String {
+    let elapsed = (ContinuousClock.now - start).components
+    return String(format: "%7.3f s", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+}
 
 do {
     try mqtt.setWill(topic: "demo/status", payload: "offline", qos: 1, retain: true)
