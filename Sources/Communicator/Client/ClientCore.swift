@@ -128,31 +128,16 @@ final class ClientCore: @unchecked Sendable {
     private var writeWaiters: [Completion] = []
     private var inReadBatch = false
     private var subscriptions: [String: Subscription] = [:]
-    /// The brokers in the order a round tries them (a 0x9D "server moved" puts its target first).
-    private var preferred: [BrokerEndpoint]
-    /// This round's order and the position in it; `redirect` is a Server Reference to try next.
-    private var round: [BrokerEndpoint] = []
-    private var roundIndex = 0
-    private var roundErrors: [String] = []
-    private var redirect: BrokerEndpoint?
-    private var redirectsThisRound = 0
+    /// Which broker next, when to wait, when to give up (failover, Server Reference, the 3.1.1
+    /// session hop, the 5.0 → 3.1.1 fallback, the back-off).
+    private var connection: ConnectionMachine
     /// The broker of the current (or last) connection attempt.
     private var current: BrokerEndpoint { currentBroker.withLockedValue { $0 } }
     let currentBroker: NIOLockedValueBox<BrokerEndpoint>
     private var nextSubscriptionID: UInt32 = 1
-    private var wantConnected = false
-    private var userDisconnect = false
-    private var connectedThisAttempt = false
-    private var everConnected = false
-    private var triedFallback = false
-    /// 3.1.1 has no session expiry: a session opened clean ends with its connection. To start
-    /// clean and still keep the session across dropped links, the client connects clean once,
-    /// disconnects, and connects again with Clean Session 0 ([MQTT-3.1.2-6]).
-    private var hopToPersistentSession = false
-    private var hopping = false
+    private var runningActions = false
     private var connectWaiters: [Completion] = []
     private var disconnectWaiters: [Completion] = []
-    private var reconnectAttempt = 0
     private var lastFailure: (any CommunicatorError)?
     private var tickTask: RepeatedTask?
     private var attemptTimeout: Scheduled<Void>?
@@ -165,7 +150,13 @@ final class ClientCore: @unchecked Sendable {
     init(config: MQTTConfig, clientID: String, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        preferred = config.brokers
+        connection = ConnectionMachine(
+            settings: .init(
+                brokers: config.brokers, order: config.brokerOrder, serverReferenceAllowList: config.serverReferenceAllowList,
+                maxReconnectAttempts: config.maxReconnectAttempts, reconnectInitialDelay: config.reconnectInitialDelay,
+                reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, version: config.protocolVersion,
+                cleanStart: config.cleanStart, sessionExpiryInterval: config.sessionExpiryInterval),
+            seed: UInt64.random(in: .min ... .max))
         currentBroker = NIOLockedValueBox(config.brokers[0])
         self.tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
         let password = config.password.map { ByteBuffer(string: $0) }
@@ -397,84 +388,88 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         connectWaiters.append(completion)
-        if wantConnected { return }  // an attempt or back-off is already under way
-        wantConnected = true
-        userDisconnect = false
-        everConnected = false
-        reconnectAttempt = 0
-        triedFallback = false
-        hopToPersistentSession = needsSessionHop
-        redirect = nil
-        beginRound()
-        startAttempt()
+        lifecycle(.connect)
     }
 
-    /// A round tries each broker once, without waiting in between.
-    private func beginRound() {
-        round = config.brokerOrder == .random ? preferred.shuffled() : preferred
-        roundIndex = 0
-        roundErrors.removeAll()
-        redirectsThisRound = 0
-        currentBroker.withLockedValue { $0 = round[0] }
+    private func startDisconnect(_ completion: Completion, now: UInt64) {
+        disconnectWaiters.append(completion)
+        lifecycle(.disconnect(linkOpen: channel != nil))
     }
 
-    /// Where the next attempt goes without a back-off: a Server Reference the broker gave, else
-    /// the next broker of this round when this attempt never got connected.
-    private func nextBrokerWithoutWaiting(reason: String) -> BrokerEndpoint? {
-        if let r = redirect {
-            redirect = nil
-            if redirectsThisRound < 2 * preferred.count + 2 {
-                redirectsThisRound += 1
-                return r
+    /// One event into the connection machine; its actions at once. Session actions they produce
+    /// wait in `actions` for the caller's `runActions`.
+    private func lifecycle(_ event: ConnectionMachine.Event) {
+        var todo: [ConnectionMachine.Action] = []
+        connection.handle(event, now: Self.now(), into: &todo)
+        for action in todo { perform(action) }
+    }
+
+    private func perform(_ action: ConnectionMachine.Action) {
+        switch action {
+        case .dial(let d):
+            machine.options.version = d.version
+            machine.options.cleanStart = d.cleanStart
+            currentBroker.withLockedValue { $0 = d.broker }
+            startAttempt()
+        case .hop:
+            // The clean session is open (old state wiped): leave it and come back with Clean
+            // Session 0 so that this session outlives a dropped link.
+            machine.options.cleanStart = false
+            machine.disconnect(now: Self.now(), into: &actions)
+        case .up:
+            sessionUp()
+        case .report(let s):
+            setState(s)
+        case .scheduleRetry(let delay):
+            guard let loop else { return }
+            reconnectTask = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { [self] in
+                reconnectTask = nil
+                lifecycle(.backoffElapsed)
+                runActions()
             }
-            logger.error("broker redirects keep going round (last to \(r)): waiting for the next round")
+        case .cancelRetry:
+            reconnectTask?.cancel()
+            reconnectTask = nil
+        case .closeLink:
+            machine.disconnect(now: Self.now(), into: &actions)
+            if !machine.isConnected && machine.state != .closing { channel?.close(promise: nil) }
+        case .abandonAttempt:
+            // A TCP/TLS connect may still be under way: its result is now stale and is closed.
+            attempt &+= 1
+            attemptTimeout?.cancel()
+            attemptTimeout = nil
+        case .failQueued:
+            machine.failAll(.connectionLost, into: &actions)
+        case .connectSucceeded:
+            for w in connectWaiters { complete(w, .success(())) }
+            connectWaiters.removeAll()
+        case .connectFailed(let error):
+            for w in connectWaiters { complete(w, .failure(error)) }
+            connectWaiters.removeAll()
+        case .disconnectFinished:
+            outbox?.close()
+            for w in disconnectWaiters { complete(w, .success(())) }
+            disconnectWaiters.removeAll()
+            if config.mode == .blocking { endLoop() }
+        case .gaveUp(let error):
+            publicLastError.withLockedValue { $0 = error }
+            machine.failAll(.connectionLost, into: &actions)
+        case .log(let level, let message):
+            logger.log(level: level, "\(message)")
         }
-        guard !connectedThisAttempt, roundIndex + 1 < round.count else { return nil }
-        roundErrors.append("\(current): \(reason)")
-        roundIndex += 1
-        logger.warning("broker \(current) failed (\(reason)); trying \(round[roundIndex])")
-        return round[roundIndex]
-    }
-
-    /// Acts on a 5.0 Server Reference (CONNACK or DISCONNECT with 0x9C "use another server" or
-    /// 0x9D "server moved", §4.11): only towards a configured broker or an allowed host.
-    private func noteServerReference(code: UInt8, reference: String?) {
-        guard code == 0x9C || code == 0x9D, let reference else { return }
-        let allowed = { (b: BrokerEndpoint) in
-            // `preferred` holds every configured broker (a 0x9D only reorders it).
-            self.preferred.contains(b) || self.config.serverReferenceAllowList.contains { $0 == b.host || $0 == b.description }
-        }
-        guard let target = BrokerEndpoint.references(reference, defaultPort: current.port).first(where: allowed) else {
-            logger.error(
-                "broker \(current) sent Server Reference \"\(reference)\" (\(code == 0x9D ? "server moved" : "use another server")), which is neither a configured broker nor in server_reference_allow_list: ignored")
-            return
-        }
-        redirect = target
-        if code == 0x9D {
-            preferred.removeAll { $0 == target }
-            preferred.insert(target, at: 0)
-            logger.warning("broker \(current) has moved to \(target) (0x9D): connecting there, now and on later rounds")
-        } else {
-            logger.warning("broker \(current) asks to use \(target) instead (0x9C): connecting there")
-        }
-    }
-
-    private var needsSessionHop: Bool {
-        machine.options.version == .v3_1_1 && machine.options.cleanStart && config.sessionExpiryInterval > 0
     }
 
     private func startAttempt() {
         guard let loop else { return }
         attempt &+= 1
         let thisAttempt = attempt
-        connectedThisAttempt = false
         lastFailure = nil
-        setState(.connecting)
         if config.tlsInsecureSkipVerify && tlsContext != nil {
             logger.warning("TLS certificate verification is OFF (tls_insecure_skip_verify): the broker's identity is not checked")
         }
+        attemptTimeout?.cancel()
         attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
-            guard attempt == thisAttempt, !connectedThisAttempt else { return }
+            guard attempt == thisAttempt, case .connecting = connection.state else { return }
             fail(ProtocolConnectionError(
                 "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up"))
         }
@@ -501,37 +496,26 @@ final class ClientCore: @unchecked Sendable {
         if let channel { channel.close(promise: nil) } else { attemptEnded() }
     }
 
-    private func startDisconnect(_ completion: Completion, now: UInt64) {
-        userDisconnect = true
-        wantConnected = false
-        reconnectTask?.cancel()
-        reconnectTask = nil
-        if channel == nil {
-            // A TCP/TLS connect may still be under way: its result is now stale and is closed.
-            attempt &+= 1
-            attemptTimeout?.cancel()
-            if case .reconnecting = state {
-                machine.failAll(.connectionLost, into: &actions)
-            }
-            for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
-            connectWaiters.removeAll()
-            setState(.disconnected(reason: "disconnect requested"))
-            outbox?.close()
-            complete(completion, .success(()))
-            if config.mode == .blocking { endLoop() }
-            return
-        }
-        disconnectWaiters.append(completion)
-        machine.disconnect(now: now, into: &actions)
-        if !machine.isConnected && machine.state != .closing {
-            channel?.close(promise: nil)
-        }
-    }
-
     private func endLoop() {
         guard let loop, config.mode == .blocking else { return }
         detach()
         loop.shutdownGracefully { _ in }
+    }
+
+    /// CONNACK accepted this session (after any hop): keep-alive, subscriptions, queued messages.
+    private func sessionUp() {
+        guard let info = machine.connectionInfo else { return }
+        lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
+        connectionInfo.withLockedValue { $0 = info }
+        attemptTimeout?.cancel()
+        attemptTimeout = nil
+        if !info.sessionPresent { for k in subscriptions.keys { subscriptions[k]!.confirmed = false } }
+        startTicking()
+        logger.debug(
+            "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)")
+        let now = Self.now()
+        restoreSubscriptions(sessionPresent: info.sessionPresent, now: now)
+        machine.sendQueued(now: now, into: &actions)
     }
 
     // MARK: - Transport events (on the loop)
@@ -590,7 +574,7 @@ final class ClientCore: @unchecked Sendable {
         attemptEnded()
     }
 
-    /// The connection attempt or the connection ended: report, reconnect or stop.
+    /// The connection attempt or the connection ended: the connection machine decides what next.
     private func attemptEnded() {
         attemptTimeout?.cancel()
         attemptTimeout = nil
@@ -598,89 +582,9 @@ final class ClientCore: @unchecked Sendable {
         tickTask = nil
         let failure = lastFailure
         if let failure { publicLastError.withLockedValue { $0 = failure } }
-        if userDisconnect {
-            wantConnected = false
-            setState(.disconnected(reason: "disconnect requested"))
-            outbox?.close()
-            for w in connectWaiters { complete(w, .failure(ProtocolConnectionError("disconnect() was called before the connection was up"))) }
-            connectWaiters.removeAll()
-            for w in disconnectWaiters { complete(w, .success(())) }
-            disconnectWaiters.removeAll()
-            if config.mode == .blocking { endLoop() }
-            return
-        }
-        guard wantConnected else { return }
-        if hopping {
-            hopping = false
-            startAttempt()
-            return
-        }
-        let reason = failure?.message ?? "connection closed by the broker"
-        if let next = nextBrokerWithoutWaiting(reason: reason) {
-            currentBroker.withLockedValue { $0 = next }
-            startAttempt()
-            return
-        }
-        if !everConnected {
-            // 5.0 refused as an unsupported protocol version: optionally try 3.1.1 once.
-            if let f = failure, f.code == 0x84 || (f.code == 1 && machine.options.version == .v3_1_1),
-                config.fallbackToV311, machine.options.version == .v5_0, !triedFallback
-            {
-                triedFallback = true
-                logger.warning("broker refused MQTT 5.0 (\(f.message)); falling back to 3.1.1 as configured")
-                machine.options.version = .v3_1_1
-                hopToPersistentSession = needsSessionHop
-                startAttempt()
-                return
-            }
-            wantConnected = false
-            var error = failure ?? ProtocolConnectionError("connection to \(current) closed before CONNACK")
-            if !roundErrors.isEmpty {
-                error = ProtocolConnectionError(
-                    "no broker accepted the connection: " + (roundErrors + ["\(current): \(error.message)"]).joined(separator: "; "),
-                    code: error.code)
-            }
-            setState(.disconnected(reason: error.message))
-            for w in connectWaiters { complete(w, .failure(error)) }
-            connectWaiters.removeAll()
-            return
-        }
-        logger.warning("MQTT connection lost: \(reason)")
-        if failure is ProtocolAuthenticationError {
-            giveUp(failure!)
-            return
-        }
-        scheduleReconnect()
-    }
-
-    private func scheduleReconnect() {
-        guard let loop else { return }
-        reconnectAttempt += 1
-        if config.maxReconnectAttempts > 0 && reconnectAttempt > config.maxReconnectAttempts {
-            giveUp(ProtocolConnectionError(
-                "gave up after \(config.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(lastFailure?.message ?? "connection lost")"))
-            return
-        }
-        let base = min(config.reconnectMaxDelay, config.reconnectInitialDelay * Double(1 << min(reconnectAttempt - 1, 30)))
-        let delay = base * Double.random(in: 0.8...1.2)
-        setState(.reconnecting(attempt: reconnectAttempt, nextDelay: delay))
-        reconnectTask = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { [self] in
-            reconnectTask = nil
-            guard wantConnected else { return }
-            beginRound()
-            startAttempt()
-        }
-    }
-
-    private func giveUp(_ error: any CommunicatorError) {
-        wantConnected = false
-        publicLastError.withLockedValue { $0 = error }
-        logger.error("MQTT stopped reconnecting: \(error.message)")
-        machine.failAll(.connectionLost, into: &actions)
+        let versionRefused = failure.map { $0.code == 0x84 } ?? false
+        lifecycle(.ended(.init(error: failure, versionRefused: versionRefused)))
         runActions()
-        setState(.disconnected(reason: error.message))
-        for w in connectWaiters { complete(w, .failure(error)) }
-        connectWaiters.removeAll()
     }
 
     // MARK: - Subscriptions
@@ -762,7 +666,12 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: - Actions
 
+    /// Not re-entered: a channel closed while actions run reports its end at once, and what that
+    /// adds to `actions` is taken by the loop already running.
     private func runActions() {
+        guard !runningActions else { return }
+        runningActions = true
+        defer { runningActions = false }
         while !actions.isEmpty {
             swap(&actions, &spareActions)
             // Room in the queue is given back before the completion callbacks run, so a caller
@@ -832,36 +741,9 @@ final class ClientCore: @unchecked Sendable {
             where ids.isEmpty ? Topic.matches(filter: filter, topic: p.topic) : ids.contains(sub.id) {
                 sub.handler(message)
             }
-        case .connected(let info):
+        case .connected:
             outbox?.connected()
-            if hopToPersistentSession {
-                // The clean session is open (old state wiped): leave it and come back with
-                // Clean Session 0 so that this session outlives a dropped link.
-                hopToPersistentSession = false
-                hopping = true
-                machine.options.cleanStart = false
-                machine.disconnect(now: Self.now(), into: &actions)
-                return
-            }
-            lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
-            connectionInfo.withLockedValue { $0 = info }
-            connectedThisAttempt = true
-            everConnected = true
-            reconnectAttempt = 0
-            attemptTimeout?.cancel()
-            attemptTimeout = nil
-            // Later connects of this client resume the session ([MQTT-3.1.2-4] / 5.0 §3.1.2.4).
-            machine.options.cleanStart = false
-            if !info.sessionPresent { for k in subscriptions.keys { subscriptions[k]!.confirmed = false } }
-            startTicking()
-            setState(.connected)
-            logger.debug(
-                "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)")
-            let now = Self.now()
-            restoreSubscriptions(sessionPresent: info.sessionPresent, now: now)
-            machine.sendQueued(now: now, into: &actions)
-            for w in connectWaiters { complete(w, .success(())) }
-            connectWaiters.removeAll()
+            lifecycle(.accepted)
         case .assigned(let token, let packetID):
             if case .stored(let seq) = token { outbox?.noteIdentity(seq, packetID: packetID) }
         case .publishCompleted(.stored(let seq), let result):
@@ -918,9 +800,12 @@ final class ClientCore: @unchecked Sendable {
                 "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered")
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
+            // 5.0 §4.11: 0x9C "use another server", 0x9D "server moved".
             switch failure {
-            case .connectionRefused(let code, let props)?: noteServerReference(code: code, reference: props.serverReference)
-            case .serverDisconnected(let code, _, let reference)?: noteServerReference(code: code, reference: reference)
+            case .connectionRefused(let code, let props)? where code == 0x9C || code == 0x9D:
+                if let r = props.serverReference { lifecycle(.referred(to: r, moved: code == 0x9D)) }
+            case .serverDisconnected(let code, _, let reference?)? where code == 0x9C || code == 0x9D:
+                lifecycle(.referred(to: reference, moved: code == 0x9D))
             default: break
             }
             writeOut()
