@@ -128,6 +128,35 @@ struct ConnectionMachineTests {
         #expect(refused.gaveUp == "bad user name or password" && refused.retryDelay == nil)
     }
 
+    @Test("keepConnecting: a failed first connect backs off and tries again (its callers get the error after the state), and so does a refused password")
+    func keepConnecting() {
+        var s = ConnectionMachine.Settings(brokers: [ConnectionDriver.broker(1)])
+        s.keepConnecting = true
+        var d = ConnectionDriver(s)
+        _ = d.on(.connect)
+        let first = d.fail("connection refused")
+        #expect(first.connectError == "connection refused" && first.retryDelay != nil)
+        let order = first.compactMap { a -> String? in
+            switch a {
+            case .report: "report"
+            case .connectFailed: "failed"
+            default: nil
+            }
+        }
+        #expect(order == ["report", "failed"], "STATUS is offline before the caller hears of the failure: \(first)")
+        #expect(first.logs == ["MQTT cannot connect: connection refused"])
+        _ = d.on(.backoffElapsed)
+        let refused = d.fail("bad user name or password", auth: true)
+        #expect(refused.gaveUp == nil && refused.retryDelay != nil, "a password fixed on the broker is found on the next try")
+        _ = d.on(.backoffElapsed)
+        #expect(d.on(.accepted).succeeded)
+        // Without it, the first failure is final (the seed's behaviour).
+        var e = ConnectionDriver(ConnectionMachine.Settings(brokers: [ConnectionDriver.broker(1)]))
+        _ = e.on(.connect)
+        let once = e.fail("connection refused")
+        #expect(once.retryDelay == nil && once.connectError == "connection refused" && !e.machine.wantsConnection)
+    }
+
     @Test("Server Reference 0x9C: the referred broker next, once; 0x9D: also first in later rounds; one not configured or allowed is ignored")
     func serverReference() {
         var s = Self.three

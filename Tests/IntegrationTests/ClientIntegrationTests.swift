@@ -328,6 +328,29 @@ struct ConnectionErrorTests {
         #expect(error?.message.contains("Is the broker running") == true)
     }
 
+    @Test("keepConnecting: connect() reports the first failure and the client goes on trying; it connects once a broker listens there")
+    func keepConnecting() throws {
+        let port = Broker.freePort()
+        var config = MQTTConfig(brokerAddress: "127.0.0.1", port: port, timeout: 3, maxReconnectAttempts: 0, clientID: uniqueID("keep"))
+        config.reconnectInitialDelay = 0.1
+        config.reconnectMaxDelay = 0.3
+        config.keepConnecting = true
+        let mqtt = MQTTProtocol(config: config)
+        defer { mqtt.disconnect() }
+        let states = NIOLockedValueBox<[ConnectionState]>([])
+        mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
+        #expect(throws: ProtocolConnectionError.self) { try mqtt.connect() }
+        try waitUntil(timeout: 5, "reconnecting") { states.withLockedValue { $0.contains { if case .reconnecting = $0 { true } else { false } } } }
+        let broker = try Broker.start(port: port)
+        defer { broker.stop() }
+        try waitUntil(timeout: 10, "connected without another connect()") { mqtt.state == .connected }
+        let inbox = Inbox()
+        let topic = uniqueTopic("keep")
+        try mqtt.subscribe(topic, qos: 1) { inbox.add($0) }
+        try mqtt.publish(topic, "after the broker came", qos: 1)
+        #expect(try inbox.wait(for: 1).first?.payload == "after the broker came")
+    }
+
     @Test("bad credentials: ProtocolAuthenticationError with the broker's code; good ones connect", arguments: ClientIntegrationTests.versions)
     func authentication(version: MQTTVersion) throws {
         let broker = try Broker.start(.init(users: ["cam7": "s3cret"]))

@@ -154,7 +154,7 @@ final class ClientCore: @unchecked Sendable {
             settings: .init(
                 brokers: config.brokers, order: config.brokerOrder, serverReferenceAllowList: config.serverReferenceAllowList,
                 maxReconnectAttempts: config.maxReconnectAttempts, reconnectInitialDelay: config.reconnectInitialDelay,
-                reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, version: config.protocolVersion,
+                reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, keepConnecting: config.keepConnecting, version: config.protocolVersion,
                 cleanStart: config.cleanStart, sessionExpiryInterval: config.sessionExpiryInterval),
             seed: UInt64.random(in: .min ... .max))
         currentBroker = NIOLockedValueBox(config.brokers[0])

@@ -60,6 +60,12 @@ public struct MQTTConfig: Sendable {
     public var sessionExpiryInterval: UInt32
     /// Reconnect attempts after a lost connection before giving up; 0 means forever.
     public var maxReconnectAttempts: Int
+    /// The client does not stop trying by itself: a failed first `connect()` (whose caller still
+    /// gets the error at once) and a refused user name or password go to the reconnect back-off
+    /// like a lost link, within `maxReconnectAttempts`. For a program that must come back on its
+    /// own when the broker, or its password on the broker, is fixed. Off by default (the seed's
+    /// behaviour: `connect()` fails and stays failed).
+    public var keepConnecting = false
     public var reconnectInitialDelay: Double
     public var reconnectMaxDelay: Double
     /// A PINGREQ left unanswered for `keepalive × heartbeatCheckRatio` means the link is dead.

@@ -20,6 +20,8 @@ struct ConnectionMachine {
         var reconnectInitialDelay: Double = 1
         var reconnectMaxDelay: Double = 60
         var fallbackToV311: Bool = false
+        /// A failed first connect and a refused password back off and try again.
+        var keepConnecting: Bool = false
         var version: MQTTVersion = .v5_0
         var cleanStart: Bool = true
         var sessionExpiryInterval: UInt32 = 0
@@ -302,6 +304,7 @@ struct ConnectionMachine {
             dial(run, into: &actions)
             return
         }
+        var firstFailure: (any CommunicatorError)?
         if !run.everConnected {
             if ending.versionRefused, settings.fallbackToV311, version == .v5_0, !run.triedFallback {
                 run.triedFallback = true
@@ -317,13 +320,18 @@ struct ConnectionMachine {
                     "no broker accepted the connection: " + (run.round.errors + ["\(current): \(error.message)"]).joined(separator: "; "),
                     code: error.code)
             }
-            state = .stopped(reason: error.message)
-            actions.append(.report(.disconnected(reason: error.message)))
-            actions.append(.connectFailed(error))
-            return
+            guard settings.keepConnecting else {
+                state = .stopped(reason: error.message)
+                actions.append(.report(.disconnected(reason: error.message)))
+                actions.append(.connectFailed(error))
+                return
+            }
+            firstFailure = error
+            actions.append(.log(.warning, "MQTT cannot connect: \(error.message)"))
+        } else {
+            actions.append(.log(.warning, "MQTT connection lost: \(reason)"))
         }
-        actions.append(.log(.warning, "MQTT connection lost: \(reason)"))
-        if let error = ending.error, error is ProtocolAuthenticationError {
+        if let error = ending.error, error is ProtocolAuthenticationError, !settings.keepConnecting {
             giveUp(error, into: &actions)
             return
         }
@@ -338,6 +346,8 @@ struct ConnectionMachine {
         state = .backingOff(run, until: now &+ UInt64(delay * 1e9))
         actions.append(.report(.reconnecting(attempt: run.reconnects, nextDelay: delay)))
         actions.append(.scheduleRetry(after: delay))
+        // keepConnecting: the callers of connect() get the error after the state says what comes next.
+        if let firstFailure { actions.append(.connectFailed(firstFailure)) }
     }
 
     /// Exponential from `reconnectInitialDelay`, capped at `reconnectMaxDelay`, ±20% so that a

@@ -27,7 +27,6 @@ public final class Agent: @unchecked Sendable {
     private let state = NIOLockedValueBox<(current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)>(
         (.connecting, nil, 0, false, false))
     private let wake = Condition()
-    private var connector: BackgroundThread?
     private var infoTimer: RepeatedTask?  // touched on infoQueue only
     private let infoQueue = DispatchQueue(label: "edge-agent.info")
     /// Where the agent's timers run: NIO's scheduled tasks, on the monotonic clock, on one thread
@@ -123,9 +122,15 @@ public final class Agent: @unchecked Sendable {
             }
         }
         try commands?.start()
-        let t = BackgroundThread(name: "edge-agent-connect") { [self] in connectLoop() }
-        connector = t
-        t.start()
+        // The first connect in the background. After it, and after every failure, the client
+        // keeps trying by itself (keepConnecting, max_reconnect_attempts 0): a broker that is
+        // down at boot, or a password the broker refuses until someone fixes it, is retried.
+        Task { [self] in
+            do { try await mqtt.connect() } catch {
+                logger.warning("cannot connect to \(config.mqtt.host):\(config.mqtt.port): \(error); trying again with back-off")
+            }
+            sendReady()
+        }
         scheduleInfo(every: config.infoInterval)
     }
 
@@ -169,27 +174,6 @@ public final class Agent: @unchecked Sendable {
     }
 
     var ledDescription: String? { player.map { "\($0.light.name): \($0.current)" } }
-
-    /// The first connect (and every one after the client gave up): with back-off, for ever.
-    private func connectLoop() {
-        var delay = config.mqtt.reconnectInitialDelay
-        while !state.withLockedValue({ $0.stopping }) {
-            do {
-                try mqtt.connect()
-                sendReady()
-                return  // from here on the client reconnects by itself (max_reconnect_attempts 0)
-            } catch {
-                let auth = error is ProtocolAuthenticationError
-                setState(auth ? .error : .offline)
-                sendReady()
-                logger.warning("cannot connect to \(config.mqtt.host):\(config.mqtt.port): \(error); next try in \(Int(delay)) s")
-            }
-            wake.lock()
-            _ = wake.wait(seconds: max(0.05, delay))
-            wake.unlock()
-            delay = min(config.mqtt.reconnectMaxDelay, max(0.1, delay * 2))
-        }
-    }
 
     /// READY=1 after the first connection attempt, whatever its outcome: the agent is up and
     /// buffering; a broker that is down is not a failed start.

@@ -426,6 +426,7 @@ public struct AgentConfig: Sendable {
         // for us (see MQTTConfig.topicAliasMaximum), a protocol error that would cost the link.
         c.topicAliasMaximum = 0
         c.publishPreparer = ClockCorrection(topic: topic(topics.events))
+        c.keepConnecting = true
         if store.enabled {
             let syncPolicy: RingStore.SyncPolicy =
                 switch store.sync {
