@@ -236,7 +236,7 @@ struct ClientIntegrationTests {
         #expect(inbox.count == 1)
     }
 
-    @Test("8 threads publishing at once: every message arrives", arguments: versions)
+    @Test("8 threads publishing 250 each at once with the default queue (1,000): publish waits for room, every message arrives", arguments: versions)
     func concurrentPublishers(version: MQTTVersion) throws {
         let broker = try SharedBroker.get()
         let topic = uniqueTopic("threads")
@@ -245,7 +245,8 @@ struct ClientIntegrationTests {
         defer { receiver.disconnect() }
         let inbox = Inbox()
         try receiver.subscribe("\(topic)/#", qos: 1) { m in inbox.add(m) }
-        let sender = client(broker, version, id: "send") { $0.publishQueueMaxsize = 10_000 }
+        let sender = client(broker, version, id: "send")
+        #expect(sender.config.publishQueueMaxsize == 1000)
         try sender.connect()
         defer { sender.disconnect() }
         let perThread = 250
@@ -257,7 +258,8 @@ struct ClientIntegrationTests {
                 }
             }
         }
-        #expect(failures.withLockedValue { $0 }.isEmpty)
+        let refused = failures.withLockedValue { $0 }
+        #expect(refused.count == 0, "refused, the first: \(refused.first ?? "")")
         let got = try inbox.wait(for: 8 * perThread, timeout: 30)
         #expect(got.count == 8 * perThread)
         // Per thread, order is kept.
@@ -349,6 +351,32 @@ struct ConnectionErrorTests {
         try mqtt.subscribe(topic, qos: 1) { inbox.add($0) }
         try mqtt.publish(topic, "after the broker came", qos: 1)
         #expect(try inbox.wait(for: 1).first?.payload == "after the broker came")
+    }
+
+    @Test("a full queue that nothing drains: publish waits `timeout`, then a ProtocolValidationError says so; nothing accepted is lost")
+    func fullQueueTimesOut() throws {
+        let broker = try Broker.start()
+        var config = MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 1, maxReconnectAttempts: 0, clientID: uniqueID("full"))
+        config.publishQueueMaxsize = 5
+        let mqtt = MQTTProtocol(config: config)
+        defer { mqtt.disconnect() }
+        try mqtt.connect()
+        broker.stop()  // offline: QoS 1 messages wait in the queue, nothing completes
+        try waitUntil(timeout: 10, "offline") { mqtt.state != .connected }
+        for i in 0..<5 { try mqtt.publish("t/full", "m\(i)", qos: 1) }
+        let error = #expect(throws: ProtocolValidationError.self) { try mqtt.publish("t/full", "one too many", qos: 1) }
+        #expect(error?.message.contains("none completed within 1.0 s (timeout)") == true, "\(error?.message ?? "")")
+        // The five accepted ones go out when the broker is back.
+        let again = try broker.restarted()
+        defer { again.stop() }
+        let inbox = Inbox()
+        let sub = MQTTProtocol(config: MQTTConfig(brokerAddress: "127.0.0.1", port: again.port, timeout: 5, clientID: uniqueID("full-sub")))
+        try sub.connect()
+        defer { sub.disconnect() }
+        try sub.subscribe("t/full", qos: 1) { inbox.add($0) }
+        try waitUntil(timeout: 15, "reconnected") { mqtt.state == .connected }
+        let got = try inbox.wait(for: 5, timeout: 15)
+        #expect(got.map(\.payload) == (0..<5).map { "m\($0)" })
     }
 
     @Test("bad credentials: ProtocolAuthenticationError with the broker's code; good ones connect", arguments: ClientIntegrationTests.versions)

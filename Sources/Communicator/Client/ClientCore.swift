@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -81,6 +82,9 @@ final class ClientCore: @unchecked Sendable {
         var drainScheduled = false
         /// Publishes accepted and not yet completed.
         var outstanding = 0
+        /// Threads in a plain `publish` waiting for room in the full queue (woken when room is given back).
+        var roomWaiters: [(id: UInt64, wake: DispatchSemaphore)] = []
+        var nextWaiterID: UInt64 = 0
     }
 
     struct Subscription {
@@ -242,19 +246,60 @@ final class ClientCore: @unchecked Sendable {
 
     /// Accepts a publish if the bound on outstanding messages allows it.
     func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion) -> Bool {
+        if case .accepted = submitPublish(publish, completion, orWaitWith: nil) { return true }
+        return false
+    }
+
+    /// Accepts a publish, waiting up to `seconds` for room in a full queue (a thread other than
+    /// the network thread: the network thread makes the room). The seed's `Queue.put`.
+    func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo seconds: Double) -> Bool {
+        let deadline = DispatchTime.now() + seconds
+        while true {
+            let wake = DispatchSemaphore(value: 0)
+            guard case .waiting(let id) = submitPublish(publish, completion, orWaitWith: wake) else { return true }
+            if wake.wait(timeout: deadline) == .timedOut {
+                inbox.withLockedValue { $0.roomWaiters.removeAll { $0.id == id } }
+                return submitPublish(publish, completion)  // room may have come with the deadline
+            }
+        }
+    }
+
+    private enum Admission {
+        case accepted
+        case full
+        case waiting(id: UInt64)
+    }
+
+    private func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, orWaitWith wake: DispatchSemaphore?) -> Admission {
         // Drop-oldest lets the loop make room, but a hard bound still holds for what waits
         // between two drains of the inbox.
         let limit = config.queueFullPolicy == .reject ? config.publishQueueMaxsize : 2 * config.publishQueueMaxsize + 65_535
-        let (accepted, loop, schedule) = inbox.withLockedValue { box -> (Bool, EventLoop?, Bool) in
-            guard box.outstanding < limit else { return (false, nil, false) }
+        let (admission, loop, schedule) = inbox.withLockedValue { box -> (Admission, EventLoop?, Bool) in
+            guard box.outstanding < limit else {
+                guard let wake else { return (.full, nil, false) }
+                box.nextWaiterID &+= 1
+                box.roomWaiters.append((box.nextWaiterID, wake))
+                return (.waiting(id: box.nextWaiterID), nil, false)
+            }
             box.outstanding += 1
             box.commands.append(.publish(publish, completion))
             let schedule = box.loop != nil && !box.drainScheduled
             if schedule { box.drainScheduled = true }
-            return (true, box.loop, schedule)
+            return (.accepted, box.loop, schedule)
         }
         if schedule, let loop { loop.execute { self.drain() } }
-        return accepted
+        return admission
+    }
+
+    /// Room of `n` messages completed (or stored) is given back; whoever waits for room tries again.
+    private func giveBack(_ n: Int) {
+        let waiting = inbox.withLockedValue { box -> [(id: UInt64, wake: DispatchSemaphore)] in
+            box.outstanding -= n
+            guard !box.roomWaiters.isEmpty else { return [] }
+            defer { box.roomWaiters.removeAll(keepingCapacity: true) }
+            return box.roomWaiters
+        }
+        for w in waiting { w.wake.signal() }
     }
 
     func submit(_ command: Command) {
@@ -348,9 +393,9 @@ final class ClientCore: @unchecked Sendable {
         }
         switch outbox.append(p, c, deferCommit: true) {
         case .stored:
-            inbox.withLockedValue { $0.outstanding -= 1 }  // its room is the store's now
+            giveBack(1)  // its room is the store's now
         case .refused(let error):
-            inbox.withLockedValue { $0.outstanding -= 1 }
+            giveBack(1)
             logger.warning("\(error.message)")
             complete(c, .failure(error))
         case .degraded:
@@ -683,7 +728,7 @@ final class ClientCore: @unchecked Sendable {
                 anyCompleted = true
                 if !token.isStored { completed += 1 }
             }
-            if completed > 0 { inbox.withLockedValue { $0.outstanding -= completed } }
+            if completed > 0 { giveBack(completed) }
             for action in spareActions { perform(action) }
             spareActions.removeAll(keepingCapacity: true)
             // The window opened: stored messages go next.
@@ -713,7 +758,7 @@ final class ClientCore: @unchecked Sendable {
         let waiters = writeWaiters
         writeWaiters.removeAll()
         channel.writeAndFlush(buffer).whenComplete { [self] result in
-            inbox.withLockedValue { $0.outstanding -= waiters.count }
+            self.giveBack(waiters.count)
             let r = result.mapError { _ in self.mapFailure(.connectionLost) as any Error }
             for w in waiters { complete(w, r) }
         }
@@ -723,7 +768,7 @@ final class ClientCore: @unchecked Sendable {
         guard !writeWaiters.isEmpty else { return }
         let waiters = writeWaiters
         writeWaiters.removeAll()
-        inbox.withLockedValue { $0.outstanding -= waiters.count }
+        giveBack(waiters.count)
         for w in waiters { complete(w, .failure(mapFailure(.connectionLost))) }
     }
 

@@ -222,9 +222,11 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         try publish(topic, message, qos: 1, retain: false)
     }
 
-    /// Queues a message and returns at once; it is sent in order as soon as the connection allows.
-    /// Throws `ProtocolValidationError` for an invalid topic or QoS, a payload over the maximum
-    /// packet size, or a full queue (`publishQueueMaxsize`).
+    /// Queues a message and returns; it is sent in order as soon as the connection allows. When
+    /// `publishQueueMaxsize` messages are waiting or in flight, waits for room up to `timeout`
+    /// (like the seed's `Queue.put`), except on the network thread (in a callback) and in
+    /// blocking mode, where a full queue fails at once. Throws `ProtocolValidationError` for an
+    /// invalid topic or QoS, a payload over the maximum packet size, or a queue still full.
     public func publish(_ topic: String, _ payload: String, qos: Int = 1, retain: Bool = false) throws {
         try enqueue(try makePublish(topic, ByteBuffer(string: payload), qos: qos, retain: retain), .none)
     }
@@ -259,7 +261,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties) async throws {
         let p = try makePublish(topic, payload, qos: qos, retain: retain, properties: properties)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            do { try enqueue(p, .done({ c.resume(with: $0) })) } catch { c.resume(throwing: error) }
+            do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch { c.resume(throwing: error) }
         }
     }
 
@@ -275,11 +277,13 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false) async throws {
         let p = try makePublish(topic, payload, qos: qos, retain: retain)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            do { try enqueue(p, .done({ c.resume(with: $0) })) } catch { c.resume(throwing: error) }
+            do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch { c.resume(throwing: error) }
         }
     }
 
-    private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion) throws {
+    /// `wait`: a plain publish waits for room in a full queue; the async forms do not block a
+    /// task's thread (they fail at once, as on the network thread).
+    private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion, wait: Bool = true) throws {
         if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
             throw ProtocolConnectionError(
                 "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it")
@@ -288,9 +292,14 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
             throw ProtocolValidationError(
                 "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored")
         }
-        guard core.submitPublish(p, completion) else {
+        // Off the network thread a full queue is waited on, up to `timeout` (the seed's Queue.put);
+        // the network thread makes the room, so there (in a callback) it fails at once.
+        let canWait = wait && config.mode == .nonBlocking && !isOnNetworkThread && config.queueFullPolicy == .reject
+        let accepted = canWait ? core.submitPublish(p, completion, waitingUpTo: config.timeout) : core.submitPublish(p, completion)
+        guard accepted else {
             throw ProtocolValidationError(
-                "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize); message on \"\(p.topic)\" refused")
+                "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
+                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused")
         }
     }
 
