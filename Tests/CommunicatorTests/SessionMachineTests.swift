@@ -161,6 +161,23 @@ struct SessionMachineTests {
         #expect(sent[2].publishID == 3 && sent[2].publishDup == true)
     }
 
+    @Test("a packet the decoder refuses: 5.0 DISCONNECT packet too large or malformed packet, with the reason, then close; 3.1.1: close only")
+    func decodeFailed() {
+        for (error, code) in [(MQTTDecodeError.packetTooLarge(size: 9000, limit: 4096), ReasonCode.packetTooLarge), (.malformed("bad flags"), .malformedPacket)] {
+            var d = SessionDriver(.init(version: .v5_0, clientID: "t"))
+            _ = d.connect()
+            let acts = d.step { m, _, a in m.decodeFailed(error, into: &a) }
+            guard case .disconnect(let dis)? = acts.sent.first else { Issue.record("no DISCONNECT: \(acts)"); continue }
+            #expect(ReasonCode(dis.reasonCode) == code)
+            #expect(dis.properties.reasonString == "\(error)")
+            #expect(acts.closed != nil)
+        }
+        var old = SessionDriver(.init(version: .v3_1_1, clientID: "t"))
+        _ = old.connect()
+        let acts = old.step { m, _, a in m.decodeFailed(.malformed("x"), into: &a) }
+        #expect(acts.sent.isEmpty && acts.closed != nil)
+    }
+
     /// Counts its calls and puts "prepared:" before payloads of topic "fix".
     final class CountingPreparer: MQTTPublishPreparer, @unchecked Sendable {
         private(set) var calls = 0

@@ -596,17 +596,11 @@ final class ClientCore: @unchecked Sendable {
     func transportError(_ error: Error, attempt: UInt64) {
         guard attempt == self.attempt else { return }
         if lastFailure == nil { lastFailure = mapTransportError(error) }
-        if let d = error as? MQTTDecodeError, machine.options.version == .v5_0, machine.isConnected, let channel {
-            // [MQTT-4.13.2-1]: DISCONNECT with the reason before closing: 0x95 for a packet above
-            // the Maximum Packet Size we announced [MQTT-3.1.2-25 is the broker's side], else 0x81.
-            let code: UInt8 = if case .packetTooLarge = d { 0x95 } else { 0x81 }
-            var props = MQTTProperties()
-            props.reasonString = String("\(d)".prefix(200))
-            var buffer = channel.allocator.buffer(capacity: 64)
-            MQTTPacket.disconnect(.init(reasonCode: code, properties: props)).encode(version: .v5_0, into: &buffer)
-            channel.writeAndFlush(buffer, promise: nil)
-        }
         logger.debug("MQTT transport error: \(error)")
+        if let d = error as? MQTTDecodeError {
+            machine.decodeFailed(d, into: &actions)  // 5.0: DISCONNECT with the reason, then close
+            runActions()
+        }
     }
 
     func transportDown(attempt: UInt64) {
@@ -627,7 +621,7 @@ final class ClientCore: @unchecked Sendable {
         tickTask = nil
         let failure = lastFailure
         if let failure { publicLastError.withLockedValue { $0 = failure } }
-        let versionRefused = failure.map { $0.code == 0x84 } ?? false
+        let versionRefused = failure?.code == ReasonCode.unsupportedProtocolVersion.rawValue
         lifecycle(.ended(.init(error: failure, versionRefused: versionRefused)))
         runActions()
     }
@@ -845,12 +839,12 @@ final class ClientCore: @unchecked Sendable {
                 "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered")
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
-            // 5.0 §4.11: 0x9C "use another server", 0x9D "server moved".
+            // 5.0 §4.11: "use another server" or "server moved", with a Server Reference.
             switch failure {
-            case .connectionRefused(let code, let props)? where code == 0x9C || code == 0x9D:
-                if let r = props.serverReference { lifecycle(.referred(to: r, moved: code == 0x9D)) }
-            case .serverDisconnected(let code, _, let reference?)? where code == 0x9C || code == 0x9D:
-                lifecycle(.referred(to: reference, moved: code == 0x9D))
+            case .connectionRefused(let code, let props)?:
+                if let r = props.serverReference, let moved = Self.redirect(code) { lifecycle(.referred(to: r, moved: moved)) }
+            case .serverDisconnected(let code, _, let reference?)?:
+                if let moved = Self.redirect(code) { lifecycle(.referred(to: reference, moved: moved)) }
             default: break
             }
             writeOut()
@@ -858,9 +852,18 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
+    /// nil: not a redirect; else whether the server moved (for good) rather than asks for another.
+    private static func redirect(_ code: UInt8) -> Bool? {
+        switch ReasonCode(code) {
+        case .serverMoved: true
+        case .useAnotherServer: false
+        default: nil
+        }
+    }
+
     private func markSubscribed(_ filters: [String], _ codes: [UInt8]) {
         for (filter, code) in zip(filters, codes) {
-            if code < 0x80 {
+            if !ReasonCode(code).isFailure {
                 subscriptions[filter]?.confirmed = true
             } else {
                 logger.error("broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
@@ -888,7 +891,7 @@ final class ClientCore: @unchecked Sendable {
             switch result {
             case .failure(let e): cb(.failure(e))
             case .success:
-                if let (i, code) = granted.enumerated().first(where: { $0.element >= 0x80 }) {
+                if let (i, code) = granted.enumerated().first(where: { ReasonCode($0.element).isFailure }) {
                     let filter = i < filters.count ? filters[i] : "?"
                     cb(.failure(ProtocolValidationError(
                         "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version))): check the filter and the broker's ACL",
@@ -902,6 +905,8 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: - Errors
 
+    static let authenticationRefusals: Set<ReasonCode> = [.badUserNameOrPassword, .notAuthorized, .banned, .badAuthenticationMethod]
+
     private func mapFailure(_ f: SessionMachine<Completion>.Failure) -> any CommunicatorError {
         let v = machine.options.version
         let broker = current.description
@@ -909,14 +914,14 @@ final class ClientCore: @unchecked Sendable {
         case .connectionRefused(let code, let props):
             let what = ReasonCode.describe(code, version: v, connack: true)
             let extra = props.reasonString.map { " (\($0))" } ?? ""
-            let isAuth = v == .v3_1_1 ? (code == 4 || code == 5) : [0x86, 0x87, 0x8A, 0x8C].contains(code)
+            let isAuth = v == .v3_1_1 ? (code == 4 || code == 5) : Self.authenticationRefusals.contains(ReasonCode(code))
             if isAuth {
                 let who = config.username.map { "user \"\($0)\"" } ?? "an anonymous client"
                 return ProtocolAuthenticationError(
                     "broker \(broker) refused \(who) (CONNACK \(what))\(extra): check username/password and the broker's ACL",
                     code: code)
             }
-            let isVersion = v == .v3_1_1 ? code == 1 : code == 0x84
+            let isVersion = v == .v3_1_1 ? code == 1 : ReasonCode(code) == .unsupportedProtocolVersion
             if isVersion {
                 return ProtocolError(
                     "broker \(broker) does not accept MQTT \(v) (CONNACK \(what))\(extra): set protocol_version to 3.1.1 or enable fallback",

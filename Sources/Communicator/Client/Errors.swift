@@ -22,7 +22,7 @@ public struct ProtocolConnectionError: CommunicatorError {
 }
 
 /// The broker refused the credentials or the client's authority (3.1.1 return codes 4 and 5;
-/// 5.0 reason codes 0x86, 0x87, 0x8A, 0x8C).
+/// 5.0 `ReasonCode.badUserNameOrPassword`, `.notAuthorized`, `.banned`, `.badAuthenticationMethod`).
 public struct ProtocolAuthenticationError: CommunicatorError {
     public let message: String
     public let code: UInt8?

@@ -102,7 +102,7 @@ public struct MQTTConfig: Sendable {
     public var maxPacketSize: Int
     /// Largest packet accepted from the broker; nil = `maxPacketSize`. Announced as Maximum Packet
     /// Size in a 5.0 CONNECT (the broker then never sends more; one that does is disconnected with
-    /// 0x95). On 3.1.1 a larger PUBLISH is acknowledged and skipped as it streams in, never
+    /// `ReasonCode.packetTooLarge`). On 3.1.1 a larger PUBLISH is acknowledged and skipped as it streams in, never
     /// buffered (`droppedIncomingMessages` counts them), and the connection stays.
     public var maxIncomingPacketSize: Int?
     var incomingPacketLimit: Int { maxIncomingPacketSize ?? maxPacketSize }
@@ -124,12 +124,13 @@ public struct MQTTConfig: Sendable {
     /// Order of the brokers in each round.
     public var brokerOrder: BrokerOrder
     /// Hosts (or host:port) a 5.0 broker may send us to with a Server Reference (CONNACK or
-    /// DISCONNECT 0x9C "use another server", 0x9D "server moved"), besides the configured brokers.
+    /// DISCONNECT `ReasonCode.useAnotherServer` or `.serverMoved`), besides the configured brokers.
     /// A reference to anything else is logged and ignored: never followed blindly.
     public var serverReferenceAllowList: [String]
 
     /// 5.0: QoS 1/2 publishes the broker may send us without waiting for our acknowledgement
-    /// (announced in CONNECT below 65,535; a broker that sends more is disconnected with 0x93).
+    /// (announced in CONNECT below 65,535; a broker that sends more is disconnected with
+    /// `ReasonCode.receiveMaximumExceeded`).
     public var receiveMaximum: UInt16 = 65_535
     /// 5.0: topic aliases the broker may use towards us (announced in CONNECT; 0 = none).
     /// With mosquitto 2.1 and a small `maxPacketSize`, set 0: that broker gives a topic an alias

@@ -249,13 +249,15 @@ final class Outbox {
     }
 
     /// Refusals that say nothing against the message itself: the broker's announced limits, and
-    /// PUBACK/PUBREC 0x80 unspecified, 0x83 implementation specific, 0x87 not authorized (this
-    /// broker's ACL; another may differ), 0x97 quota exceeded. Not: 0x90 topic name invalid,
-    /// 0x99 payload format invalid (the message is wrong anywhere).
+    /// PUBACK/PUBREC unspecified error, implementation specific error, not authorized (this
+    /// broker's ACL; another may differ), quota exceeded. Not: topic name invalid, payload format
+    /// invalid (the message is wrong anywhere).
+    static let notFinal: Set<ReasonCode> = [.unspecifiedError, .implementationSpecificError, .notAuthorized, .quotaExceeded]
+
     static func isBrokerRefusal<T>(_ f: SessionMachine<T>.Failure) -> Bool {
         switch f {
         case .brokerLimit: true
-        case .rejected(let packet, let code, _): (packet == .puback || packet == .pubrec) && [0x80, 0x83, 0x87, 0x97].contains(code)
+        case .rejected(let packet, let code, _): (packet == .puback || packet == .pubrec) && Self.notFinal.contains(ReasonCode(code))
         default: false
         }
     }

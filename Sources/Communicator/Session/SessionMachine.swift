@@ -563,6 +563,14 @@ public struct SessionMachine<Token> {
 
     /// 5.0 [MQTT-4.13.2-1]: a protocol error we detect is answered with DISCONNECT carrying the
     /// reason code (and our reason string) before the connection closes.
+    /// The decoder refused what the broker sent. 5.0: DISCONNECT with the reason before the close
+    /// [MQTT-4.13.2-1]: packet too large for a packet above the Maximum Packet Size we announced,
+    /// else malformed packet.
+    public mutating func decodeFailed(_ error: MQTTDecodeError, into actions: inout [Action]) {
+        let code: ReasonCode = if case .packetTooLarge = error { .packetTooLarge } else { .malformedPacket }
+        protocolViolation("\(error)", code: code.rawValue, into: &actions)
+    }
+
     private mutating func protocolViolation(_ what: String, code: UInt8 = 0x82, into actions: inout [Action]) {
         if options.version == .v5_0 && state == .up {
             var props = MQTTProperties()
