@@ -78,8 +78,8 @@ for seq in first..<(first + count) {
             try mqtt.publish("probe/seq", probePayload(seq), qos: qos)
             say("accepted \(seq) \(monotonicNanos())")
             break
-        } catch let e as ProtocolValidationError where e.message.contains("publish_queue_maxsize") {
-            usleep(1000)  // back-pressure: the network thread is behind
+        } catch let e as ProtocolValidationError where e.reason == .queueFull {
+            usleep(1000)  // back-pressure: the network thread is behind (publish waited `timeout` already)
         } catch {
             say("error: \(error)")
             exit(3)

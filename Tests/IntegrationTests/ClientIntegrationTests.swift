@@ -328,6 +328,7 @@ struct ConnectionErrorTests {
         let error = #expect(throws: ProtocolConnectionError.self) { try mqtt.connect() }
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
         #expect(error?.message.contains("Is the broker running") == true)
+        #expect(error?.reason == .unreachable)
     }
 
     @Test("keepConnecting: connect() reports the first failure and the client goes on trying; it connects once a broker listens there")
@@ -355,7 +356,9 @@ struct ConnectionErrorTests {
 
     @Test("a full queue that nothing drains: publish waits `timeout`, then a ProtocolValidationError says so; nothing accepted is lost")
     func fullQueueTimesOut() throws {
-        let broker = try Broker.start()
+        // A persistent subscriber session: what the client sends after the restart waits for it.
+        let broker = try Broker.start(.init(persistence: true))
+        let sub = try ExternalSubscriber(broker: broker, topic: "t/full", qos: 1, format: "%p", extraArgs: ["-c"])
         var config = MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 1, maxReconnectAttempts: 0, clientID: uniqueID("full"))
         config.publishQueueMaxsize = 5
         let mqtt = MQTTProtocol(config: config)
@@ -366,17 +369,13 @@ struct ConnectionErrorTests {
         for i in 0..<5 { try mqtt.publish("t/full", "m\(i)", qos: 1) }
         let error = #expect(throws: ProtocolValidationError.self) { try mqtt.publish("t/full", "one too many", qos: 1) }
         #expect(error?.message.contains("none completed within 1.0 s (timeout)") == true, "\(error?.message ?? "")")
+        #expect(error?.reason == .queueFull)
         // The five accepted ones go out when the broker is back.
         let again = try broker.restarted()
         defer { again.stop() }
-        let inbox = Inbox()
-        let sub = MQTTProtocol(config: MQTTConfig(brokerAddress: "127.0.0.1", port: again.port, timeout: 5, clientID: uniqueID("full-sub")))
-        try sub.connect()
-        defer { sub.disconnect() }
-        try sub.subscribe("t/full", qos: 1) { inbox.add($0) }
         try waitUntil(timeout: 15, "reconnected") { mqtt.state == .connected }
-        let got = try inbox.wait(for: 5, timeout: 15)
-        #expect(got.map(\.payload) == (0..<5).map { "m\($0)" })
+        try waitUntil(timeout: 15, "the five") { sub.lines.count >= 5 }
+        #expect(sub.lines == (0..<5).map { "m\($0)" })
     }
 
     @Test("bad credentials: ProtocolAuthenticationError with the broker's code; good ones connect", arguments: ClientIntegrationTests.versions)
@@ -397,6 +396,8 @@ struct ConnectionErrorTests {
         let error = #expect(throws: ProtocolAuthenticationError.self) { try bad.connect() }
         #expect(error?.code != nil)
         #expect(error?.message.contains("user \"cam7\"") == true)
+        let expected: ReasonCode = version == .v5_0 ? .notAuthorized : ReasonCode(5)  // mosquitto's answer; 3.1.1: return code 5
+        #expect(error?.reason == .connackRefused(expected), "\(String(describing: error?.reason))")
         let anonymous = make(nil, nil)
         #expect(throws: ProtocolAuthenticationError.self) { try anonymous.connect() }
     }
@@ -416,6 +417,7 @@ struct ConnectionErrorTests {
         #expect(throws: ProtocolValidationError.self) { try mqtt.publish("", "x") }
         let e4 = #expect(throws: ProtocolValidationError.self) { try mqtt.subscribe("a/#/b") { _, _ in } }
         #expect(e4?.message.contains("'#'") == true)
+        #expect([e1, e2, e3, e4].allSatisfy { $0?.reason == .invalidArgument }, "a reason code can switch on")
         #expect(throws: ProtocolValidationError.self) { try mqtt.subscribe("a/b+") { _, _ in } }
         // The connection is still fine.
         #expect(mqtt.state == .connected)

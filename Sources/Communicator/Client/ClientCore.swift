@@ -217,7 +217,7 @@ final class ClientCore: @unchecked Sendable {
         let dropped = outbox.droppedCallbacks
         outbox.droppedCallbacks.removeAll()
         for c in dropped {
-            complete(c, .failure(ProtocolValidationError("message dropped: the offline store was full and when_full is drop_oldest")))
+            complete(c, .failure(ProtocolValidationError("message dropped: the offline store was full and when_full is drop_oldest", reason: .dropped)))
         }
     }
 
@@ -362,7 +362,7 @@ final class ClientCore: @unchecked Sendable {
             case .probe(let done): done()
             case .reauthenticate(let c):
                 if let problem = machine.reauthenticate(now: now, into: &actions) {
-                    complete(c, .failure(ProtocolValidationError("cannot re-authenticate: \(problem)")))
+                    complete(c, .failure(ProtocolValidationError("cannot re-authenticate: \(problem)", reason: .misuse)))
                 } else {
                     complete(c, .success(()))
                 }
@@ -516,7 +516,7 @@ final class ClientCore: @unchecked Sendable {
         attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
             guard attempt == thisAttempt, case .connecting = connection.state else { return }
             fail(ProtocolConnectionError(
-                "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up"))
+                "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up", reason: .timeout))
         }
         Transport.connect(
             on: loop, to: current, config: config, tlsContext: tlsContext, version: machine.options.version, core: self,
@@ -632,7 +632,7 @@ final class ClientCore: @unchecked Sendable {
         _ entries: [(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], _ completion: Completion, now: UInt64
     ) {
         if let info = machine.connectionInfo, let problem = entries.lazy.compactMap({ Self.unsupported($0.filter, by: info) }).first {
-            complete(completion, .failure(ProtocolValidationError(problem)))
+            complete(completion, .failure(ProtocolValidationError(problem, reason: .brokerLimit)))
             return
         }
         for e in entries {
@@ -798,7 +798,8 @@ final class ClientCore: @unchecked Sendable {
                     if let callback { complete(callback, .failure(error)) }
                 } else if let callback {
                     complete(callback, .failure(ProtocolConnectionError(
-                        "\(error.message); the message stays in the offline store and is sent after the next connect")))
+                        "\(error.message); the message stays in the offline store and is sent after the next connect", code: error.code,
+                        reason: error.reason)))
                 }
             }
         case .publishCompleted(let token, let result):
@@ -895,7 +896,7 @@ final class ClientCore: @unchecked Sendable {
                     let filter = i < filters.count ? filters[i] : "?"
                     cb(.failure(ProtocolValidationError(
                         "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version))): check the filter and the broker's ACL",
-                        code: code)))
+                        code: code, reason: .refused(ReasonCode(code)))))
                 } else {
                     cb(.success(granted))
                 }
@@ -919,40 +920,46 @@ final class ClientCore: @unchecked Sendable {
                 let who = config.username.map { "user \"\($0)\"" } ?? "an anonymous client"
                 return ProtocolAuthenticationError(
                     "broker \(broker) refused \(who) (CONNACK \(what))\(extra): check username/password and the broker's ACL",
-                    code: code)
+                    code: code, reason: .connackRefused(ReasonCode(code)))
             }
             let isVersion = v == .v3_1_1 ? code == 1 : ReasonCode(code) == .unsupportedProtocolVersion
             if isVersion {
                 return ProtocolError(
                     "broker \(broker) does not accept MQTT \(v) (CONNACK \(what))\(extra): set protocol_version to 3.1.1 or enable fallback",
-                    code: code)
+                    code: code, reason: .connackRefused(ReasonCode(code)))
             }
-            return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code)
+            return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code, reason: .connackRefused(ReasonCode(code)))
         case .protocolViolation(let what, let code):
             return ProtocolError(
                 "broker \(broker) broke the MQTT protocol: \(what)" + (v == .v5_0 ? " (we sent DISCONNECT \(ReasonCode.describe(code, version: v)))" : ""),
-                code: code)
+                code: code, reason: .protocolViolation)
         case .rejected(let packet, let code, let reason):
             return ProtocolValidationError(
                 "broker refused the message (\(packet) \(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
-                code: code)
+                code: code, reason: .refused(ReasonCode(code)))
         case .keepAliveTimeout(let seconds):
-            return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead")
+            return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead", reason: .keepAliveTimeout)
         case .serverDisconnected(let code, let reason, _):
             return ProtocolError(
                 "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
-                code: code)
-        case .refused(let what), .brokerLimit(let what):
-            return ProtocolValidationError(what)
+                code: code, reason: .brokerDisconnected(ReasonCode(code)))
+        case .refused(let what):
+            return ProtocolValidationError(what, reason: .other)
+        case .notConnected:
+            return ProtocolConnectionError("not connected: QoS 0 messages are not queued while offline", reason: .notConnected)
+        case .queueFull(let limit):
+            return ProtocolValidationError("publish queue is full (\(limit) messages waiting)", reason: .queueFull)
+        case .brokerLimit(let what):
+            return ProtocolValidationError(what, reason: .brokerLimit)
         case .connectionLost:
-            return ProtocolConnectionError("connection to \(broker) was lost before the request completed")
+            return ProtocolConnectionError("connection to \(broker) was lost before the request completed", reason: .connectionLost)
         case .dropped(let limit):
-            return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest")
+            return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest", reason: .dropped)
         case .authentication(let what):
-            return ProtocolAuthenticationError("enhanced authentication with \(broker) failed: \(what)")
+            return ProtocolAuthenticationError("enhanced authentication with \(broker) failed: \(what)", reason: .authentication)
         case .expired(let seconds):
             return ProtocolValidationError(
-                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker")
+                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker", reason: .expired)
         }
     }
 
@@ -960,23 +967,25 @@ final class ClientCore: @unchecked Sendable {
         if let e = error as? any CommunicatorError { return e }
         let broker = current.description
         if let d = error as? MQTTDecodeError {
-            return ProtocolError("broker \(broker) sent a \(d)")
+            return ProtocolError("broker \(broker) sent a \(d)", reason: .protocolViolation)
         }
         if let e = error as? NIOSSLError, case .uncleanShutdown = e {
-            return ProtocolConnectionError("broker \(broker) closed the TLS connection without close_notify")
+            return ProtocolConnectionError("broker \(broker) closed the TLS connection without close_notify", reason: .tls)
         }
-        if error is NIOSSLError || error is BoringSSLError || "\(type(of: error))".contains("SSL") {
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError || error is NIOSSLCloseTimedOutError
+            || error is NIOTLSUnwrappingError
+        {
             return ProtocolConnectionError(
-                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)")
+                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)", reason: .tls)
         }
         if let c = error as? NIOConnectionError {
             let causes = c.connectionErrors.map { "\($0.error)" }
             let cause = causes.first ?? (c.dnsAError.map { "\($0)" } ?? c.dnsAAAAError.map { "\($0)" } ?? "\(error)")
-            return ProtocolConnectionError("cannot reach broker \(broker): \(cause). Is the broker running and listening there?")
+            return ProtocolConnectionError("cannot reach broker \(broker): \(cause). Is the broker running and listening there?", reason: .unreachable)
         }
         if error is ChannelError, case .connectTimeout = error as! ChannelError {
-            return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s")
+            return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s", reason: .unreachable)
         }
-        return ProtocolConnectionError("connection to \(broker) failed: \(error)")
+        return ProtocolConnectionError("connection to \(broker) failed: \(error)", reason: .unreachable)
     }
 }

@@ -4,6 +4,55 @@ public protocol CommunicatorError: Error, CustomStringConvertible, Sendable {
     var message: String { get }
     /// The broker's return/reason code, when the error came from the broker.
     var code: UInt8? { get }
+    /// What went wrong, for code to switch on (`message` says it for people).
+    var reason: MQTTErrorReason { get }
+}
+
+/// Why a call or the connection failed. The four seed error types say who must act (the network,
+/// the credentials, the broker, the caller); this says what happened.
+public enum MQTTErrorReason: Sendable, Equatable {
+    // The link
+    /// TCP refused or timed out, the name did not resolve, nothing listens there.
+    case unreachable
+    /// The TLS handshake or the broker's certificate failed, or TLS could not be set up.
+    case tls
+    /// No answer within `timeout`: CONNACK, a blocking call, a request's response.
+    case timeout
+    /// The connection went before the request completed.
+    case connectionLost
+    /// The broker stopped answering PINGREQ (keep-alive): the link is dead.
+    case keepAliveTimeout
+    /// Not connected: QoS 0 while offline, or `disconnect()` before the connection was up.
+    case notConnected
+    /// `maxReconnectAttempts` reconnects failed.
+    case gaveUp
+    // The broker's answers
+    /// CONNACK refused (3.1.1 return code or 5.0 reason code).
+    case connackRefused(ReasonCode)
+    /// The broker sent DISCONNECT with this reason.
+    case brokerDisconnected(ReasonCode)
+    /// The broker broke the protocol (or sent bytes the decoder refused).
+    case protocolViolation
+    /// PUBACK, PUBREC, SUBACK or UNSUBACK refused the request.
+    case refused(ReasonCode)
+    /// 5.0 enhanced authentication failed on our side or the broker's.
+    case authentication
+    // Refused here, before the broker
+    /// `publishQueueMaxsize` messages wait or are in flight.
+    case queueFull
+    /// The offline store is full (`reject_newest`).
+    case storeFull
+    /// Dropped to make room (`dropOldest`: the queue or the store was full).
+    case dropped
+    /// Its Message Expiry Interval ran out before it could be sent.
+    case expired
+    /// Above what the broker announced (Maximum Packet Size, Maximum QoS, Retain Available, ...).
+    case brokerLimit
+    /// A topic, filter, QoS, size, property or setting the standard or the configuration forbids.
+    case invalidArgument
+    /// The call cannot be made here (a blocking call on the network thread, a mode mismatch).
+    case misuse
+    case other
 }
 
 extension CommunicatorError {
@@ -15,9 +64,11 @@ extension CommunicatorError {
 public struct ProtocolConnectionError: CommunicatorError {
     public let message: String
     public let code: UInt8?
-    public init(_ message: String, code: UInt8? = nil) {
+    public let reason: MQTTErrorReason
+    public init(_ message: String, code: UInt8? = nil, reason: MQTTErrorReason = .other) {
         self.message = message
         self.code = code
+        self.reason = reason
     }
 }
 
@@ -26,9 +77,11 @@ public struct ProtocolConnectionError: CommunicatorError {
 public struct ProtocolAuthenticationError: CommunicatorError {
     public let message: String
     public let code: UInt8?
-    public init(_ message: String, code: UInt8? = nil) {
+    public let reason: MQTTErrorReason
+    public init(_ message: String, code: UInt8? = nil, reason: MQTTErrorReason = .other) {
         self.message = message
         self.code = code
+        self.reason = reason
     }
 }
 
@@ -37,9 +90,11 @@ public struct ProtocolAuthenticationError: CommunicatorError {
 public struct ProtocolError: CommunicatorError {
     public let message: String
     public let code: UInt8?
-    public init(_ message: String, code: UInt8? = nil) {
+    public let reason: MQTTErrorReason
+    public init(_ message: String, code: UInt8? = nil, reason: MQTTErrorReason = .other) {
         self.message = message
         self.code = code
+        self.reason = reason
     }
 }
 
@@ -48,8 +103,10 @@ public struct ProtocolError: CommunicatorError {
 public struct ProtocolValidationError: CommunicatorError {
     public let message: String
     public let code: UInt8?
-    public init(_ message: String, code: UInt8? = nil) {
+    public let reason: MQTTErrorReason
+    public init(_ message: String, code: UInt8? = nil, reason: MQTTErrorReason = .other) {
         self.message = message
         self.code = code
+        self.reason = reason
     }
 }

@@ -175,7 +175,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Throws if the first connection attempt fails.
     public func loopForever() throws {
         guard config.mode == .blocking else {
-            throw ProtocolValidationError("loopForever() needs mode .blocking; in .nonBlocking mode the network already runs on its own thread")
+            throw ProtocolValidationError("loopForever() needs mode .blocking; in .nonBlocking mode the network already runs on its own thread", reason: .misuse)
         }
         try checkSetup()
         let failure = NIOLockedValueBox<(any Error)?>(nil)
@@ -208,7 +208,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     public func setWill(topic: String, payload: [UInt8], qos: Int = 1, retain: Bool = false) throws {
-        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("Will \(p)") }
+        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("Will \(p)", reason: .invalidArgument) }
         let q = try Self.qos(qos)
         core.submit(.setWill(.init(topic: topic, payload: ByteBuffer(bytes: payload), qos: q, retain: retain)))
     }
@@ -286,11 +286,11 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion, wait: Bool = true) throws {
         if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
             throw ProtocolConnectionError(
-                "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it")
+                "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it", reason: .notConnected)
         }
         if p.qos != .atMostOnce && core.storeRefusing.withLockedValue({ $0 }) {
             throw ProtocolValidationError(
-                "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored")
+                "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored", reason: .storeFull)
         }
         // Off the network thread a full queue is waited on, up to `timeout` (the seed's Queue.put);
         // the network thread makes the room, so there (in a callback) it fails at once.
@@ -299,31 +299,31 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         guard accepted else {
             throw ProtocolValidationError(
                 "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
-                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused")
+                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused", reason: .queueFull)
         }
     }
 
     private func makePublish(
         _ topic: String, _ payload: ByteBuffer, qos: Int, retain: Bool, properties: MQTTProperties? = nil
     ) throws -> MQTTPacket.Publish {
-        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("cannot publish: \(p)") }
+        if let p = Topic.nameProblem(topic) { throw ProtocolValidationError("cannot publish: \(p)", reason: .invalidArgument) }
         let q = try Self.qos(qos)
         var p = MQTTPacket.Publish(topic: topic, payload: payload, qos: q, retain: retain)
         if let properties, config.protocolVersion == .v5_0 {
-            if let problem = Self.publishPropertyProblem(properties) { throw ProtocolValidationError("cannot publish on \"\(topic)\": \(problem)") }
+            if let problem = Self.publishPropertyProblem(properties) { throw ProtocolValidationError("cannot publish on \"\(topic)\": \(problem)", reason: .invalidArgument) }
             p.properties = properties
         }
         // Fixed header (≤ 5) + topic + packet id + properties + payload.
         let size = MQTTPacket.publish(p).encodedSize(version: config.protocolVersion) + 2
         if size > config.maxPacketSize {
             throw ProtocolValidationError(
-                "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit")
+                "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit", reason: .invalidArgument)
         }
         // The broker's own Maximum Packet Size (5.0 CONNACK): refused here, the connection stays
         // up [MQTT-3.1.2-24: the client must not send a larger packet].
         if let brokerMax = connectionInfo?.maximumPacketSize, size > brokerMax {
             throw ProtocolValidationError(
-                "message on \"\(topic)\" is \(size) bytes, over the broker's Maximum Packet Size \(brokerMax) (CONNACK): send a smaller payload")
+                "message on \"\(topic)\" is \(size) bytes, over the broker's Maximum Packet Size \(brokerMax) (CONNACK): send a smaller payload", reason: .brokerLimit)
         }
         return p
     }
@@ -340,7 +340,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     static func qos(_ qos: Int) throws -> QoS {
         guard let q = QoS(rawValue: UInt8(clamping: max(qos, 0))), (0...2).contains(qos) else {
-            throw ProtocolValidationError("QoS \(qos) is out of range: use 0, 1 or 2")
+            throw ProtocolValidationError("QoS \(qos) is out of range: use 0, 1 or 2", reason: .invalidArgument)
         }
         return q
     }
@@ -420,20 +420,20 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     private func validateFilter(_ topic: String, _ qos: Int, _ options: SubscribeOptions = .init()) throws -> QoS {
-        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot subscribe: \(p)") }
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot subscribe: \(p)", reason: .invalidArgument) }
         if options.noLocal && topic.hasPrefix("$share/") {
             // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
-            throw ProtocolValidationError("cannot subscribe to \"\(topic)\" with no_local: a shared subscription may not set No Local [MQTT-3.8.3-4]")
+            throw ProtocolValidationError("cannot subscribe to \"\(topic)\" with no_local: a shared subscription may not set No Local [MQTT-3.8.3-4]", reason: .invalidArgument)
         }
         if topic.hasPrefix("$share/") && config.protocolVersion == .v3_1_1 {
-            throw ProtocolValidationError("cannot subscribe to \"\(topic)\": shared subscriptions need MQTT 5.0 (protocol_version)")
+            throw ProtocolValidationError("cannot subscribe to \"\(topic)\": shared subscriptions need MQTT 5.0 (protocol_version)", reason: .invalidArgument)
         }
         return try Self.qos(qos)
     }
 
     /// Stops delivery for `topic` at once and sends UNSUBSCRIBE.
     public func unsubscribe(_ topic: String) throws {
-        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)") }
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)", reason: .invalidArgument) }
         if config.mode == .blocking || isOnNetworkThread || state != .connected {
             core.submit(.unsubscribe([topic], .none))
             return
@@ -442,7 +442,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     public func unsubscribe(_ topic: String) async throws {
-        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)") }
+        if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot unsubscribe: \(p)", reason: .invalidArgument) }
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             core.submit(.unsubscribe([topic], .done({ c.resume(with: $0) })))
         }
@@ -455,7 +455,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     private func checkSetup() throws {
         if let first = setupProblems.first {
             throw ProtocolValidationError(
-                "invalid MQTT configuration: " + first + (setupProblems.count > 1 ? " (and \(setupProblems.count - 1) more)" : ""))
+                "invalid MQTT configuration: " + first + (setupProblems.count > 1 ? " (and \(setupProblems.count - 1) more)" : ""), reason: .invalidArgument)
         }
         if let setupError { throw setupError }
     }
@@ -463,7 +463,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Runs `start` and blocks the calling thread until its callback fires or `timeout` passes.
     private func wait(timeout: Double, _ start: (@escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) throws {
         if isOnNetworkThread {
-            throw ProtocolValidationError("a blocking call was made on the network thread (inside a callback): use the async form")
+            throw ProtocolValidationError("a blocking call was made on the network thread (inside a callback): use the async form", reason: .misuse)
         }
         let semaphore = DispatchSemaphore(value: 0)
         let result = NIOLockedValueBox<Result<Void, any Error>?>(nil)
@@ -472,7 +472,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
             semaphore.signal()
         }
         if semaphore.wait(timeout: .now() + timeout) == .timedOut {
-            throw ProtocolConnectionError("no result within \(timeout) s (timeout)")
+            throw ProtocolConnectionError("no result within \(timeout) s (timeout)", reason: .timeout)
         }
         try result.withLockedValue { $0 }!.get()
     }

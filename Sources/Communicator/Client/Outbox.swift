@@ -276,9 +276,9 @@ final class Outbox {
             case .full:
                 refusing.withLockedValue { $0 = true }
                 return .refused(ProtocolValidationError(
-                    "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored"))
+                    "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored", reason: .storeFull))
             case .tooLarge:
-                return .refused(ProtocolValidationError("message on \"\(p.topic)\" refused: \(error)"))
+                return .refused(ProtocolValidationError("message on \"\(p.topic)\" refused: \(error)", reason: .invalidArgument))
             case .io, .layout, .locked:
                 enterDegraded(error)
                 return .degraded

@@ -252,7 +252,7 @@ struct ConnectionMachine {
     }
 
     private mutating func finishDisconnect(into actions: inout [Action]) {
-        actions.append(.connectFailed(ProtocolConnectionError("disconnect() was called before the connection was up")))
+        actions.append(.connectFailed(ProtocolConnectionError("disconnect() was called before the connection was up", reason: .notConnected)))
         actions.append(.report(.disconnected(reason: "disconnect requested")))
         actions.append(.disconnectFinished)
     }
@@ -314,11 +314,11 @@ struct ConnectionMachine {
                 dial(run, into: &actions)
                 return
             }
-            var error = ending.error ?? ProtocolConnectionError("connection to \(current) closed before CONNACK")
+            var error = ending.error ?? ProtocolConnectionError("connection to \(current) closed before CONNACK", reason: .connectionLost)
             if !run.round.errors.isEmpty {
                 error = ProtocolConnectionError(
                     "no broker accepted the connection: " + (run.round.errors + ["\(current): \(error.message)"]).joined(separator: "; "),
-                    code: error.code)
+                    code: error.code, reason: error.reason)
             }
             guard settings.keepConnecting else {
                 state = .stopped(reason: error.message)
@@ -338,7 +338,7 @@ struct ConnectionMachine {
         run.reconnects += 1
         if settings.maxReconnectAttempts > 0 && run.reconnects > settings.maxReconnectAttempts {
             giveUp(ProtocolConnectionError(
-                "gave up after \(settings.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(ending.error?.message ?? "connection lost")"),
+                "gave up after \(settings.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(ending.error?.message ?? "connection lost")", reason: .gaveUp),
                 into: &actions)
             return
         }

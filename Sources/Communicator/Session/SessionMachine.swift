@@ -85,10 +85,14 @@ public struct SessionMachine<Token> {
         case rejected(packet: PacketType, code: UInt8, reason: String?)
         /// No PINGRESP (or anything else) within the allowed time.
         case keepAliveTimeout(seconds: Double)
-        /// The broker sent DISCONNECT (with a Server Reference on 0x9C / 0x9D).
+        /// The broker sent DISCONNECT (with a Server Reference on "use another server" / "server moved").
         case serverDisconnected(code: UInt8, reason: String?, serverReference: String? = nil)
-        /// The request cannot be carried (too large, queue full, not connected).
+        /// The request cannot be carried (no packet identifier left).
         case refused(String)
+        /// A QoS 0 message while offline, and QoS 0 is not queued then.
+        case notConnected
+        /// The session's queue holds `limit` messages already.
+        case queueFull(limit: Int)
         /// Beyond what this broker announced in CONNACK (Maximum QoS, Retain Available, Maximum
         /// Packet Size): another broker, or this one with other settings, may take it.
         case brokerLimit(String)
@@ -292,7 +296,7 @@ public struct SessionMachine<Token> {
     public mutating func publish(_ publish: MQTTPacket.Publish, token: Token, now: UInt64, into actions: inout [Action]) {
         if state != .up {
             if publish.qos == .atMostOnce && !options.queueQoS0WhileDisconnected {
-                actions.append(.publishCompleted(token, .failure(.refused("not connected: QoS 0 messages are not queued while offline"))))
+                actions.append(.publishCompleted(token, .failure(.notConnected)))
                 return
             }
         } else if let problem = violatesBrokerLimits(publish) {
@@ -301,7 +305,7 @@ public struct SessionMachine<Token> {
         }
         if pending.count >= options.queueLimit {
             guard options.dropOldestWhenFull, let oldest = pending.popFirst() else {
-                actions.append(.publishCompleted(token, .failure(.refused("publish queue is full (\(options.queueLimit) messages waiting)"))))
+                actions.append(.publishCompleted(token, .failure(.queueFull(limit: options.queueLimit))))
                 return
             }
             droppedCount += 1

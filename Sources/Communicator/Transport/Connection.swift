@@ -92,7 +92,7 @@ enum Transport {
             do {
                 tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
             } catch {
-                throw ProtocolConnectionError("cannot load ca_certs \"\(ca)\": \(error). Point ca_certs at a PEM file holding the broker's CA")
+                throw ProtocolConnectionError("cannot load ca_certs \"\(ca)\": \(error). Point ca_certs at a PEM file holding the broker's CA", reason: .tls)
             }
         }
         if let cert = config.clientCertificate, let key = config.clientKey {
@@ -101,14 +101,14 @@ enum Transport {
                 tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
             } catch {
                 throw ProtocolConnectionError(
-                    "cannot load client certificate \"\(cert)\" / key \"\(key)\": \(error). Both must be PEM files")
+                    "cannot load client certificate \"\(cert)\" / key \"\(key)\": \(error). Both must be PEM files", reason: .tls)
             }
         }
         if config.tlsInsecureSkipVerify { tls.certificateVerification = .none }
         do {
             return try NIOSSLContext(configuration: tls)
         } catch {
-            throw ProtocolConnectionError("cannot set up TLS: \(error)")
+            throw ProtocolConnectionError("cannot set up TLS: \(error)", reason: .tls)
         }
     }
 
