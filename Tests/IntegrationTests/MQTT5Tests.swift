@@ -446,6 +446,9 @@ struct FailoverTests {
         defer { mqtt.disconnect() }
         let took = Date().timeIntervalSince(start)
         #expect(mqtt.broker.port == live.port)
+        // One moment's view: connected, to the live broker, after the dead one's error.
+        let view = mqtt.snapshot
+        #expect(view.state == .connected && view.broker.port == live.port && view.connectionInfo != nil && view.sessionPresent == false)
         #expect(took < config.reconnectInitialDelay, "failover took \(took) s")
     }
 

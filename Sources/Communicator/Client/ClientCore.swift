@@ -108,16 +108,10 @@ final class ClientCore: @unchecked Sendable {
     private let inbox = NIOLockedValueBox(Inbox())
     private let tlsContext: NIOSSLContext?
     private let stateListeners = NIOLockedValueBox<(next: Int, all: [Int: @Sendable (ConnectionState) -> Void])>((0, [:]))
-    private let publicState = NIOLockedValueBox<ConnectionState>(.idle)
-    private let publicLastError = NIOLockedValueBox<(any CommunicatorError)?>(nil)
-    let droppedTotal = NIOLockedValueBox(0)
-    let droppedIncomingTotal = NIOLockedValueBox(0)
-    private let lastSessionPresent = NIOLockedValueBox<Bool?>(nil)
-    var sessionPresent: Bool? { lastSessionPresent.withLockedValue { $0 } }
-    let connectionInfo = NIOLockedValueBox<MQTTConnectionInfo?>(nil)
-    let storeStatus = NIOLockedValueBox<OfflineStoreStatus?>(nil)
-    /// A reject_newest store refused its last message: `publish` refuses QoS 1/2 at once.
-    let storeRefusing = NIOLockedValueBox(false)
+    /// The loop's own copy of what the application sees, and the one it publishes after a change.
+    private var view: MQTTClientSnapshot
+    private let published: NIOLockedValueBox<MQTTClientSnapshot>
+    var snapshot: MQTTClientSnapshot { published.withLockedValue { $0 } }
 
     // Owned by the loop:
     private var loop: EventLoop?
@@ -136,8 +130,7 @@ final class ClientCore: @unchecked Sendable {
     /// session hop, the 5.0 → 3.1.1 fallback, the back-off).
     private var connection: ConnectionMachine
     /// The broker of the current (or last) connection attempt.
-    private var current: BrokerEndpoint { currentBroker.withLockedValue { $0 } }
-    let currentBroker: NIOLockedValueBox<BrokerEndpoint>
+    private var current: BrokerEndpoint { view.broker }
     private var nextSubscriptionID: UInt32 = 1
     private var runningActions = false
     private var connectWaiters: [Completion] = []
@@ -161,7 +154,8 @@ final class ClientCore: @unchecked Sendable {
                 reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, keepConnecting: config.keepConnecting, version: config.protocolVersion,
                 cleanStart: config.cleanStart, sessionExpiryInterval: config.sessionExpiryInterval),
             seed: UInt64.random(in: .min ... .max))
-        currentBroker = NIOLockedValueBox(config.brokers[0])
+        view = MQTTClientSnapshot(broker: config.brokers[0])
+        published = NIOLockedValueBox(view)
         self.tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
         let password = config.password.map { ByteBuffer(string: $0) }
         machine = SessionMachine(
@@ -183,7 +177,12 @@ final class ClientCore: @unchecked Sendable {
     private func openStore() {
         guard let sc = config.offlineStore else { return }
         do {
-            let o = try Outbox(config: sc, logger: logger, status: storeStatus, refusing: storeRefusing)
+            let o = try Outbox(config: sc, logger: logger) { [unowned self] status, refusing in
+                update {
+                    $0.store = status
+                    $0.storeRefusing = refusing
+                }
+            }
             for f in o.recoverFlows() { machine.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq)) }
             outbox = o
             storeOpenFailure = nil
@@ -193,8 +192,8 @@ final class ClientCore: @unchecked Sendable {
                     "offline store \(sc.directory) cannot be opened: \(error). Messages are kept in memory only (publish_queue_maxsize); trying again every \(sc.retryInterval) s")
             }
             storeOpenFailure = (error, Outbox.now())
-            storeStatus.withLockedValue {
-                $0 = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)")
+            update {
+                $0.store = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)")
             }
         }
     }
@@ -221,8 +220,12 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    var state: ConnectionState { publicState.withLockedValue { $0 } }
-    var lastError: (any CommunicatorError)? { publicLastError.withLockedValue { $0 } }
+    /// Changes the loop's view and publishes it (on the loop; in `init` before it has one).
+    private func update(_ change: (inout MQTTClientSnapshot) -> Void) {
+        change(&view)
+        let now = view
+        published.withLockedValue { $0 = now }
+    }
 
     /// Adds a listener; the returned key removes it again.
     @discardableResult
@@ -417,12 +420,8 @@ final class ClientCore: @unchecked Sendable {
     // MARK: - Connect / disconnect
 
     private func setState(_ s: ConnectionState) {
-        let changed = publicState.withLockedValue { old -> Bool in
-            guard old != s else { return false }
-            old = s
-            return true
-        }
-        guard changed else { return }
+        guard view.state != s else { return }
+        update { $0.state = s }
         logger.info("MQTT \(s)", metadata: ["broker": "\(current)"])
         for l in stateListeners.withLockedValue({ $0.all.sorted { $0.key < $1.key }.map(\.value) }) { l(s) }
     }
@@ -454,7 +453,7 @@ final class ClientCore: @unchecked Sendable {
         case .dial(let d):
             machine.options.version = d.version
             machine.options.cleanStart = d.cleanStart
-            currentBroker.withLockedValue { $0 = d.broker }
+            update { $0.broker = d.broker }
             startAttempt()
         case .hop:
             // The clean session is open (old state wiped): leave it and come back with Clean
@@ -497,7 +496,7 @@ final class ClientCore: @unchecked Sendable {
             disconnectWaiters.removeAll()
             if config.mode == .blocking { endLoop() }
         case .gaveUp(let error):
-            publicLastError.withLockedValue { $0 = error }
+            update { $0.lastError = error }
             machine.failAll(.connectionLost, into: &actions)
         case .log(let level, let message):
             logger.log(level: level, "\(message)")
@@ -550,8 +549,10 @@ final class ClientCore: @unchecked Sendable {
     /// CONNACK accepted this session (after any hop): keep-alive, subscriptions, queued messages.
     private func sessionUp() {
         guard let info = machine.connectionInfo else { return }
-        lastSessionPresent.withLockedValue { $0 = info.sessionPresent }
-        connectionInfo.withLockedValue { $0 = info }
+        update {
+            $0.sessionPresent = info.sessionPresent
+            $0.connectionInfo = info
+        }
         attemptTimeout?.cancel()
         attemptTimeout = nil
         if !info.sessionPresent { for k in subscriptions.keys { subscriptions[k]!.confirmed = false } }
@@ -620,7 +621,7 @@ final class ClientCore: @unchecked Sendable {
         tickTask?.cancel()
         tickTask = nil
         let failure = lastFailure
-        if let failure { publicLastError.withLockedValue { $0 = failure } }
+        if let failure { update { $0.lastError = failure } }
         let versionRefused = failure?.code == ReasonCode.unsupportedProtocolVersion.rawValue
         lifecycle(.ended(.init(error: failure, versionRefused: versionRefused)))
         runActions()
@@ -808,7 +809,7 @@ final class ClientCore: @unchecked Sendable {
             case .failure(let f):
                 let error = mapFailure(f)
                 if case .dropped = f {
-                    droppedTotal.withLockedValue { $0 += 1 }
+                    update { $0.droppedMessages += 1 }
                     logger.warning("publish queue full: dropped the oldest waiting message")
                 } else if case .none = token {
                     logger.warning("publish failed: \(error.message)")
@@ -835,7 +836,7 @@ final class ClientCore: @unchecked Sendable {
             // at info level on every event nobody subscribed to).
             logger.debug("\(packet) \(ReasonCode.describe(code, version: machine.options.version))\(reason.map { ": \($0)" } ?? "")")
         case .droppedIncoming(let d):
-            droppedIncomingTotal.withLockedValue { $0 += 1 }
+            update { $0.droppedIncomingMessages += 1 }
             logger.warning(
                 "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered")
         case .close(let failure):

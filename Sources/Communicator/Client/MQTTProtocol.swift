@@ -86,24 +86,27 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     /// What the broker granted in the last CONNACK (keep-alive, Receive Maximum, Maximum Packet
     /// Size, Maximum QoS, ...), nil before the first connection.
-    public var connectionInfo: MQTTConnectionInfo? { core.connectionInfo.withLockedValue { $0 } }
+    public var connectionInfo: MQTTConnectionInfo? { core.snapshot.connectionInfo }
 
     /// The broker of the current connection (or of the last attempt): `brokerAddress:port`, a
     /// failover broker, or where a Server Reference sent the client.
-    public var broker: BrokerEndpoint { core.currentBroker.withLockedValue { $0 } }
+    public var broker: BrokerEndpoint { core.snapshot.broker }
 
     /// The connection's current state.
-    public var state: ConnectionState { core.state }
+    public var state: ConnectionState { core.snapshot.state }
+
+    /// State, broker, last error, session, store and counters together, as one moment held them.
+    public var snapshot: MQTTClientSnapshot { core.snapshot }
 
     /// Whether the broker resumed a stored session on the last connect (nil before the first).
-    public var sessionPresent: Bool? { core.sessionPresent }
+    public var sessionPresent: Bool? { core.snapshot.sessionPresent }
 
     /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
-    public var droppedMessages: Int { core.droppedTotal.withLockedValue { $0 } }
+    public var droppedMessages: Int { core.snapshot.droppedMessages }
 
     /// Incoming messages skipped as larger than `maxIncomingPacketSize` (MQTT 3.1.1, which cannot
     /// tell the broker the limit; on 5.0 the broker drops them itself), since this client was made.
-    public var droppedIncomingMessages: Int { core.droppedIncomingTotal.withLockedValue { $0 } }
+    public var droppedIncomingMessages: Int { core.snapshot.droppedIncomingMessages }
 
     /// Whether the network thread takes commands: a no-op goes through the same queue as
     /// publishes and must come back within `timeout` seconds (for watchdogs). In blocking mode,
@@ -115,10 +118,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     /// The offline store's fill, counters and degraded state (nil without a store).
-    public var offlineStoreStatus: OfflineStoreStatus? { core.storeStatus.withLockedValue { $0 } }
+    public var offlineStoreStatus: OfflineStoreStatus? { core.snapshot.store }
 
     /// Why the last connection attempt or connection ended (nil if none has failed).
-    public var lastError: (any CommunicatorError)? { core.lastError }
+    public var lastError: (any CommunicatorError)? { core.snapshot.lastError }
 
     /// Calls `listener` (on the network thread) on every state change.
     public func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
@@ -288,7 +291,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
             throw ProtocolConnectionError(
                 "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it", reason: .notConnected)
         }
-        if p.qos != .atMostOnce && core.storeRefusing.withLockedValue({ $0 }) {
+        if p.qos != .atMostOnce && core.snapshot.storeRefusing {
             throw ProtocolValidationError(
                 "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored", reason: .storeFull)
         }

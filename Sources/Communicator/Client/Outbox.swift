@@ -135,17 +135,15 @@ final class Outbox {
     private var droppedSeen = 0
     private var warnedFill = 0.0
     /// Whether a reject_newest store refused the last append (checked by `publish` at once).
-    private let refusing: NIOLockedValueBox<Bool>
-    private let status: NIOLockedValueBox<OfflineStoreStatus?>
+    private var refusing = false
+    /// Told the status and `refusing` after each change (the client publishes them).
+    private let report: (OfflineStoreStatus, _ refusing: Bool) -> Void
+    private var reported: (status: OfflineStoreStatus, refusing: Bool)?
 
-    /// `status` and `refusing` are read by other threads (the facade).
-    init(config: OfflineStoreConfig, logger: Logger, status: NIOLockedValueBox<OfflineStoreStatus?>, refusing: NIOLockedValueBox<Bool>)
-        throws(StoreError)
-    {
+    init(config: OfflineStoreConfig, logger: Logger, report: @escaping (OfflineStoreStatus, _ refusing: Bool) -> Void) throws(StoreError) {
         self.config = config
         self.logger = logger
-        self.status = status
-        self.refusing = refusing
+        self.report = report
         let opened = try RingStore.open(
             directory: config.directory,
             options: .init(capacity: config.capacity, segmentCount: config.segments, sync: config.sync, whenFull: config.whenFull),
@@ -274,7 +272,8 @@ final class Outbox {
         } catch {
             switch error {
             case .full:
-                refusing.withLockedValue { $0 = true }
+                refusing = true
+                updateStatus()
                 return .refused(ProtocolValidationError(
                     "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored", reason: .storeFull))
             case .tooLarge:
@@ -376,7 +375,10 @@ final class Outbox {
         acknowledge(seq)
         retireQoS2State(seq)
         restored.remove(seq)
-        refusing.withLockedValue { $0 = false }
+        if refusing {
+            refusing = false
+            updateStatus()
+        }
         return (callbacks.removeValue(forKey: seq), true)
     }
 
@@ -469,7 +471,9 @@ final class Outbox {
         let s = OfflineStoreStatus(
             directory: config.directory, pending: store.pendingCount, fill: store.fill, dropped: store.droppedCount,
             corruptSkipped: store.recovery.corruptSkipped, held: held.count + refeed.count, degraded: degraded.map { "\($0)" })
-        status.withLockedValue { $0 = s }
+        if let r = reported, r.status == s, r.refusing == refusing { return }
+        reported = (s, refusing)
+        report(s, refusing)
     }
 
     /// Syncs and checkpoints (a clean stop).
