@@ -87,22 +87,6 @@ final class ClientCore: @unchecked Sendable {
         var nextWaiterID: UInt64 = 0
     }
 
-    struct Subscription {
-        var qos: QoS
-        var options: SubscribeOptions
-        var handler: MessageHandler
-        /// The broker acknowledged it on the current session.
-        var confirmed: Bool
-        /// 5.0 Subscription Identifier: the broker tags each copy of a message with the
-        /// identifiers of the subscriptions it matched, so each callback gets its copy once.
-        var id: UInt32
-
-        func packet(_ filter: String) -> MQTTPacket.Subscription {
-            .init(filter: filter, qos: qos, noLocal: options.noLocal, retainAsPublished: options.retainAsPublished,
-                  retainHandling: options.retainHandling)
-        }
-    }
-
     let config: MQTTConfig
     let logger: Logger
     private let inbox = NIOLockedValueBox(Inbox())
@@ -125,13 +109,12 @@ final class ClientCore: @unchecked Sendable {
     /// QoS 0 publishes in `out`: complete when the write that carries them completes.
     private var writeWaiters: [Completion] = []
     private var inReadBatch = false
-    private var subscriptions: [String: Subscription] = [:]
+    private var subscriptions = SubscriptionTable<MessageHandler>()
     /// Which broker next, when to wait, when to give up (failover, Server Reference, the 3.1.1
     /// session hop, the 5.0 → 3.1.1 fallback, the back-off).
     private var connection: ConnectionMachine
     /// The broker of the current (or last) connection attempt.
     private var current: BrokerEndpoint { view.broker }
-    private var nextSubscriptionID: UInt32 = 1
     private var runningActions = false
     private var connectWaiters: [Completion] = []
     private var disconnectWaiters: [Completion] = []
@@ -555,12 +538,15 @@ final class ClientCore: @unchecked Sendable {
         }
         attemptTimeout?.cancel()
         attemptTimeout = nil
-        if !info.sessionPresent { for k in subscriptions.keys { subscriptions[k]!.confirmed = false } }
+        subscriptions.usesIdentifiers =
+            machine.options.version == .v5_0 && (info.properties.subscriptionIdentifierAvailable ?? 1) == 1
         startTicking()
         logger.debug(
             "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)")
         let now = Self.now()
-        restoreSubscriptions(sessionPresent: info.sessionPresent, now: now)
+        for r in subscriptions.restore(sessionPresent: info.sessionPresent) {
+            machine.subscribe(r.subscriptions, properties: r.properties, token: .restore(filters: r.filters), now: now, into: &actions)
+        }
         machine.sendQueued(now: now, into: &actions)
     }
 
@@ -632,76 +618,31 @@ final class ClientCore: @unchecked Sendable {
     private func subscribe(
         _ entries: [(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], _ completion: Completion, now: UInt64
     ) {
-        if let info = machine.connectionInfo, let problem = entries.lazy.compactMap({ Self.unsupported($0.filter, by: info) }).first {
+        if let info = machine.connectionInfo,
+            let problem = entries.lazy.compactMap({ SubscriptionTable<MessageHandler>.unsupported($0.filter, by: info) }).first
+        {
             complete(completion, .failure(ProtocolValidationError(problem, reason: .brokerLimit)))
             return
         }
-        for e in entries {
-            let id = subscriptions[e.filter]?.id ?? nextSubscriptionIdentifier()
-            subscriptions[e.filter] = Subscription(qos: e.qos, options: e.options, handler: e.handler, confirmed: false, id: id)
-        }
+        for e in entries { subscriptions.add(e.filter, qos: e.qos, options: e.options, handler: e.handler) }
         guard machine.isConnected else {
             // Sent when the connection comes up (with the others being restored).
             complete(completion, .success(()), granted: entries.map { $0.qos.rawValue })
             return
         }
-        sendSubscribe(entries.map { $0.filter }, token: completion, now: now)
-    }
-
-    /// A filter the broker said in CONNACK it does not support (5.0 §3.2.2.3.15-17).
-    static func unsupported(_ filter: String, by info: MQTTConnectionInfo) -> String? {
-        let p = info.properties
-        if filter.hasPrefix("$share/") && p.sharedSubscriptionAvailable == 0 {
-            return "the broker does not support shared subscriptions (Shared Subscription Available 0): cannot subscribe to \"\(filter)\""
-        }
-        if p.wildcardSubscriptionAvailable == 0 && (filter.contains("+") || filter.contains("#")) {
-            return "the broker does not support wildcard subscriptions (Wildcard Subscription Available 0): cannot subscribe to \"\(filter)\""
-        }
-        return nil
-    }
-
-    private func nextSubscriptionIdentifier() -> UInt32 {
-        defer { nextSubscriptionID = nextSubscriptionID >= 268_435_455 ? 1 : nextSubscriptionID + 1 }
-        return nextSubscriptionID
-    }
-
-    /// Whether SUBSCRIBE carries our Subscription Identifiers (5.0, unless the broker said no).
-    private var usesSubscriptionIDs: Bool {
-        machine.options.version == .v5_0 && (machine.connectionInfo?.properties.subscriptionIdentifierAvailable ?? 1) == 1
-    }
-
-    /// One SUBSCRIBE for `filters`; with identifiers, one per filter (a packet carries one id).
-    private func sendSubscribe(_ filters: [String], token: Completion, now: UInt64) {
-        let subs = filters.compactMap { f in subscriptions[f].map { (f, $0) } }
-        if usesSubscriptionIDs && subs.count == 1, let (f, sub) = subs.first {
-            var props = MQTTProperties()
-            props.subscriptionIdentifiers = [sub.id]
-            machine.subscribe([sub.packet(f)], properties: props, token: token, now: now, into: &actions)
-        } else {
-            machine.subscribe(subs.map { $0.1.packet($0.0) }, token: token, now: now, into: &actions)
+        // One request (the caller's filters share one SUBSCRIBE, or one filter with its identifier).
+        for r in subscriptions.requests(for: entries.map(\.filter)) {
+            machine.subscribe(r.subscriptions, properties: r.properties, token: completion, now: now, into: &actions)
         }
     }
 
     private func unsubscribe(_ filters: [String], _ completion: Completion, now: UInt64) {
-        for f in filters { subscriptions[f] = nil }
+        subscriptions.remove(filters)
         guard machine.isConnected else {
             complete(completion, .success(()))
             return
         }
         machine.unsubscribe(filters, token: completion, now: now, into: &actions)
-    }
-
-    private func restoreSubscriptions(sessionPresent: Bool, now: UInt64) {
-        let filters = subscriptions.filter { !sessionPresent || !$0.value.confirmed }.map(\.key).sorted()
-        guard !filters.isEmpty else { return }
-        // Batches keep each SUBSCRIBE well under any packet size limit.
-        let batch = usesSubscriptionIDs ? 1 : 32
-        var i = 0
-        while i < filters.count {
-            let chunk = Array(filters[i..<min(i + batch, filters.count)])
-            sendSubscribe(chunk, token: .restore(filters: chunk), now: now)
-            i += batch
-        }
     }
 
     // MARK: - Actions
@@ -776,11 +717,7 @@ final class ClientCore: @unchecked Sendable {
             needsFlush = true
         case .deliver(let p):
             let message = MQTTMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
-            let ids = p.properties.subscriptionIdentifiers
-            for (filter, sub) in subscriptions
-            where ids.isEmpty ? Topic.matches(filter: filter, topic: p.topic) : ids.contains(sub.id) {
-                sub.handler(message)
-            }
+            for handler in subscriptions.handlers(for: p) { handler(message) }
         case .connected:
             outbox?.connected()
             lifecycle(.accepted)
@@ -864,13 +801,8 @@ final class ClientCore: @unchecked Sendable {
     }
 
     private func markSubscribed(_ filters: [String], _ codes: [UInt8]) {
-        for (filter, code) in zip(filters, codes) {
-            if !ReasonCode(code).isFailure {
-                subscriptions[filter]?.confirmed = true
-            } else {
-                logger.error("broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
-                subscriptions[filter] = nil
-            }
+        for (filter, code) in subscriptions.acknowledged(filters, codes: codes) {
+            logger.error("broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
         }
     }
 
@@ -905,88 +837,7 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    // MARK: - Errors
-
-    static let authenticationRefusals: Set<ReasonCode> = [.badUserNameOrPassword, .notAuthorized, .banned, .badAuthenticationMethod]
-
-    private func mapFailure(_ f: SessionMachine<Completion>.Failure) -> any CommunicatorError {
-        let v = machine.options.version
-        let broker = current.description
-        switch f {
-        case .connectionRefused(let code, let props):
-            let what = ReasonCode.describe(code, version: v, connack: true)
-            let extra = props.reasonString.map { " (\($0))" } ?? ""
-            let isAuth = v == .v3_1_1 ? (code == 4 || code == 5) : Self.authenticationRefusals.contains(ReasonCode(code))
-            if isAuth {
-                let who = config.username.map { "user \"\($0)\"" } ?? "an anonymous client"
-                return ProtocolAuthenticationError(
-                    "broker \(broker) refused \(who) (CONNACK \(what))\(extra): check username/password and the broker's ACL",
-                    code: code, reason: .connackRefused(ReasonCode(code)))
-            }
-            let isVersion = v == .v3_1_1 ? code == 1 : ReasonCode(code) == .unsupportedProtocolVersion
-            if isVersion {
-                return ProtocolError(
-                    "broker \(broker) does not accept MQTT \(v) (CONNACK \(what))\(extra): set protocol_version to 3.1.1 or enable fallback",
-                    code: code, reason: .connackRefused(ReasonCode(code)))
-            }
-            return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code, reason: .connackRefused(ReasonCode(code)))
-        case .protocolViolation(let what, let code):
-            return ProtocolError(
-                "broker \(broker) broke the MQTT protocol: \(what)" + (v == .v5_0 ? " (we sent DISCONNECT \(ReasonCode.describe(code, version: v)))" : ""),
-                code: code, reason: .protocolViolation)
-        case .rejected(let packet, let code, let reason):
-            return ProtocolValidationError(
-                "broker refused the message (\(packet) \(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
-                code: code, reason: .refused(ReasonCode(code)))
-        case .keepAliveTimeout(let seconds):
-            return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead", reason: .keepAliveTimeout)
-        case .serverDisconnected(let code, let reason, _):
-            return ProtocolError(
-                "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
-                code: code, reason: .brokerDisconnected(ReasonCode(code)))
-        case .refused(let what):
-            return ProtocolValidationError(what, reason: .other)
-        case .notConnected:
-            return ProtocolConnectionError("not connected: QoS 0 messages are not queued while offline", reason: .notConnected)
-        case .queueFull(let limit):
-            return ProtocolValidationError("publish queue is full (\(limit) messages waiting)", reason: .queueFull)
-        case .brokerLimit(let what):
-            return ProtocolValidationError(what, reason: .brokerLimit)
-        case .connectionLost:
-            return ProtocolConnectionError("connection to \(broker) was lost before the request completed", reason: .connectionLost)
-        case .dropped(let limit):
-            return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest", reason: .dropped)
-        case .authentication(let what):
-            return ProtocolAuthenticationError("enhanced authentication with \(broker) failed: \(what)", reason: .authentication)
-        case .expired(let seconds):
-            return ProtocolValidationError(
-                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker", reason: .expired)
-        }
-    }
-
-    func mapTransportError(_ error: Error) -> any CommunicatorError {
-        if let e = error as? any CommunicatorError { return e }
-        let broker = current.description
-        if let d = error as? MQTTDecodeError {
-            return ProtocolError("broker \(broker) sent a \(d)", reason: .protocolViolation)
-        }
-        if let e = error as? NIOSSLError, case .uncleanShutdown = e {
-            return ProtocolConnectionError("broker \(broker) closed the TLS connection without close_notify", reason: .tls)
-        }
-        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError || error is NIOSSLCloseTimedOutError
-            || error is NIOTLSUnwrappingError
-        {
-            return ProtocolConnectionError(
-                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)", reason: .tls)
-        }
-        if let c = error as? NIOConnectionError {
-            let causes = c.connectionErrors.map { "\($0.error)" }
-            let cause = causes.first ?? (c.dnsAError.map { "\($0)" } ?? c.dnsAAAAError.map { "\($0)" } ?? "\(error)")
-            return ProtocolConnectionError("cannot reach broker \(broker): \(cause). Is the broker running and listening there?", reason: .unreachable)
-        }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError {
-            return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s", reason: .unreachable)
-        }
-        return ProtocolConnectionError("connection to \(broker) failed: \(error)", reason: .unreachable)
-    }
+    private var errors: ErrorMapping { ErrorMapping(v: machine.options.version, brokerEndpoint: current, config: config) }
+    private func mapFailure(_ f: SessionMachine<Completion>.Failure) -> any CommunicatorError { errors.failure(f) }
+    func mapTransportError(_ error: Error) -> any CommunicatorError { errors.transport(error) }
 }
