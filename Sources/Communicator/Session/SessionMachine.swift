@@ -711,7 +711,8 @@ public struct SessionMachine<Token> {
     private mutating func handleAck(_ a: MQTTPacket.Ack, v5: Bool, now: UInt64, into actions: inout [Action]) {
         switch a.kind {
         case .pubrel:
-            // [MQTT-4.3.3-?] PUBCOMP with the same identifier; the id may be reused afterwards.
+            // 3.1.1 [MQTT-4.3.3-2] / 5.0 [MQTT-4.3.3-11]: answer PUBREL with PUBCOMP of the same
+            // identifier; after it the identifier is free for a new message [5.0 MQTT-4.3.3-12].
             let known = incomingQoS2.remove(a.packetID) != nil
             let code: UInt8 = (known || !v5) ? 0 : 0x92  // 5.0: packet identifier not found
             send(.ack(.init(.pubcomp, packetID: a.packetID, reasonCode: code)), now: now, into: &actions)
@@ -740,7 +741,8 @@ public struct SessionMachine<Token> {
                 outgoing[a.packetID] = nil
                 complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubrec, into: &actions)
             } else {
-                // [MQTT-4.3.3-?] discard the message, keep the identifier, send PUBREL.
+                // 3.1.1 [MQTT-4.3.3-1] / 5.0 [MQTT-4.3.3-4]: on PUBREC send PUBREL with the same
+                // identifier; the message is not sent again from now on, only the PUBREL.
                 outgoing[a.packetID]!.state = .awaitingPubcomp
                 send(.ack(.init(.pubrel, packetID: a.packetID)), now: now, into: &actions)
                 actions.append(.flush)
