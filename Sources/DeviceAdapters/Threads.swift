@@ -39,14 +39,16 @@ public final class BackgroundThread: @unchecked Sendable {
     public func start() {
         let retained = Unmanaged.passRetained(self).toOpaque()
         var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { arg in
-            let me = Unmanaged<BackgroundThread>.fromOpaque(arg!).takeRetainedValue()
-            me.setOwnName()
-            me.body?()
-            me.body = nil
-            me.finished.withLockedValue { $0 = true }
-            return nil
-        }, retained)
+        let status = pthread_create(
+            &thread, nil,
+            { arg in
+                let me = Unmanaged<BackgroundThread>.fromOpaque(arg!).takeRetainedValue()
+                me.setOwnName()
+                me.body?()
+                me.body = nil
+                me.finished.withLockedValue { $0 = true }
+                return nil
+            }, retained)
         guard status == 0 else {
             Unmanaged<BackgroundThread>.fromOpaque(retained).release()
             preconditionFailure("cannot start thread \(name): \(String(cString: strerror(status)))")

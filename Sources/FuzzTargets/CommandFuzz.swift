@@ -1,6 +1,7 @@
+import FoundationEssentials
+
 @testable import DeviceAdapters
 @testable import EdgeAgent
-import FoundationEssentials
 
 /// A command request as it arrives from the broker: the JSON reader, the request checks of the
 /// command server (size, id, args, response topic, correlation data), then `config/set`'s checks
@@ -27,7 +28,9 @@ enum CommandFuzz {
             precondition(!r.id.isEmpty && r.id.utf8.count <= 128)
             guard let changes = try? ConfigUpdate.check(r.args["values"]) else { return }
             precondition(changes.count <= ConfigUpdate.maxKeys && changes.allSatisfy { ConfigUpdate.settable.contains($0.key) })
-            guard let tree = try? ConfigTree(yaml: base, source: "base.yaml") else { preconditionFailure("the base configuration does not parse") }
+            guard let tree = try? ConfigTree(yaml: base, source: "base.yaml") else {
+                preconditionFailure("the base configuration does not parse")
+            }
             for c in changes { tree.set(c.key, c.value) }
             _ = try? AgentConfig.parse(tree.yaml(), source: "set.yaml", environment: [:], baseDirectory: "/nonexistent")
         case .failure(let refusal):

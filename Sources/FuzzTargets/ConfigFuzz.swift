@@ -5,7 +5,9 @@
 enum ConfigFuzz {
     static func run(_ data: [UInt8]) {
         let text = String(decoding: data, as: UTF8.self)
-        guard let config = try? AgentConfig.parse(text, source: "fuzz.yaml", environment: [:], baseDirectory: "/nonexistent") else { return }
+        guard let config = try? AgentConfig.parse(text, source: "fuzz.yaml", environment: [:], baseDirectory: "/nonexistent") else {
+            return
+        }
         let rendered = config.rendered()
         do {
             _ = try AgentConfig.parse(rendered, source: "rendered.yaml", environment: [:], baseDirectory: "/nonexistent")

@@ -1,5 +1,6 @@
-@testable import Communicator
 import NIOCore
+
+@testable import Communicator
 
 /// Broker bytes → frame reader → decoder → session machine, as the connection does, in chunks
 /// chosen by the input. Findings: a trap anywhere, a spin (libFuzzer's -timeout), a packet that
@@ -88,7 +89,9 @@ struct DecoderFuzz {
             } catch {
                 reconnect()
             }
-            precondition(buffer.readableBytes <= limit + chunk, "the reader holds \(buffer.readableBytes) bytes, over the limit \(limit) and a chunk")
+            precondition(
+                buffer.readableBytes <= limit + chunk, "the reader holds \(buffer.readableBytes) bytes, over the limit \(limit) and a chunk"
+            )
         }
     }
 

@@ -10,7 +10,9 @@ public enum FuzzReplay {
     public static func main(_ target: FuzzTarget) {
         let paths = CommandLine.arguments.dropFirst()
         guard !paths.isEmpty else {
-            print("usage: fuzz-\(target.rawValue) FILE|FOLDER... (replays inputs; scripts/fuzz \(target.rawValue) SECONDS builds and runs the fuzzer)")
+            print(
+                "usage: fuzz-\(target.rawValue) FILE|FOLDER... (replays inputs; scripts/fuzz \(target.rawValue) SECONDS builds and runs the fuzzer)"
+            )
             exit(2)
         }
         var count = 0

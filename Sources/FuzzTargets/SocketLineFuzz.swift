@@ -32,7 +32,9 @@ enum SocketLineFuzz {
             case .rejected(let reason, let message):
                 precondition(!reason.isEmpty)
                 // Escaped: printable ASCII, and the ellipsis of a cut line.
-                precondition(message.unicodeScalars.allSatisfy { ($0.value >= 0x20 && $0.value < 0x7F) || $0 == "…" }, "unescaped log text: \(message.debugDescription)")
+                precondition(
+                    message.unicodeScalars.allSatisfy { ($0.value >= 0x20 && $0.value < 0x7F) || $0 == "…" },
+                    "unescaped log text: \(message.debugDescription)")
             }
         }
     }

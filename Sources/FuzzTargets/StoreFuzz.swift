@@ -35,7 +35,8 @@ enum StoreFuzz {
         do {
             let (store, _) = try RingStore.open(directory: "/s", options: options, fileSystem: disk)
             for r in try store.pending() {
-                precondition(written.contains(r.body), "recovery handed out a record that was never appended (\(r.body.count) bytes, seq \(r.seq))")
+                precondition(
+                    written.contains(r.body), "recovery handed out a record that was never appended (\(r.body.count) bytes, seq \(r.seq))")
             }
             let seq = try store.append(fresh)
             try store.close()

@@ -34,7 +34,8 @@ extension RingStore {
                 let page = try fileSystem.open(directory: directory, name: resizeMarker, size: pageSize).read(at: 0, count: 8)
                 oldCount = min(page.reversed().reduce(0) { $0 << 8 | Int($1) }, maxSegments)
             }
-            try replace(directory: directory, segmentCounts: [oldCount, found?.segmentCount ?? 0, options.segmentCount], fileSystem: fileSystem)
+            try replace(
+                directory: directory, segmentCounts: [oldCount, found?.segmentCount ?? 0, options.segmentCount], fileSystem: fileSystem)
             let fresh = try RingStore(directory: directory, options: options, fileSystem: fileSystem)
             try fileSystem.remove(directory: directory, name: resizeMarker)
             return (fresh, nil)
@@ -43,7 +44,8 @@ extension RingStore {
         // the layout itself first.
         var mismatch: String?
         if let found, found.segmentCount != options.segmentCount || found.segmentSize != options.segmentSize {
-            mismatch = "\(directory) holds \(found.segmentCount) segments of \(found.segmentSize) bytes, the configuration asks \(options.segmentCount) of \(options.segmentSize)"
+            mismatch =
+                "\(directory) holds \(found.segmentCount) segments of \(found.segmentSize) bytes, the configuration asks \(options.segmentCount) of \(options.segmentSize)"
         } else {
             do {
                 return (try RingStore(directory: directory, options: options, fileSystem: fileSystem), nil)
@@ -57,7 +59,9 @@ extension RingStore {
         old.segmentCount = found.segmentCount
         let store: RingStore
         do { store = try RingStore(directory: directory, options: old, fileSystem: fileSystem) } catch .layout(let what) {
-            throw .layout("\(mismatch), and the files do not form a store of another size either (\(what)): move \(directory) away to start an empty store")
+            throw .layout(
+                "\(mismatch), and the files do not form a store of another size either (\(what)): move \(directory) away to start an empty store"
+            )
         }
         let pending = store.pendingCount
         if pending > 0 {

@@ -154,7 +154,8 @@ public final class RingStore {
         segmentSize = options.segmentSize
         var files: [StoreFile] = []
         for i in 0..<options.segmentCount {
-            files.append(try fileSystem.open(directory: directory, name: Self.fileNames(segmentCount: options.segmentCount)[i], size: segmentSize))
+            files.append(
+                try fileSystem.open(directory: directory, name: Self.fileNames(segmentCount: options.segmentCount)[i], size: segmentSize))
         }
         self.files = files
         checkpointFile = try fileSystem.open(directory: directory, name: Self.checkpointName, size: 2 * Self.pageSize)
@@ -497,7 +498,8 @@ public final class RingStore {
         var maxEpoch: UInt64 = 0
         for i in 0..<files.count {
             let h = try files[i].read(at: 0, count: Self.segmentHeaderSize)
-            if Self.get32(h, 0) == Self.segmentMagic && h[4] == Self.formatVersion && Self.get32(h, 60) == CRC32C.checksum(Array(h[0..<60])) {
+            if Self.get32(h, 0) == Self.segmentMagic && h[4] == Self.formatVersion && Self.get32(h, 60) == CRC32C.checksum(Array(h[0..<60]))
+            {
                 headers.append(SegmentHeader(index: i, epoch: Self.get64(h, 8), firstSeq: Self.get64(h, 16)))
                 maxEpoch = max(maxEpoch, Self.get64(h, 8))
                 segmentEpoch[i] = Self.get64(h, 8)

@@ -36,7 +36,9 @@ struct RunCommand: ParsableCommand {
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge-agent")
-        logger.info("edge-agent \(EdgeAgentVersion.current) starting: device \(cfg.deviceID), broker \(cfg.mqtt.host):\(cfg.mqtt.port), config \(config)")
+        logger.info(
+            "edge-agent \(EdgeAgentVersion.current) starting: device \(cfg.deviceID), broker \(cfg.mqtt.host):\(cfg.mqtt.port), config \(config)"
+        )
         if cfg.fromCredential.contains("mqtt.password") {
             logger.info("mqtt.password: from the systemd credential \(AgentConfig.passwordCredential)")
         } else if cfg.fromEnvironment.contains("mqtt.password") {

@@ -1,10 +1,11 @@
 import Communicator
 import Dispatch
+import NIOConcurrencyHelpers
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOConcurrencyHelpers
-import NIOCore
 
 // A benchmark client on the shared contract (shared/bench/README.md), built on the library's
 // public API only, so it measures what a user of `Communicator` gets.
@@ -87,7 +88,11 @@ func vmHWMkB() -> Int {
 
 /// A JSON value, written by hand (no Foundation: it would add megabytes of RSS to the measure).
 enum JSON {
-    case int(Int), double(Double), string(String), bool(Bool), null
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case bool(Bool)
+    case null
 
     var text: String {
         switch self {
@@ -96,14 +101,15 @@ enum JSON {
         case .bool(let v): v ? "true" : "false"
         case .null: "null"
         case .string(let v):
-            "\"" + v.unicodeScalars.map { c -> String in
-                switch c {
-                case "\"": "\\\""
-                case "\\": "\\\\"
-                case "\n": "\\n"
-                default: c.value < 0x20 ? "\\u00" + String(c.value, radix: 16).leftPad(2) : String(c)
-                }
-            }.joined() + "\""
+            "\""
+                + v.unicodeScalars.map { c -> String in
+                    switch c {
+                    case "\"": "\\\""
+                    case "\\": "\\\\"
+                    case "\n": "\\n"
+                    default: c.value < 0x20 ? "\\u00" + String(c.value, radix: 16).leftPad(2) : String(c)
+                    }
+                }.joined() + "\""
         }
     }
 }
@@ -183,13 +189,18 @@ func run(_ a: Arguments) -> [String: JSON] {
                 timings.start[i] = monotonicMicros()
                 do { try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos) } catch { fail(error) }
             }
-            try mqtt.subscribe(a.topic, qos: a.qos, onMessage: { m in
-                var p = m.payload
-                guard let s = p.readString(length: 12), let seq = Int(s), seq < n else { return }
-                timings.end[seq] = monotonicMicros()
-                let c = completed.withLockedValue { $0 += 1; return $0 }
-                if c == n { done.signal() } else if let i = claim() { send(i) }
-            })
+            try mqtt.subscribe(
+                a.topic, qos: a.qos,
+                onMessage: { m in
+                    var p = m.payload
+                    guard let s = p.readString(length: 12), let seq = Int(s), seq < n else { return }
+                    timings.end[seq] = monotonicMicros()
+                    let c = completed.withLockedValue {
+                        $0 += 1
+                        return $0
+                    }
+                    if c == n { done.signal() } else if let i = claim() { send(i) }
+                })
             t0 = monotonicMicros()
             tStartUnix = unixMicros()
             if let i = claim() { send(i) }
@@ -199,8 +210,14 @@ func run(_ a: Arguments) -> [String: JSON] {
                 do {
                     try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos) { r in
                         timings.end[i] = monotonicMicros()
-                        if case .failure(let e) = r { fail(e); return }
-                        let c = completed.withLockedValue { $0 += 1; return $0 }
+                        if case .failure(let e) = r {
+                            fail(e)
+                            return
+                        }
+                        let c = completed.withLockedValue {
+                            $0 += 1
+                            return $0
+                        }
                         if c == n { done.signal() } else if let j = claim() { send(j) }
                     }
                 } catch { fail(error) }

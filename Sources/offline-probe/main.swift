@@ -1,10 +1,11 @@
+import Communicator
+import OfflineStore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Communicator
-import OfflineStore
 
 // A test program for the offline store's black-box tests (Tests/IntegrationTests): it publishes
 // numbered QoS 1/2 messages through the library with an offline store, prints one line per

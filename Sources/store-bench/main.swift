@@ -68,7 +68,9 @@ do {
             try store.tick(now: now)
         }
         try store.sync()
-        report("bytes written per payload byte, 1 KiB at 100 msg/s, interval: \(fmt(Double(store.stats.bytesWritten) / Double(payload))) (\(store.stats.bytesWritten) written / \(payload) payload; fdatasync \(store.stats.syncs))")
+        report(
+            "bytes written per payload byte, 1 KiB at 100 msg/s, interval: \(fmt(Double(store.stats.bytesWritten) / Double(payload))) (\(store.stats.bytesWritten) written / \(payload) payload; fdatasync \(store.stats.syncs))"
+        )
     }
     do {
         let dir = fresh("ten")
@@ -82,7 +84,9 @@ do {
         for t in 0..<600 { try store.tick(now: 70 + Double(t) / 10) }
         let afterFlush = store.stats.syncs
         for t in 0..<600 { try store.tick(now: 200 + Double(t) / 10) }
-        report("fdatasync per minute at 10 msg/s: \(busy); then idle for a minute: \(store.stats.syncs - afterFlush) (after the last pending sync)")
+        report(
+            "fdatasync per minute at 10 msg/s: \(busy); then idle for a minute: \(store.stats.syncs - afterFlush) (after the last pending sync)"
+        )
     }
     do {
         // persist: always while the broker acknowledges: each message acknowledged 50 ms later,
@@ -114,13 +118,17 @@ do {
         store = nil
         var reopened: RingStore?
         let t = try seconds { reopened = try RingStore(directory: dir, options: .init(capacity: 64 << 20)) }
-        report("recovery of a full 64 MiB store (\(pending) records of 1 KiB pending, \(i) appended): \(fmt(t)) s, \(reopened!.stats.pending) recovered, \(reopened!.recovery.corruptSkipped) corrupt")
+        report(
+            "recovery of a full 64 MiB store (\(pending) records of 1 KiB pending, \(i) appended): \(fmt(t)) s, \(reopened!.stats.pending) recovered, \(reopened!.recovery.corruptSkipped) corrupt"
+        )
         // Most of it acknowledged and checkpointed: recovery reads only what the checkpoint does not cover.
         for rec in try reopened!.pending(limit: pending * 9 / 10) { try reopened!.acknowledge(rec.seq) }
         try reopened!.close()
         reopened = nil
         let t2 = try seconds { reopened = try RingStore(directory: dir, options: .init(capacity: 64 << 20)) }
-        report("recovery with 90 % acknowledged and a checkpoint: \(fmt(t2)) s, \(reopened!.recovery.segmentsSkipped) of 16 segments skipped, \(reopened!.stats.pending) recovered")
+        report(
+            "recovery with 90 % acknowledged and a checkpoint: \(fmt(t2)) s, \(reopened!.recovery.segmentsSkipped) of 16 segments skipped, \(reopened!.stats.pending) recovered"
+        )
     }
     _ = system("rm -rf '\(base)'")
 } catch {

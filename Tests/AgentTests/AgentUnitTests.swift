@@ -1,7 +1,8 @@
 import DeviceAdapters
-@testable import EdgeAgent
 import Foundation
 import Testing
+
+@testable import EdgeAgent
 
 #if canImport(Glibc)
 import Glibc
@@ -23,14 +24,19 @@ struct ConfigTests {
         let m = c.mqttConfig()
         #expect(m.clientID == .fixed("cam-1") && m.cleanStart == false && m.maxReconnectAttempts == 0)
         #expect(m.offlineStore?.capacity == 64 << 20 && m.offlineStore?.maxRefusals == 3)
-        #expect(try parse("device_id: cam-1\nmqtt:\n  host: b\noffline_store:\n  max_refusals: 5\n").mqttConfig().offlineStore?.maxRefusals == 5)
+        #expect(
+            try parse("device_id: cam-1\nmqtt:\n  host: b\noffline_store:\n  max_refusals: 5\n").mqttConfig().offlineStore?.maxRefusals == 5
+        )
     }
 
     @Test("the environment overrides any key, secrets included; templates fill in the device id")
     func environment() throws {
         let c = try parse(
             "device_id: cam-2\nmqtt: {host: a, username: u}\ntopics: {status: 'devices/{device_id}/status'}\n",
-            env: ["EDGE_AGENT_MQTT__PASSWORD": "pw", "EDGE_AGENT_MQTT__PORT": "8883", "EDGE_AGENT_OFFLINE_STORE__ENABLED": "false", "OTHER": "x"])
+            env: [
+                "EDGE_AGENT_MQTT__PASSWORD": "pw", "EDGE_AGENT_MQTT__PORT": "8883", "EDGE_AGENT_OFFLINE_STORE__ENABLED": "false",
+                "OTHER": "x",
+            ])
         #expect(c.mqtt.password == "pw" && c.mqtt.port == 8883 && !c.store.enabled)
         #expect(c.topic(c.topics.status) == "devices/cam-2/status")
         #expect(c.rendered().contains("password: \"********\"  # from the environment"))
@@ -62,13 +68,18 @@ struct ConfigTests {
             _ = try parse(base + "  max_incoming_packet_size: 2000\n")
             Issue.record("accepted a limit below a command's size")
         } catch {
-            #expect("\(error)".contains("mqtt.max_incoming_packet_size: 2000 leaves no room for a command of commands.max_payload_bytes 65536"), "\(error)")
+            #expect(
+                "\(error)".contains("mqtt.max_incoming_packet_size: 2000 leaves no room for a command of commands.max_payload_bytes 65536"),
+                "\(error)")
         }
     }
 
-    @Test("the broker password from the systemd credential mqtt-password: over file and environment; an empty one (as the package makes it) sets nothing")
+    @Test(
+        "the broker password from the systemd credential mqtt-password: over file and environment; an empty one (as the package makes it) sets nothing"
+    )
     func passwordCredential() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cred-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cred-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            .path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = "device_id: cam\nmqtt:\n  host: 127.0.0.1\n  username: cam\n  password: from-file\n"
@@ -109,12 +120,17 @@ struct ConfigTests {
     @Test("every problem at once, each with its key")
     func problems() {
         do {
-            _ = try parse("mqtt:\n  port: 0\n  reconnect_initial_delay: 0\n  protocol_version: 4\ntopics:\n  events: 'a/#'\nled:\n  line: -1\n  patterns:\n    offline: fast\nsources:\n  - name: x\n")
+            _ = try parse(
+                "mqtt:\n  port: 0\n  reconnect_initial_delay: 0\n  protocol_version: 4\ntopics:\n  events: 'a/#'\nled:\n  line: -1\n  patterns:\n    offline: fast\nsources:\n  - name: x\n"
+            )
             Issue.record("accepted a bad file")
         } catch {
             let text = "\(error)"
-            for needle in ["device_id: missing", "mqtt.port: 0 is out of range", "mqtt.reconnect_initial_delay: 0 is out of range 0.01...3600.0", "mqtt.protocol_version: \"4\" is not one of", "topics.events:",
-                           "led.line: -1 is out of range", "led.patterns.offline: \"fast\" is not a pattern", "sources[0].type: missing"] {
+            for needle in [
+                "device_id: missing", "mqtt.port: 0 is out of range", "mqtt.reconnect_initial_delay: 0 is out of range 0.01...3600.0",
+                "mqtt.protocol_version: \"4\" is not one of", "topics.events:",
+                "led.line: -1 is out of range", "led.patterns.offline: \"fast\" is not a pattern", "sources[0].type: missing",
+            ] {
                 #expect(text.contains(needle), "no \"\(needle)\" in \(text)")
             }
         }
@@ -157,10 +173,15 @@ struct ConfigTests {
                 #expect("\(error)".contains("may use only letters, digits"), "\(error)")
             }
         }
-        for key in ["mqtt.keepalive", "log_level", "status.info_interval", "led.patterns.offline"] { #expect(ConfigUpdate.settable.contains(key), "\(key)") }
+        for key in ["mqtt.keepalive", "log_level", "status.info_interval", "led.patterns.offline"] {
+            #expect(ConfigUpdate.settable.contains(key), "\(key)")
+        }
         // Nothing that moves the device to another broker, widens what it obeys, or names a path.
-        for key in ["mqtt.host", "mqtt.port", "mqtt.password", "mqtt.ca_certs", "mqtt.client_id", "device_id", "topics.status", "commands.allow",
-                    "commands.reboot_command", "led.simulated_log", "led.board", "led.chip", "state_dir", "hardware_dir", "offline_store.directory", "sources"] {
+        for key in [
+            "mqtt.host", "mqtt.port", "mqtt.password", "mqtt.ca_certs", "mqtt.client_id", "device_id", "topics.status", "commands.allow",
+            "commands.reboot_command", "led.simulated_log", "led.board", "led.chip", "state_dir", "hardware_dir", "offline_store.directory",
+            "sources",
+        ] {
             #expect(!ConfigUpdate.settable.contains(key), "\(key) must not be settable remotely")
         }
     }
@@ -191,7 +212,8 @@ struct ConfigTests {
 
     @Test("failover brokers, their order and the Server Reference allow-list reach the MQTT client; a bad entry names its index")
     func failoverConfig() throws {
-        let c = try parse("""
+        let c = try parse(
+            """
             device_id: d1
             mqtt:
               host: a.example
@@ -218,7 +240,8 @@ struct ConfigTests {
     func boardProfile() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hw-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try "name: b\nled:\n  chip: gpiochip4\n  line: 17\n  active_low: true\n".write(toFile: dir + "/board-x.yaml", atomically: true, encoding: .utf8)
+        try "name: b\nled:\n  chip: gpiochip4\n  line: 17\n  active_low: true\n".write(
+            toFile: dir + "/board-x.yaml", atomically: true, encoding: .utf8)
         let c = try parse("device_id: d\nhardware_dir: \(dir)\nled:\n  board: board-x\n")
         #expect(c.led.chip == "gpiochip4" && c.led.line == 17 && c.led.activeLow)
         let d = try parse("device_id: d\nhardware_dir: \(dir)\nled:\n  board: board-x\n  line: 5\n")
@@ -299,13 +322,24 @@ struct SourceTests {
     final class Collected: @unchecked Sendable {
         private let lock = NSLock()
         private var items: [SourceEvent] = []
-        func add(_ e: SourceEvent) { lock.lock(); items.append(e); lock.unlock() }
-        var all: [SourceEvent] { lock.lock(); defer { lock.unlock() }; return items }
+        func add(_ e: SourceEvent) {
+            lock.lock()
+            items.append(e)
+            lock.unlock()
+        }
+        var all: [SourceEvent] {
+            lock.lock()
+            defer { lock.unlock() }
+            return items
+        }
     }
 
     func waitFor(_ what: String, timeout: Double = 10, _ ok: () -> Bool) throws {
         let end = Date().addingTimeInterval(timeout)
-        while Date() < end { if ok() { return }; usleep(10_000) }
+        while Date() < end {
+            if ok() { return }
+            usleep(10_000)
+        }
         if !ok() { Issue.record("timed out waiting for \(what)") }
     }
 
@@ -327,9 +361,13 @@ struct SourceTests {
         }
         try waitFor("400 events") { got.all.count >= 400 && source.counters["rejected_not_object"] == 8 }
         #expect(got.all.count == 400)
-        #expect(source.counters["accepted"] == 400 && source.counters["rejected_invalid_json"] == 8 && source.counters["rejected_too_large"] == 8)
+        #expect(
+            source.counters["accepted"] == 400 && source.counters["rejected_invalid_json"] == 8
+                && source.counters["rejected_too_large"] == 8)
         for w in 0..<8 {
-            let mine = got.all.filter { $0.fields["writer"] == .int(w) }.compactMap { if case .int(let i) = $0.fields["i"] { i } else { nil } }
+            let mine = got.all.filter { $0.fields["writer"] == .int(w) }.compactMap {
+                if case .int(let i) = $0.fields["i"] { i } else { nil }
+            }
             #expect(mine == Array(0..<50), "writer \(w) out of order")
         }
         #expect(logged.all.contains { $0.type.contains("line longer than 256 bytes") })
@@ -345,7 +383,9 @@ struct SourceTests {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        _ = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
         return fd
     }
 
@@ -353,17 +393,24 @@ struct SourceTests {
         _ = text.withCString { Glibc.send(fd, $0, strlen($0), 0) }
     }
 
-    @Test("the socket source bounds its writers: past max_connections a writer is closed at once, one over max_lines_per_second is cut down while another goes on, and the log escapes what it shows of a line")
+    @Test(
+        "the socket source bounds its writers: past max_connections a writer is closed at once, one over max_lines_per_second is cut down while another goes on, and the log escapes what it shows of a line"
+    )
     func socketBounds() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("bounds-\(getpid()).sock").path
         let logged = Collected()
-        let source = SocketSource(name: "s", path: path, maxLineBytes: 256, maxConnections: 2, maxLinesPerSecond: 50) { logged.add(SourceEvent(type: $0)) }
+        let source = SocketSource(name: "s", path: path, maxLineBytes: 256, maxConnections: 2, maxLinesPerSecond: 50) {
+            logged.add(SourceEvent(type: $0))
+        }
         let got = Collected()
         try source.start { got.add($0) }
         defer { source.stop() }
         let flooder = Self.dial(path)
         let polite = Self.dial(path)
-        defer { close(flooder); close(polite) }
+        defer {
+            close(flooder)
+            close(polite)
+        }
         usleep(200_000)  // both admitted before the third
         let third = Self.dial(path)
         defer { close(third) }
@@ -439,7 +486,9 @@ struct SequenceCounterTests {
         #expect(try SequenceCounter(directory: d, lease: 10).take() == 26)
     }
 
-    @Test("an empty, truncated or garbled sequence file never stops the start and never makes a number come again: the backup, else the milliseconds since 2025")
+    @Test(
+        "an empty, truncated or garbled sequence file never stops the start and never makes a number come again: the backup, else the milliseconds since 2025"
+    )
     func damagedFile() throws {
         for damage in ["", "\n", "12ab\n", "\u{0}\u{0}\u{0}", "-5\n"] {
             let d = Self.dir()
@@ -475,7 +524,10 @@ struct RecentRequestsTests {
         try #"[{"id":"z","response":"0"},{"id":"b","response":"2"},{"id":"a","response":"1"},{"id":"a","response":"3"}]"#
             .write(toFile: path, atomically: true, encoding: .utf8)
         let recent = RecentRequests<String>(path: path, capacity: 3)
-        guard case .answered(let a) = recent.begin("a", waiter: "r") else { Issue.record("a forgotten"); return }
+        guard case .answered(let a) = recent.begin("a", waiter: "r") else {
+            Issue.record("a forgotten")
+            return
+        }
         #expect(a == "3", "the later answer")
         #expect({ if case .answered("2") = recent.begin("b", waiter: "r") { true } else { false } }())
         // Before the fix, evicting the first "a" left the second without an answer: a trap.

@@ -14,11 +14,16 @@ struct ClockCorrectionTests {
     /// 2026-12-02T10:00:00.000Z, 3,600,000 ms after the boot.
     static let now = ClockCorrection.Now(wallMillis: 1_796_205_600_000, bootMillis: 3_600_000, bootID: boot)
 
-    static func event(trusted: Bool, boot: String = boot, uptime: Int = 60_000, timestamp: String = "1970-01-01T00:01:00.000Z", corrected: Bool? = nil) -> [UInt8] {
+    static func event(
+        trusted: Bool, boot: String = boot, uptime: Int = 60_000, timestamp: String = "1970-01-01T00:01:00.000Z", corrected: Bool? = nil
+    ) -> [UInt8] {
         var e: [String: JSONValue] = [
             "clock_trusted": .bool(trusted), "boot_id": .string(boot), "uptime_ms": .int(uptime), "timestamp": .string(timestamp),
             "seq": .int(7), "event_id": .string("dev-7"), "type": .string("detection"),
-            "data": .object(["label": .string("person"), "score": .number(0.629), "path": .string("/var/a/b.jpg"), "timestamp": .string("the source's own")]),
+            "data": .object([
+                "label": .string("person"), "score": .number(0.629), "path": .string("/var/a/b.jpg"),
+                "timestamp": .string("the source's own"),
+            ]),
         ]
         if let corrected { e["clock_corrected"] = .bool(corrected) }
         return Array(try! EventPipeline.encoder.encode(JSONValue.object(e)))
@@ -48,8 +53,9 @@ struct ClockCorrectionTests {
     @Test("left alone: a trusted stamp, another boot, a clock still untrusted, already corrected, an uptime after now, not an event")
     func leavesAlone() {
         #expect(ClockCorrection.corrected(Self.event(trusted: true), now: Self.now) == nil)
-        #expect(ClockCorrection.corrected(Self.event(trusted: false, boot: "ffffffff-9f2a-4c55-8e10-6a7b8c9d0e1f"), now: Self.now) == nil,
-                "an earlier boot's uptime says nothing about now")
+        #expect(
+            ClockCorrection.corrected(Self.event(trusted: false, boot: "ffffffff-9f2a-4c55-8e10-6a7b8c9d0e1f"), now: Self.now) == nil,
+            "an earlier boot's uptime says nothing about now")
         var stale = Self.now
         stale.wallMillis = 3_600_000  // 1970: NTP has not set the clock yet
         #expect(ClockCorrection.corrected(Self.event(trusted: false), now: stale) == nil)
@@ -57,7 +63,9 @@ struct ClockCorrectionTests {
         #expect(ClockCorrection.corrected(Self.event(trusted: false, uptime: 3_600_001), now: Self.now) == nil)
         var noBoot = Self.now
         noBoot.bootID = ""
-        #expect(ClockCorrection.corrected(Self.event(trusted: false, boot: ""), now: noBoot) == nil, "without /proc's boot id nothing is matched")
+        #expect(
+            ClockCorrection.corrected(Self.event(trusted: false, boot: ""), now: noBoot) == nil,
+            "without /proc's boot id nothing is matched")
         for junk in [#"{"clock_trusted":false,"#, #"{"clock_trusted":false,"uptime_ms":"x"}"#, "[1,2]", ""] {
             #expect(ClockCorrection.corrected(Array(junk.utf8), now: Self.now) == nil, "\(junk)")
         }

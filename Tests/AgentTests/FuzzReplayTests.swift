@@ -26,7 +26,10 @@ struct FuzzReplayTests {
         for i in 0..<300 {
             var m = inputs[i % inputs.count]
             for _ in 0..<(1 + Int(next() % 8)) {
-                guard !m.isEmpty else { m = [UInt8(truncatingIfNeeded: next())]; continue }
+                guard !m.isEmpty else {
+                    m = [UInt8(truncatingIfNeeded: next())]
+                    continue
+                }
                 let at = Int(next() % UInt64(m.count))
                 switch next() % 4 {
                 case 0: m[at] = UInt8(truncatingIfNeeded: next())

@@ -39,7 +39,9 @@ extension Array where Element == ConnectionMachine.Action {
 
 @Suite("Connection machine: failover, Server Reference, session hop, fallback, back-off")
 struct ConnectionMachineTests {
-    static let three = ConnectionMachine.Settings(brokers: [ConnectionDriver.broker(1), ConnectionDriver.broker(2), ConnectionDriver.broker(3)])
+    static let three = ConnectionMachine.Settings(brokers: [
+        ConnectionDriver.broker(1), ConnectionDriver.broker(2), ConnectionDriver.broker(3),
+    ])
 
     @Test("connect: the first broker; CONNACK: up, connected, the callers done; a second connect() is answered at once")
     func connects() {
@@ -81,7 +83,10 @@ struct ConnectionMachineTests {
         for _ in 0..<5 {
             #expect(lost.dialed.isEmpty, "a link that was up goes to the back-off, not the next broker")
             #expect(lost.logs.contains("MQTT connection lost: reset by peer"))
-            guard let delay = lost.retryDelay else { Issue.record("no back-off: \(lost)"); return }
+            guard let delay = lost.retryDelay else {
+                Issue.record("no back-off: \(lost)")
+                return
+            }
             delays.append(delay)
             #expect(lost.reports == [.reconnecting(attempt: delays.count, nextDelay: delay)])
             let retry = d.on(.backoffElapsed)
@@ -128,7 +133,9 @@ struct ConnectionMachineTests {
         #expect(refused.gaveUp == "bad user name or password" && refused.retryDelay == nil)
     }
 
-    @Test("keepConnecting: a failed first connect backs off and tries again (its callers get the error after the state), and so does a refused password")
+    @Test(
+        "keepConnecting: a failed first connect backs off and tries again (its callers get the error after the state), and so does a refused password"
+    )
     func keepConnecting() {
         var s = ConnectionMachine.Settings(brokers: [ConnectionDriver.broker(1)])
         s.keepConnecting = true
@@ -157,13 +164,16 @@ struct ConnectionMachineTests {
         #expect(once.retryDelay == nil && once.connectError == "connection refused" && !e.machine.wantsConnection)
     }
 
-    @Test("Server Reference 0x9C: the referred broker next, once; 0x9D: also first in later rounds; one not configured or allowed is ignored")
+    @Test(
+        "Server Reference 0x9C: the referred broker next, once; 0x9D: also first in later rounds; one not configured or allowed is ignored")
     func serverReference() {
         var s = Self.three
         s.serverReferenceAllowList = ["standby"]
         var d = ConnectionDriver(s)
         _ = d.on(.connect)
-        #expect(d.on(.referred(to: "elsewhere:1883", moved: false)).logs.first?.contains("neither a configured broker nor in server_reference_allow_list: ignored") == true)
+        #expect(
+            d.on(.referred(to: "elsewhere:1883", moved: false)).logs.first?.contains(
+                "neither a configured broker nor in server_reference_allow_list: ignored") == true)
         _ = d.on(.referred(to: "standby:1999", moved: false))
         #expect(d.fail("use another server").dialed == ["standby"])
         #expect(d.machine.broker == BrokerEndpoint(host: "standby", port: 1999))
@@ -216,7 +226,9 @@ struct ConnectionMachineTests {
         #expect(e.on(.accepted).succeeded)
     }
 
-    @Test("5.0 refused as unsupported (0x84) with fallback_to_v311: 3.1.1 once, with the hop if it needs one; without fallback the connect fails")
+    @Test(
+        "5.0 refused as unsupported (0x84) with fallback_to_v311: 3.1.1 once, with the hop if it needs one; without fallback the connect fails"
+    )
     func fallback() {
         var s = ConnectionMachine.Settings(brokers: [ConnectionDriver.broker(1)])
         s.fallbackToV311 = true
@@ -244,7 +256,9 @@ struct ConnectionMachineTests {
         let closing = d.on(.disconnect(linkOpen: true))
         #expect(closing.has { if case .closeLink = $0 { true } else { false } } && closing.reports.isEmpty)
         let closed = d.fail()
-        #expect(closed.reports == [.disconnected(reason: "disconnect requested")] && closed.has { if case .disconnectFinished = $0 { true } else { false } })
+        #expect(
+            closed.reports == [.disconnected(reason: "disconnect requested")]
+                && closed.has { if case .disconnectFinished = $0 { true } else { false } })
         #expect(closed.retryDelay == nil && d.machine.state == .idle)
         // Offline, waiting for the next round.
         _ = d.on(.connect)

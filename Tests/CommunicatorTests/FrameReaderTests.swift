@@ -1,6 +1,7 @@
-@testable import Communicator
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 /// A 3.1.1 PUBLISH on the wire with a body of `size` bytes of payload.
 private func publish311(topic: String, qos: QoS, id: UInt16 = 7, payload: Int) -> [UInt8] {
@@ -31,7 +32,9 @@ private func read(_ stream: [UInt8], chunk: Int, limit: Int, version: MQTTVersio
 
 @Suite("Frame reader: bounded buffering, oversized 3.1.1 PUBLISH skipped")
 struct FrameReaderTests {
-    @Test("3.1.1: a PUBLISH over the limit is reported with its topic and id, its bytes skipped unbuffered, and the next packet decoded", arguments: [1, 7, 1500, 65_536])
+    @Test(
+        "3.1.1: a PUBLISH over the limit is reported with its topic and id, its bytes skipped unbuffered, and the next packet decoded",
+        arguments: [1, 7, 1500, 65_536])
     func skipsOversized(chunk: Int) throws {
         let big = publish311(topic: "devices/a/commands/ping", qos: .atLeastOnce, id: 300, payload: 1_000_000)
         let small = publish311(topic: "devices/a/commands/ping", qos: .atLeastOnce, id: 301, payload: 10)
@@ -52,7 +55,9 @@ struct FrameReaderTests {
     }
 
     /// Found by scripts/fuzz decoder: the reader waited for a long topic whole before skipping.
-    @Test("3.1.1: of an oversized PUBLISH with a 30,000-byte topic only 256 bytes of the topic are kept, none buffered", arguments: [1, 100, 4096])
+    @Test(
+        "3.1.1: of an oversized PUBLISH with a 30,000-byte topic only 256 bytes of the topic are kept, none buffered",
+        arguments: [1, 100, 4096])
     func longTopic(chunk: Int) throws {
         let topic = String(repeating: "t", count: 30_000)
         let (items, held) = try read(publish311(topic: topic, qos: .exactlyOnce, id: 77, payload: 10), chunk: chunk, limit: 1024)

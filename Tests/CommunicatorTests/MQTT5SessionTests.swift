@@ -1,6 +1,7 @@
-@testable import Communicator
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 /// 5.0 behaviour of the session machine, packet by packet.
 @Suite("Session: MQTT 5.0 limits, aliases, expiry")
@@ -13,20 +14,27 @@ struct MQTT5SessionTests {
     func connectAnnouncesLimits() {
         var d = SessionDriver(.init(clientID: "t", maxPacketSize: 4096, receiveMaximum: 8, topicAliasMaximum: 4))
         let acts = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
-        guard case .connect(let c) = acts.sent.first else { Issue.record("no CONNECT"); return }
+        guard case .connect(let c) = acts.sent.first else {
+            Issue.record("no CONNECT")
+            return
+        }
         #expect(c.properties.receiveMaximum == 8)
         #expect(c.properties.maximumPacketSize == 4096)
         #expect(c.properties.topicAliasMaximum == 4)
     }
 
-    @Test("outgoing aliases: a topic's second use sets an alias, later uses send only the alias; never above the broker's maximum; reset per connection")
+    @Test(
+        "outgoing aliases: a topic's second use sets an alias, later uses send only the alias; never above the broker's maximum; reset per connection"
+    )
     func outgoingAliases() {
         var d = SessionDriver()
         var props = MQTTProperties()
         props.topicAliasMaximum = 1
         _ = d.connect(properties: props)
         var wire: [MQTTPacket.Publish] = []
-        for (i, t) in ["a/1", "a/1", "a/1", "b/2", "b/2", "a/1"].enumerated() { wire += publishes(d.publish(t, qos: .atMostOnce, token: i)) }
+        for (i, t) in ["a/1", "a/1", "a/1", "b/2", "b/2", "a/1"].enumerated() {
+            wire += publishes(d.publish(t, qos: .atMostOnce, token: i))
+        }
         #expect(wire.map(\.topic) == ["a/1", "a/1", "", "b/2", "b/2", ""])
         #expect(wire.map(\.properties.topicAlias) == [nil, 1, 1, nil, nil, 1])
         // A new connection starts without aliases [MQTT-3.3.2-7].
@@ -83,7 +91,10 @@ struct MQTT5SessionTests {
         let dup = d.receive(.publish(.init(topic: "t", payload: ByteBuffer(), qos: .exactlyOnce, dup: true, packetID: 2)))
         #expect(dup.closed == nil)
         let acts = d.receive(.publish(.init(topic: "t", payload: ByteBuffer(), qos: .exactlyOnce, packetID: 3)))
-        guard case .disconnect(let disc) = acts.sent.first else { Issue.record("no DISCONNECT: \(acts)"); return }
+        guard case .disconnect(let disc) = acts.sent.first else {
+            Issue.record("no DISCONNECT: \(acts)")
+            return
+        }
         #expect(disc.reasonCode == 0x93)
         #expect(acts.delivered.isEmpty)
         if case .protocolViolation(_, let code)?? = acts.closed { #expect(code == 0x93) } else { Issue.record("not closed") }
@@ -96,7 +107,10 @@ struct MQTT5SessionTests {
         var props = MQTTProperties()
         props.topicAlias = 2
         let acts = d.receive(.publish(.init(topic: "", payload: ByteBuffer(), qos: .atMostOnce, properties: props)))
-        guard case .disconnect(let disc) = acts.sent.first else { Issue.record("no DISCONNECT"); return }
+        guard case .disconnect(let disc) = acts.sent.first else {
+            Issue.record("no DISCONNECT")
+            return
+        }
         #expect(disc.reasonCode == 0x82)
         #expect(acts.delivered.isEmpty)
     }

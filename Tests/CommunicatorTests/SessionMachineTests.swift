@@ -1,6 +1,7 @@
-@testable import Communicator
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 /// The session state machine driven by hand: events in, actions out, no sockets, no clock.
 struct SessionDriver {
@@ -69,7 +70,10 @@ struct SessionMachineTests {
         props.serverKeepAlive = 12
         var d = SessionDriver(.init(version: .v5_0, clientID: "cam", cleanStart: false, keepAliveSeconds: 30, sessionExpirySeconds: 3600))
         let first = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
-        guard case .connect(let c) = first.sent.first else { Issue.record("no CONNECT"); return }
+        guard case .connect(let c) = first.sent.first else {
+            Issue.record("no CONNECT")
+            return
+        }
         #expect(c.clientID == "cam" && !c.cleanStart && c.keepAliveSeconds == 30 && c.properties.sessionExpiryInterval == 3600)
         let acts = d.receive(.connack(.init(sessionPresent: true, returnCode: 0, properties: props)))
         let info = acts.compactMap { if case .connected(let i) = $0 { i } else { nil } }.first
@@ -91,7 +95,10 @@ struct SessionMachineTests {
         var d = SessionDriver()
         _ = d.step { m, n, a in m.connectionEstablished(now: n, into: &a) }
         let acts = d.receive(.pingresp)
-        guard case .some(.some(.protocolViolation(let what, _))) = acts.closed else { Issue.record("not closed"); return }
+        guard case .some(.some(.protocolViolation(let what, _))) = acts.closed else {
+            Issue.record("not closed")
+            return
+        }
         #expect(what.contains("expected CONNACK"))
     }
 
@@ -161,13 +168,20 @@ struct SessionMachineTests {
         #expect(sent[2].publishID == 3 && sent[2].publishDup == true)
     }
 
-    @Test("a packet the decoder refuses: 5.0 DISCONNECT packet too large or malformed packet, with the reason, then close; 3.1.1: close only")
+    @Test(
+        "a packet the decoder refuses: 5.0 DISCONNECT packet too large or malformed packet, with the reason, then close; 3.1.1: close only")
     func decodeFailed() {
-        for (error, code) in [(MQTTDecodeError.packetTooLarge(size: 9000, limit: 4096), ReasonCode.packetTooLarge), (.malformed("bad flags"), .malformedPacket)] {
+        for (error, code) in [
+            (MQTTDecodeError.packetTooLarge(size: 9000, limit: 4096), ReasonCode.packetTooLarge),
+            (.malformed("bad flags"), .malformedPacket),
+        ] {
             var d = SessionDriver(.init(version: .v5_0, clientID: "t"))
             _ = d.connect()
             let acts = d.step { m, _, a in m.decodeFailed(error, into: &a) }
-            guard case .disconnect(let dis)? = acts.sent.first else { Issue.record("no DISCONNECT: \(acts)"); continue }
+            guard case .disconnect(let dis)? = acts.sent.first else {
+                Issue.record("no DISCONNECT: \(acts)")
+                continue
+            }
             #expect(ReasonCode(dis.reasonCode) == code)
             #expect(dis.properties.reasonString == "\(error)")
             #expect(acts.closed != nil)
@@ -188,7 +202,9 @@ struct SessionMachineTests {
         }
     }
 
-    @Test("a preparer sees each message once, at its first transmission (queued while offline too); a DUP resend carries the prepared payload; a restored flow is prepared")
+    @Test(
+        "a preparer sees each message once, at its first transmission (queued while offline too); a DUP resend carries the prepared payload; a restored flow is prepared"
+    )
     func preparerAtFirstSend() {
         let preparer = CountingPreparer()
         var d = SessionDriver(.init(version: .v3_1_1, clientID: "t", preparer: preparer))
@@ -200,7 +216,9 @@ struct SessionMachineTests {
         let sent1 = first.sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } }
         #expect(sent1 == ["prepared:x"])
         let other = d.publish("other", qos: .atLeastOnce, token: 2)
-        #expect(other.sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } } == ["x"], "nil leaves it as it is")
+        #expect(
+            other.sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } } == ["x"],
+            "nil leaves it as it is")
         _ = d.step { m, _, a in m.connectionLost(into: &a) }
         let again = d.connect(sessionPresent: true)
         let resent = again.sent.compactMap { if case .publish(let p) = $0 { (p.dup, String(buffer: p.payload)) } else { nil } }
@@ -211,7 +229,9 @@ struct SessionMachineTests {
         var stored = MQTTPacket.Publish(topic: "fix", payload: ByteBuffer(string: "y"), qos: .exactlyOnce)
         stored.packetID = 9
         e.machine.restoreOutgoing(stored, released: false, token: 3)
-        let restored = e.connect(sessionPresent: true).sent.compactMap { if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil } }
+        let restored = e.connect(sessionPresent: true).sent.compactMap {
+            if case .publish(let p) = $0 { String(buffer: p.payload) } else { nil }
+        }
         #expect(restored == ["prepared:y"])
     }
 
@@ -324,7 +344,10 @@ struct SessionMachineTests {
         #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.sent == [.pingreq])
         d.now += 5_000_000_000
         let acts = d.step { m, n, a in m.tick(now: n, into: &a) }
-        guard case .some(.some(.keepAliveTimeout)) = acts.closed else { Issue.record("no close: \(acts)"); return }
+        guard case .some(.some(.keepAliveTimeout)) = acts.closed else {
+            Issue.record("no close: \(acts)")
+            return
+        }
     }
 
     @Test("keep-alive 0 never pings")
@@ -368,11 +391,16 @@ struct SessionMachineTests {
         #expect(d.machine.isConnected)
         // This broker's limits, not the message's fault: the offline store keeps such messages.
         for f in big.failures + retained.failures {
-            guard case .brokerLimit = f else { Issue.record("\(f) is not a broker limit"); continue }
+            guard case .brokerLimit = f else {
+                Issue.record("\(f) is not a broker limit")
+                continue
+            }
             #expect(Outbox.isBrokerRefusal(f))
         }
         #expect(Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.rejected(packet: .puback, code: 0x97, reason: "quota exceeded")))
-        #expect(!Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.rejected(packet: .puback, code: 0x90, reason: nil)), "topic name invalid is the message's fault")
+        #expect(
+            !Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.rejected(packet: .puback, code: 0x90, reason: nil)),
+            "topic name invalid is the message's fault")
         #expect(!Outbox.isBrokerRefusal(SessionMachine<Int>.Failure.queueFull(limit: 3)))
     }
 
@@ -403,10 +431,14 @@ struct PacketIdentifierTests {
     }
 
     static func refused(_ actions: [SessionMachine<Int>.Action]) -> Bool {
-        actions.contains { if case .subscribeCompleted(_, .failure(.refused(let why))) = $0 { why.contains("65,535 packet identifiers") } else { false } }
+        actions.contains {
+            if case .subscribeCompleted(_, .failure(.refused(let why))) = $0 { why.contains("65,535 packet identifiers") } else { false }
+        }
     }
 
-    @Test("a 5.0 broker without Receive Maximum: the window stops 512 identifiers short of 65,535, so SUBSCRIBE finds one; when none is left it is refused at once, never searched for without end")
+    @Test(
+        "a 5.0 broker without Receive Maximum: the window stops 512 identifiers short of 65,535, so SUBSCRIBE finds one; when none is left it is refused at once, never searched for without end"
+    )
     func exhaustion() {
         var d = SessionDriver(.init(version: .v5_0, clientID: "c"))
         _ = d.connect()  // no Receive Maximum: 65,535

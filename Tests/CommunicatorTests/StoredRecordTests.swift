@@ -1,6 +1,7 @@
-@testable import Communicator
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 @Suite("Stored records and their clocks")
 struct StoredRecordTests {

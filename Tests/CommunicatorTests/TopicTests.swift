@@ -39,16 +39,19 @@ struct TopicTests {
         #expect(Topic.matches(filter: c.0, topic: c.1) == c.2, "\(c.0) vs \(c.1)")
     }
 
-    @Test("valid filters are accepted", arguments: ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "$share/g/a/+", "sport/tennis/#"])
+    @Test(
+        "valid filters are accepted", arguments: ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "$share/g/a/+", "sport/tennis/#"])
     func validFilters(_ f: String) {
         #expect(Topic.filterProblem(f) == nil)
     }
 
-    @Test("invalid filters are refused with the rule", arguments: [
-        ("", "empty"), ("a/#/b", "'#'"), ("a#", "'#'"), ("a/b#", "'#'"), ("a+", "'+'"), ("a/+b/c", "'+'"),
-        ("$share/g", "$share/<group>/<filter>"), ("$share//a", "$share/<group>/<filter>"), ("$share/g+/a", "wildcard"),
-        ("a\u{0}b", "U+0000"),
-    ])
+    @Test(
+        "invalid filters are refused with the rule",
+        arguments: [
+            ("", "empty"), ("a/#/b", "'#'"), ("a#", "'#'"), ("a/b#", "'#'"), ("a+", "'+'"), ("a/+b/c", "'+'"),
+            ("$share/g", "$share/<group>/<filter>"), ("$share//a", "$share/<group>/<filter>"), ("$share/g+/a", "wildcard"),
+            ("a\u{0}b", "U+0000"),
+        ])
     func invalidFilters(_ c: (String, String)) {
         let problem = Topic.filterProblem(c.0)
         #expect(problem?.contains(c.1) == true, "\(String(describing: problem))")

@@ -77,7 +77,9 @@ struct AgentEndToEndTests {
         }
 
         func start(_ extraEnv: [String: String] = [:]) throws -> Child {
-            try Child.spawn(AgentEndToEndTests.binary, ["run", "--config", config], output: dir + "/agent-\(UUID().uuidString.prefix(4)).log", environment: extraEnv)
+            try Child.spawn(
+                AgentEndToEndTests.binary, ["run", "--config", config], output: dir + "/agent-\(UUID().uuidString.prefix(4)).log",
+                environment: extraEnv)
         }
 
         /// The LED transitions the simulated light wrote: (ms, on).
@@ -103,7 +105,9 @@ struct AgentEndToEndTests {
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b }
         }
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
         guard rc == 0 else { throw TestFailure("cannot connect to \(path): errno \(errno)") }
         let text = lines.joined(separator: "\n") + "\n"
         _ = text.withCString { send(fd, $0, strlen($0), 0) }
@@ -115,7 +119,9 @@ struct AgentEndToEndTests {
         return zip(tail, tail.dropFirst()).map { $1.ms - $0.ms }
     }
 
-    @Test("the agent runs: retained online, events from every source with the documented schema and rising sequence numbers, info, LED; SIGTERM says offline")
+    @Test(
+        "the agent runs: retained online, events from every source with the documented schema and rising sequence numbers, info, LED; SIGTERM says offline"
+    )
     func fullRun() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
@@ -125,7 +131,8 @@ struct AgentEndToEndTests {
         _ = FileManager.default.createFile(atPath: layout.dev + "/video0", contents: nil)
         try FileManager.default.createDirectory(atPath: layout.sysfs + "/video0/device", withIntermediateDirectories: true)
         try "Test Camera 0\n".write(toFile: layout.sysfs + "/video0/name", atomically: true, encoding: .utf8)
-        try FileManager.default.createSymbolicLink(atPath: layout.sysfs + "/video0/device/driver", withDestinationPath: "../../bus/usb/drivers/uvcvideo")
+        try FileManager.default.createSymbolicLink(
+            atPath: layout.sysfs + "/video0/device/driver", withDestinationPath: "../../bus/usb/drivers/uvcvideo")
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%r|%p")
         let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
         let agent = try layout.start()
@@ -137,11 +144,13 @@ struct AgentEndToEndTests {
         #expect(early.lines.first == "1|online", "the status is retained")
 
         // The vision pipeline: valid lines, garbage, a line over max_line_bytes, from two writers.
-        try Self.writeSocket(layout.socket, [
-            #"{"type":"detection","label":"person","score":0.91,"bbox":{"x":1,"y":2,"w":3,"h":4}}"#,
-            "this is not json",
-            #"{"label":"untyped"}"#,
-        ])
+        try Self.writeSocket(
+            layout.socket,
+            [
+                #"{"type":"detection","label":"person","score":0.91,"bbox":{"x":1,"y":2,"w":3,"h":4}}"#,
+                "this is not json",
+                #"{"label":"untyped"}"#,
+            ])
         try Self.writeSocket(layout.socket, [String(repeating: "x", count: 2000), #"{"type":"line_cross","line":"gate"}"#, "[1,2,3]"])
         // A camera appears and goes; a snapshot is written (temporary name, then renamed in).
         _ = FileManager.default.createFile(atPath: layout.dev + "/video7", contents: nil)
@@ -159,7 +168,8 @@ struct AgentEndToEndTests {
         // Schema: every field, ids and sequence numbers.
         var lastSeq = 0
         for e in all {
-            for key in ["event_id", "device_id", "source", "source_type", "type", "seq", "timestamp", "clock_trusted", "uptime_ms", "data"] {
+            for key in ["event_id", "device_id", "source", "source_type", "type", "seq", "timestamp", "clock_trusted", "uptime_ms", "data"]
+            {
                 #expect(e[key] != nil, "event without \(key): \(e)")
             }
             let seq = e["seq"] as? Int ?? 0
@@ -171,20 +181,25 @@ struct AgentEndToEndTests {
         }
         func first(_ type: String) -> [String: Any]? { all.first { $0["type"] as? String == type } }
         let cam = try #require(first("camera_online")?["data"] as? [String: Any])
-        #expect(cam["device"] as? String == layout.dev + "/video0" && cam["name"] as? String == "Test Camera 0" && cam["driver"] as? String == "uvcvideo")
+        #expect(
+            cam["device"] as? String == layout.dev + "/video0" && cam["name"] as? String == "Test Camera 0"
+                && cam["driver"] as? String == "uvcvideo")
         #expect((first("camera_offline")?["data"] as? [String: Any])?["device"] as? String == layout.dev + "/video7")
         let shot = try #require(first("snapshot")?["data"] as? [String: Any])
         #expect(shot["path"] as? String == layout.snapshots + "/shot-1.jpg" && shot["size"] as? Int == 5000)
         let sha = try Broker.run("/usr/bin/sha256sum", [layout.snapshots + "/shot-1.jpg"]).prefix(64)
         #expect(shot["sha256"] as? String == String(sha))
         #expect(all.filter { $0["source"] as? String == "pipeline" }.count == 3)
-        let det = try #require(all.first { $0["source"] as? String == "pipeline" && $0["type"] as? String == "detection" }?["data"] as? [String: Any])
+        let det = try #require(
+            all.first { $0["source"] as? String == "pipeline" && $0["type"] as? String == "detection" }?["data"] as? [String: Any])
         #expect(det["label"] as? String == "person" && det["score"] as? Double == 0.91)
 
         // The info document counts what the socket rejected, and why.
         let info = try ExternalSubscriber(broker: broker, topic: layout.infoTopic, qos: 1, format: "%p")
         try waitUntil(timeout: 10, "an info document with the socket's counters") {
-            info.lines.contains { $0.contains("rejected_too_large") && $0.contains("rejected_invalid_json") && $0.contains("rejected_not_object") }
+            info.lines.contains {
+                $0.contains("rejected_too_large") && $0.contains("rejected_invalid_json") && $0.contains("rejected_not_object")
+            }
         }
         let doc = try #require(info.lines.last.flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
         #expect(doc["state"] as? String == "connected" && doc["device_id"] as? String == layout.device && doc["version"] != nil)
@@ -211,14 +226,19 @@ struct AgentEndToEndTests {
         let newSeqs = Self.events(events).dropFirst(all.count).compactMap { $0["seq"] as? Int }
         #expect(newSeqs.allSatisfy { $0 > lastSeq }, "after restart: \(newSeqs.prefix(3)) vs last \(lastSeq)")
         let every = Set(Self.events(events).compactMap { $0["seq"] as? Int }).sorted()
-        #expect(every == Array(every.first!...every.last!), "a clean stop leaves no gap: \(zip(every, every.dropFirst()).filter { $1 != $0 + 1 }.prefix(3))")
+        #expect(
+            every == Array(every.first!...every.last!),
+            "a clean stop leaves no gap: \(zip(every, every.dropFirst()).filter { $1 != $0 + 1 }.prefix(3))")
     }
 
-    @Test("the directory source meets a FIFO, a symlink, a file over max_hash_bytes and its folder removed and made again without harm, each counted")
+    @Test(
+        "the directory source meets a FIFO, a symlink, a file over max_hash_bytes and its folder removed and made again without harm, each counted"
+    )
     func hostileSnapshotFolder() throws {
         let broker = try SharedBroker.get()
         let layout = try Layout()
-        try layout.write(port: broker.port, sources: "  - type: directory\n    name: snapshots\n    path: \(layout.snapshots)\n    max_hash_bytes: 4096")
+        try layout.write(
+            port: broker.port, sources: "  - type: directory\n    name: snapshots\n    path: \(layout.snapshots)\n    max_hash_bytes: 4096")
         let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
         let info = try ExternalSubscriber(broker: broker, topic: layout.infoTopic, qos: 1, format: "%p")
         let agent = try layout.start()
@@ -239,10 +259,14 @@ struct AgentEndToEndTests {
         put("small.jpg", 1000)
         put("large.jpg", 10_000)
         try waitUntil(timeout: 10, "the small and the large file") { Self.events(events).count >= 2 }
-        let byPath = Dictionary(Self.events(events).map { (($0["data"] as? [String: Any])?["path"] as? String ?? "", $0["data"] as? [String: Any] ?? [:]) }, uniquingKeysWith: { a, _ in a })
+        let byPath = Dictionary(
+            Self.events(events).map { (($0["data"] as? [String: Any])?["path"] as? String ?? "", $0["data"] as? [String: Any] ?? [:]) },
+            uniquingKeysWith: { a, _ in a })
         #expect((byPath[dir + "/small.jpg"]?["sha256"] as? String)?.count == 64, "\(byPath)")
         let large = try #require(byPath[dir + "/large.jpg"], "\(byPath)")
-        #expect(large["size"] as? Int == 10_000 && large["sha256"] == nil && (large["hash_skipped"] as? String)?.contains("max_hash_bytes") == true, "\(large)")
+        #expect(
+            large["size"] as? Int == 10_000 && large["sha256"] == nil
+                && (large["hash_skipped"] as? String)?.contains("max_hash_bytes") == true, "\(large)")
         #expect(byPath[dir + "/pipe.jpg"] == nil && byPath[dir + "/link.jpg"] == nil, "\(byPath.keys)")
         // The folder removed and made again: watched again, and what is in it is reported.
         try FileManager.default.removeItem(atPath: dir)
@@ -254,14 +278,17 @@ struct AgentEndToEndTests {
         }
         try waitUntil(timeout: 10, "the counters in the info document") {
             guard let line = info.lines.last, let doc = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let source = (doc["sources"] as? [[String: Any]])?.first(where: { $0["name"] as? String == "snapshots" }),
-                  let c = source["counters"] as? [String: Int] else { return false }
-            return ["not_regular", "symlink", "hash_skipped", "folder_gone", "folder_back"].allSatisfy { (c[$0] ?? 0) >= 1 } && (c["snapshots"] ?? 0) >= 3
+                let source = (doc["sources"] as? [[String: Any]])?.first(where: { $0["name"] as? String == "snapshots" }),
+                let c = source["counters"] as? [String: Int]
+            else { return false }
+            return ["not_regular", "symlink", "hash_skipped", "folder_gone", "folder_back"].allSatisfy { (c[$0] ?? 0) >= 1 }
+                && (c["snapshots"] ?? 0) >= 3
         }
     }
 
-    @Test("the directory source's event queue overflows (the agent stopped while 100 files arrive): the folder is scanned and every file reported",
-          .enabled(if: getuid() == 0))
+    @Test(
+        "the directory source's event queue overflows (the agent stopped while 100 files arrive): the folder is scanned and every file reported",
+        .enabled(if: getuid() == 0))
     func snapshotQueueOverflow() throws {
         let broker = try SharedBroker.get()
         let layout = try Layout()
@@ -315,7 +342,9 @@ struct AgentEndToEndTests {
         #expect(late.lines.first == "1|offline")
     }
 
-    @Test("broker down and back: the LED goes from solid to the slow blink and back, events are buffered and arrive in order, the status is online again")
+    @Test(
+        "broker down and back: the LED goes from solid to the slow blink and back, events are buffered and arrive in order, the status is online again"
+    )
     func brokerOutage() throws {
         var broker = try Broker.start()
         defer { broker.stop() }
@@ -397,20 +426,20 @@ struct AgentEndToEndTests {
     func checkConfig() throws {
         let layout = try Layout()
         try """
-            device_id: "two words"
-            mqtt:
-              host: 127.0.0.1
-              prot: 1883
-              port: 70000
-              keepalive: soon
-              ca_certs: \(layout.dir)/missing-ca.pem
-            offline_store:
-              when_full: drop_newest
-            sources:
-              - type: socket
-                name: s
-                bogus: 1
-            """.write(toFile: layout.config, atomically: true, encoding: .utf8)
+        device_id: "two words"
+        mqtt:
+          host: 127.0.0.1
+          prot: 1883
+          port: 70000
+          keepalive: soon
+          ca_certs: \(layout.dir)/missing-ca.pem
+        offline_store:
+          when_full: drop_newest
+        sources:
+          - type: socket
+            name: s
+            bogus: 1
+        """.write(toFile: layout.config, atomically: true, encoding: .utf8)
         let out = layout.dir + "/check.out"
         let bad = try Child.spawn(Self.binary, ["check-config", layout.config], output: out)
         #expect(try bad.wait() == 78)
@@ -418,7 +447,8 @@ struct AgentEndToEndTests {
         for needle in [
             "device_id: \"two words\" may use only", "mqtt.prot: unknown key (did you mean mqtt.port?)", "mqtt.port: 70000 is out of range",
             "mqtt.keepalive: expected a whole number", "mqtt.ca_certs: \(layout.dir)/missing-ca.pem cannot be read",
-            "offline_store.when_full: \"drop_newest\" is not one of drop_oldest, reject_newest", "sources[0].bogus: unknown key for a socket source",
+            "offline_store.when_full: \"drop_newest\" is not one of drop_oldest, reject_newest",
+            "sources[0].bogus: unknown key for a socket source",
         ] {
             #expect(text.contains(needle), "missing \"\(needle)\" in:\n\(text)")
         }
@@ -426,7 +456,9 @@ struct AgentEndToEndTests {
         #expect(try missing.wait() == 78)
         #expect(missing.output.contains("nope.yaml does not exist"))
         try layout.write(port: 1883, extra: "log_level: debug")
-        let good = try Child.spawn(Self.binary, ["check-config", layout.config], output: out + "3", environment: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret-pw", "EDGE_AGENT_MQTT__USERNAME": "cam"])
+        let good = try Child.spawn(
+            Self.binary, ["check-config", layout.config], output: out + "3",
+            environment: ["EDGE_AGENT_MQTT__PASSWORD": "s3cret-pw", "EDGE_AGENT_MQTT__USERNAME": "cam"])
         #expect(try good.wait() == 0, "\(good.output)")
         #expect(good.output.contains("password: \"********\"  # from the environment"))
         #expect(!good.output.contains("s3cret-pw"))

@@ -8,7 +8,9 @@ import Testing
 struct ClientIntegrationTests {
     static let versions: [MQTTVersion] = [.v3_1_1, .v5_0]
 
-    func client(_ broker: Broker, _ version: MQTTVersion, id: String = "c", configure: (inout MQTTConfig) -> Void = { _ in }) -> MQTTProtocol {
+    func client(
+        _ broker: Broker, _ version: MQTTVersion, id: String = "c", configure: (inout MQTTConfig) -> Void = { _ in }
+    ) -> MQTTProtocol {
         var config = MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, clientID: uniqueID(id), protocolVersion: version)
         configure(&config)
         return MQTTProtocol(config: config)
@@ -49,11 +51,17 @@ struct ClientIntegrationTests {
 
     /// Before: the 3.1.1 client buffered the whole packet up to its limit, then closed the link
     /// (and a persistent session got the message again after every reconnect).
-    @Test("an incoming message over maxIncomingPacketSize: skipped on 3.1.1, not sent on 5.0; the link stays and the next message arrives", arguments: versions)
+    @Test(
+        "an incoming message over maxIncomingPacketSize: skipped on 3.1.1, not sent on 5.0; the link stays and the next message arrives",
+        arguments: versions)
     func oversizedIncoming(version: MQTTVersion) throws {
         let broker = try SharedBroker.get()
         let topic = uniqueTopic("big")
-        let mqtt = client(broker, version, id: "small") { $0.maxIncomingPacketSize = 4096; $0.cleanStart = false; $0.sessionExpiryInterval = 60 }
+        let mqtt = client(broker, version, id: "small") {
+            $0.maxIncomingPacketSize = 4096
+            $0.cleanStart = false
+            $0.sessionExpiryInterval = 60
+        }
         try mqtt.connect()
         defer { mqtt.disconnect() }
         let states = NIOLockedValueBox<[ConnectionState]>([])
@@ -172,8 +180,9 @@ struct ClientIntegrationTests {
 
         // Cut: Will.
         let proxy = try TCPProxy(to: broker.port)
-        var config = MQTTConfig(brokerAddress: "127.0.0.1", port: proxy.port, timeout: 5, maxReconnectAttempts: 1,
-                                reconnectInitialDelay: 30, clientID: uniqueID("will"), protocolVersion: version)
+        var config = MQTTConfig(
+            brokerAddress: "127.0.0.1", port: proxy.port, timeout: 5, maxReconnectAttempts: 1,
+            reconnectInitialDelay: 30, clientID: uniqueID("will"), protocolVersion: version)
         config.keepalive = 30
         let cut = MQTTProtocol(config: config)
         try cut.setWill(topic: topic, payload: "offline", qos: 1, retain: false)
@@ -194,7 +203,9 @@ struct ClientIntegrationTests {
         let mqtt = client(broker, version)
         try mqtt.connect()
         defer { mqtt.disconnect() }
-        let a = Inbox(), b = Inbox(), c = Inbox()
+        let a = Inbox()
+        let b = Inbox()
+        let c = Inbox()
         try mqtt.subscribe("\(base)/#", qos: 1) { m in a.add(m) }
         try mqtt.subscribe("\(base)/+/x", qos: 2) { m in b.add(m) }
         try mqtt.subscribe("\(base)/other", qos: 0) { m in c.add(m) }
@@ -236,7 +247,9 @@ struct ClientIntegrationTests {
         #expect(inbox.count == 1)
     }
 
-    @Test("8 threads publishing 250 each at once with the default queue (1,000): publish waits for room, every message arrives", arguments: versions)
+    @Test(
+        "8 threads publishing 250 each at once with the default queue (1,000): publish waits for room, every message arrives",
+        arguments: versions)
     func concurrentPublishers(version: MQTTVersion) throws {
         let broker = try SharedBroker.get()
         let topic = uniqueTopic("threads")
@@ -343,7 +356,9 @@ struct ConnectionErrorTests {
         let states = NIOLockedValueBox<[ConnectionState]>([])
         mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
         #expect(throws: ProtocolConnectionError.self) { try mqtt.connect() }
-        try waitUntil(timeout: 5, "reconnecting") { states.withLockedValue { $0.contains { if case .reconnecting = $0 { true } else { false } } } }
+        try waitUntil(timeout: 5, "reconnecting") {
+            states.withLockedValue { $0.contains { if case .reconnecting = $0 { true } else { false } } }
+        }
         let broker = try Broker.start(port: port)
         defer { broker.stop() }
         try waitUntil(timeout: 10, "connected without another connect()") { mqtt.state == .connected }
@@ -359,7 +374,8 @@ struct ConnectionErrorTests {
         // A persistent subscriber session: what the client sends after the restart waits for it.
         let broker = try Broker.start(.init(persistence: true))
         let sub = try ExternalSubscriber(broker: broker, topic: "t/full", qos: 1, format: "%p", extraArgs: ["-c"])
-        var config = MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 1, maxReconnectAttempts: 0, clientID: uniqueID("full"))
+        var config = MQTTConfig(
+            brokerAddress: "127.0.0.1", port: broker.port, timeout: 1, maxReconnectAttempts: 0, clientID: uniqueID("full"))
         config.publishQueueMaxsize = 5
         let mqtt = MQTTProtocol(config: config)
         defer { mqtt.disconnect() }
@@ -378,14 +394,17 @@ struct ConnectionErrorTests {
         #expect(sub.lines == (0..<5).map { "m\($0)" })
     }
 
-    @Test("bad credentials: ProtocolAuthenticationError with the broker's code; good ones connect", arguments: ClientIntegrationTests.versions)
+    @Test(
+        "bad credentials: ProtocolAuthenticationError with the broker's code; good ones connect", arguments: ClientIntegrationTests.versions
+    )
     func authentication(version: MQTTVersion) throws {
         let broker = try Broker.start(.init(users: ["cam7": "s3cret"]))
         defer { broker.stop() }
         func make(_ user: String?, _ pass: String?) -> MQTTProtocol {
-            MQTTProtocol(config: MQTTConfig(
-                brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, username: user, password: pass,
-                clientID: uniqueID("auth"), protocolVersion: version))
+            MQTTProtocol(
+                config: MQTTConfig(
+                    brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, username: user, password: pass,
+                    clientID: uniqueID("auth"), protocolVersion: version))
         }
         let good = make("cam7", "s3cret")
         try good.connect()
@@ -405,7 +424,8 @@ struct ConnectionErrorTests {
     @Test("invalid input is refused locally with ProtocolValidationError")
     func validation() throws {
         let broker = try SharedBroker.get()
-        let mqtt = MQTTProtocol(config: MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, clientID: uniqueID("val"), maxPacketSize: 1024))
+        let mqtt = MQTTProtocol(
+            config: MQTTConfig(brokerAddress: "127.0.0.1", port: broker.port, timeout: 5, clientID: uniqueID("val"), maxPacketSize: 1024))
         try mqtt.connect()
         defer { mqtt.disconnect() }
         let e1 = #expect(throws: ProtocolValidationError.self) { try mqtt.publish("a/+/b", "x") }
@@ -436,13 +456,18 @@ struct ConnectionErrorTests {
         // A password never crosses a network in clear text unless the configuration says so.
         let plain = MQTTConfig(brokerAddress: "10.0.0.5", username: "cam", password: "pw").problems()
         #expect(plain.contains { $0.contains("password would be sent unencrypted to 10.0.0.5:1883 (no TLS)") }, "\(plain)")
-        #expect(!MQTTConfig(brokerAddress: "10.0.0.5", port: 8883, username: "cam", password: "pw").problems().contains { $0.contains("password") })
+        #expect(
+            !MQTTConfig(brokerAddress: "10.0.0.5", port: 8883, username: "cam", password: "pw").problems().contains {
+                $0.contains("password")
+            })
         #expect(!MQTTConfig(brokerAddress: "127.0.0.1", username: "cam", password: "pw").problems().contains { $0.contains("password") })
         var optIn = MQTTConfig(brokerAddress: "10.0.0.5", username: "cam", password: "pw")
         optIn.allowPasswordWithoutTLS = true
         #expect(!optIn.problems().contains { $0.contains("password") })
-        let failover = MQTTConfig(brokerAddress: "127.0.0.1", username: "cam", password: "pw", failoverBrokers: [BrokerEndpoint(host: "broker-b", port: 1883)])
-        #expect(failover.problems().contains { $0.contains("unencrypted to broker-b:1883") }, "a failover broker off this machine counts too")
+        let failover = MQTTConfig(
+            brokerAddress: "127.0.0.1", username: "cam", password: "pw", failoverBrokers: [BrokerEndpoint(host: "broker-b", port: 1883)])
+        #expect(
+            failover.problems().contains { $0.contains("unencrypted to broker-b:1883") }, "a failover broker off this machine counts too")
         // From 0 the back-off never grows: refused, with the reason.
         let zero = MQTTConfig(brokerAddress: "127.0.0.1", reconnectInitialDelay: 0, reconnectMaxDelay: 5).problems()
         #expect(zero.contains { $0.contains("reconnect_initial_delay 0.0 must be at least 0.01 s") }, "\(zero)")
@@ -505,20 +530,22 @@ struct TLSTests {
 
     @Test("skip-verify is an explicit opt-in that connects despite a wrong CA")
     func insecureOptIn() throws {
-        let mqtt = MQTTProtocol(config: config(broker) {
-            $0.caCerts = pki.otherCACert
-            $0.tlsInsecureSkipVerify = true
-        })
+        let mqtt = MQTTProtocol(
+            config: config(broker) {
+                $0.caCerts = pki.otherCACert
+                $0.tlsInsecureSkipVerify = true
+            })
         try mqtt.connect()
         mqtt.disconnect()
     }
 
     @Test("mutual TLS: client certificate accepted, missing certificate refused")
     func mutualTLS() throws {
-        let with = MQTTProtocol(config: config(mtlsBroker) {
-            $0.clientCertificate = pki.clientCert
-            $0.clientKey = pki.clientKey
-        })
+        let with = MQTTProtocol(
+            config: config(mtlsBroker) {
+                $0.clientCertificate = pki.clientCert
+                $0.clientKey = pki.clientKey
+            })
         try with.connect()
         with.disconnect()
         let without = MQTTProtocol(config: config(mtlsBroker))

@@ -32,8 +32,10 @@ struct ClockStepTests {
         }
 
         var environment: [String: String] {
-            ["LD_PRELOAD": ClockStepTests.library!, "FAKETIME_TIMESTAMP_FILE": file, "FAKETIME_CACHE_DURATION": "1",
-             "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"]
+            [
+                "LD_PRELOAD": ClockStepTests.library!, "FAKETIME_TIMESTAMP_FILE": file, "FAKETIME_CACHE_DURATION": "1",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1",
+            ]
         }
 
         /// The agent with this clock. Through /usr/bin/env: libfaketime's constructor calls setenv
@@ -41,8 +43,9 @@ struct ClockStepTests {
         /// the Swift runtime finds argv; a program started directly then sees no arguments. In
         /// env's child the variable is already there.
         func start(_ layout: Layout) throws -> Child {
-            try Child.spawn("/usr/bin/env", [AgentEndToEndTests.binary, "run", "--config", layout.config],
-                            output: layout.dir + "/agent-faketime.log", environment: environment)
+            try Child.spawn(
+                "/usr/bin/env", [AgentEndToEndTests.binary, "run", "--config", layout.config],
+                output: layout.dir + "/agent-faketime.log", environment: environment)
         }
     }
 
@@ -53,18 +56,21 @@ struct ClockStepTests {
         return sub.lines.count - before
     }
 
-    @Test("connected: after a step back by a day and forward by a year, events come at their rate, info documents on time, commands are answered, the link stays up",
-          .enabled(if: library != nil))
+    @Test(
+        "connected: after a step back by a day and forward by a year, events come at their rate, info documents on time, commands are answered, the link stays up",
+        .enabled(if: library != nil))
     func connected() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
         let layout = try Layout()
-        try layout.write(port: broker.port, extra: "commands:\n  timeout: 2\n", sources: "  - type: simulated\n    name: cam0\n    rate: 10")
+        try layout.write(
+            port: broker.port, extra: "commands:\n  timeout: 2\n", sources: "  - type: simulated\n    name: cam0\n    rate: 10")
         let clock = try SteppedClock(in: layout.dir)
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
         let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
         let info = try ExternalSubscriber(broker: broker, topic: layout.infoTopic, qos: 1, format: "%p")
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let agent = try clock.start(layout)
         defer { agent.stop() }
         try waitUntil(timeout: 30, "online") { status.lines.contains("online") }
@@ -87,8 +93,9 @@ struct ClockStepTests {
         #expect(years.count >= 2, "timestamps follow the wall clock: \(years)")
     }
 
-    @Test("offline: across steps both ways the LED keeps its slow blink, events are buffered at their rate, and the back-off finds the broker back",
-          .enabled(if: library != nil))
+    @Test(
+        "offline: across steps both ways the LED keeps its slow blink, events are buffered at their rate, and the back-off finds the broker back",
+        .enabled(if: library != nil))
     func offline() throws {
         var broker = try Broker.start()
         defer { broker.stop() }
@@ -124,15 +131,17 @@ struct ClockStepTests {
         #expect(Double(seqs.count) <= (outage + 10) * 5 * 1.5, "\(seqs.count) events for \(Int(outage)) s offline at 5/s: a burst")
     }
 
-    @Test("a quiet connection: keep-alive pings go on across a step back, so the broker keeps the link",
-          .enabled(if: library != nil))
+    @Test(
+        "a quiet connection: keep-alive pings go on across a step back, so the broker keeps the link",
+        .enabled(if: library != nil))
     func keepAlive() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
         let layout = try Layout()
         // keepalive 5 (the layout's): without a PINGREQ the broker drops the link after 7.5 s.
         try layout.write(port: broker.port, sources: "  - type: simulated\n    name: cam0\n    rate: 0.001")
-        let quiet = try String(contentsOfFile: layout.config, encoding: .utf8).replacingOccurrences(of: "info_interval: 1\n", with: "info_interval: 3600\n")
+        let quiet = try String(contentsOfFile: layout.config, encoding: .utf8).replacingOccurrences(
+            of: "info_interval: 1\n", with: "info_interval: 3600\n")
         try quiet.write(toFile: layout.config, atomically: true, encoding: .utf8)
         let clock = try SteppedClock(in: layout.dir)
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
@@ -145,8 +154,9 @@ struct ClockStepTests {
         #expect(!agent.output.contains("connection lost"), "\(agent.output)")
     }
 
-    @Test("a board that starts offline with its clock in 2024: once NTP sets it, the buffered events carry the time of their uptime, with clock_corrected",
-          .enabled(if: library != nil))
+    @Test(
+        "a board that starts offline with its clock in 2024: once NTP sets it, the buffered events carry the time of their uptime, with clock_corrected",
+        .enabled(if: library != nil))
     func correctedTimestamps() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
@@ -171,7 +181,8 @@ struct ClockStepTests {
         }
         let received = Date()
         let all = AgentEndToEndTests.events(events)
-        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(all.allSatisfy { $0["boot_id"] as? String == boot }, "every event names this boot: \(all.prefix(1))")
         let stale = all.filter { $0["clock_trusted"] as? Bool == false }
         #expect(stale.count >= 8, "events stamped in 2024 while offline: \(stale.count)")
@@ -180,8 +191,9 @@ struct ClockStepTests {
             let stamp = e["timestamp"] as? String ?? ""
             let when = try? parse.parse(stamp)
             #expect(e["clock_corrected"] as? Bool == true, "\(e)")
-            #expect(when.map { $0 >= offlineFrom.addingTimeInterval(-2) && $0 <= received } == true,
-                    "the time it happened, from its uptime (offline since \(offlineFrom)): \(stamp)")
+            #expect(
+                when.map { $0 >= offlineFrom.addingTimeInterval(-2) && $0 <= received } == true,
+                "the time it happened, from its uptime (offline since \(offlineFrom)): \(stamp)")
         }
         let fresh = all.filter { $0["clock_trusted"] as? Bool == true }
         #expect(fresh.allSatisfy { $0["clock_corrected"] == nil }, "a trusted stamp is not touched")
@@ -202,7 +214,9 @@ struct ClockStepTests {
         ]
         let root = OfflineStoreIntegrationTests.packageRoot.appendingPathComponent("Sources").path
         var found: [String] = []
-        let files = try #require(FileManager.default.enumerator(atPath: root)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") || $0.hasSuffix(".c") }
+        let files = try #require(FileManager.default.enumerator(atPath: root)).compactMap { $0 as? String }.filter {
+            $0.hasSuffix(".swift") || $0.hasSuffix(".c")
+        }
         #expect(files.count > 40, "the scan found the sources: \(files.count) files")
         for file in files {
             let text = try String(contentsOfFile: root + "/" + file, encoding: .utf8)
@@ -212,6 +226,8 @@ struct ClockStepTests {
                 }
             }
         }
-        #expect(found.isEmpty, "wall-clock scheduling (use NIODeadline, NIO scheduled tasks or Condition.wait(seconds:)):\n\(found.joined(separator: "\n"))")
+        #expect(
+            found.isEmpty,
+            "wall-clock scheduling (use NIODeadline, NIO scheduled tasks or Condition.wait(seconds:)):\n\(found.joined(separator: "\n"))")
     }
 }

@@ -35,7 +35,8 @@ struct CommandTests {
         _ broker: Broker, _ topic: String, _ payload: String, v5: Bool = true, responseTopic: String? = nil, correlation: String? = nil,
         auth: [String] = []
     ) throws {
-        var args = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-t", topic, "-m", payload, "-V", v5 ? "mqttv5" : "mqttv311"] + auth
+        var args =
+            ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-t", topic, "-m", payload, "-V", v5 ? "mqttv5" : "mqttv311"] + auth
         if let responseTopic { args += ["-D", "publish", "response-topic", responseTopic] }
         if let correlation { args += ["-D", "publish", "correlation-data", correlation] }
         try Broker.run("/usr/bin/mosquitto_pub", args)
@@ -53,7 +54,10 @@ struct CommandTests {
                 let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 guard parts.count == 2 else { continue }
                 let body = json(parts[1])
-                if (body["id"] as? String) == id, id != nil || body["id"] == nil || body["id"] is NSNull { found = (parts[0], body); return true }
+                if (body["id"] as? String) == id, id != nil || body["id"] == nil || body["id"] is NSNull {
+                    found = (parts[0], body)
+                    return true
+                }
             }
             return false
         }
@@ -66,7 +70,8 @@ struct CommandTests {
         let (layout, child) = try Self.agent(broker)
         defer { child.stop(signal: SIGTERM) }
         let out = layout.dir + "/send.out"
-        let ping = try Child.spawn(AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", layout.device, "ping"], output: out)
+        let ping = try Child.spawn(
+            AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", layout.device, "ping"], output: out)
         #expect(try ping.wait(timeout: 30) == 0, "\(ping.output)")
         let answer = Self.json(ping.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
         #expect(answer["status"] as? String == "ok", "\(ping.output)")
@@ -77,7 +82,8 @@ struct CommandTests {
         #expect(try bad.wait(timeout: 30) == 1)
         #expect(bad.output.contains("unknown_command"), "\(bad.output)")
         let nobody = try Child.spawn(
-            AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", "not-there", "ping", "--timeout", "1"], output: out + "3")
+            AgentEndToEndTests.binary, ["send", "--config", layout.config, "--device", "not-there", "ping", "--timeout", "1"],
+            output: out + "3")
         #expect(try nobody.wait(timeout: 30) == 1)
         #expect(nobody.output.contains("no answer from not-there"), "\(nobody.output)")
     }
@@ -89,7 +95,8 @@ struct CommandTests {
         let (layout, agent) = try Self.agent(broker)
         defer { agent.stop() }
         let replies = try ExternalSubscriber(broker: broker, topic: "op/replies", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
-        let fallback = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let fallback = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let commands = "devices/\(layout.device)/commands"
         try Self.send(broker, commands + "/ping", #"{"id":"p-1"}"#, responseTopic: "op/replies", correlation: "corr-77")
         let (corr, ping) = try Self.answer(replies, id: "p-1")
@@ -101,16 +108,20 @@ struct CommandTests {
         let result = try #require(status["result"] as? [String: Any])
         #expect(result["device_id"] as? String == layout.device && result["state"] as? String == "connected" && result["version"] != nil)
         // 3.1.1 with the fields inside the JSON.
-        try Self.send(broker, commands + "/buffer/stats", #"{"id":"b-1","response_topic":"op/replies","correlation_data":"c-9"}"#, v5: false)
+        try Self.send(
+            broker, commands + "/buffer/stats", #"{"id":"b-1","response_topic":"op/replies","correlation_data":"c-9"}"#, v5: false)
         let (_, stats) = try Self.answer(replies, id: "b-1")
         #expect(stats["correlation_data"] as? String == "c-9" && (stats["result"] as? [String: Any])?["enabled"] as? Bool == true)
         // config/get masks secrets; log/level and led/set work; sources can be stopped and started.
         try Self.send(broker, commands + "/config/get", #"{"id":"g-1"}"#, responseTopic: "op/replies")
         let (_, got) = try Self.answer(replies, id: "g-1")
         #expect(((got["result"] as? [String: Any])?["config"] as? String)?.contains("device_id: \"\(layout.device)\"") == true)
-        try Self.send(broker, commands + "/led/set", #"{"id":"l-1","args":{"pattern":"blink 300/300","seconds":30}}"#, responseTopic: "op/replies")
+        try Self.send(
+            broker, commands + "/led/set", #"{"id":"l-1","args":{"pattern":"blink 300/300","seconds":30}}"#, responseTopic: "op/replies")
         #expect(try Self.answer(replies, id: "l-1").body["status"] as? String == "ok")
-        try waitUntil(timeout: 5, "LED overridden") { AgentEndToEndTests.intervals(layout.led, after: 0).suffix(3).allSatisfy { $0 >= 200 && $0 <= 500 } && layout.led.count > 4 }
+        try waitUntil(timeout: 5, "LED overridden") {
+            AgentEndToEndTests.intervals(layout.led, after: 0).suffix(3).allSatisfy { $0 >= 200 && $0 <= 500 } && layout.led.count > 4
+        }
         try Self.send(broker, commands + "/source/disable", #"{"id":"d-1","args":{"name":"cam0"}}"#, responseTopic: "op/replies")
         #expect((try Self.answer(replies, id: "d-1").body["result"] as? [String: Any])?["running"] as? Bool == false)
         try Self.send(broker, commands + "/source/enable", #"{"id":"e-1","args":{"name":"cam0"}}"#, responseTopic: "op/replies")
@@ -125,7 +136,8 @@ struct CommandTests {
         defer { broker.stop() }
         let (layout, agent) = try Self.agent(broker)
         defer { agent.stop() }
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let commands = "devices/\(layout.device)/commands"
         let cases: [(String, String, String, String)] = [  // name, payload, expected code, part of the message
             ("reboot", #"{"id":"x-1"}"#, "forbidden", "not allowed on this device"),
@@ -147,8 +159,10 @@ struct CommandTests {
             #expect((err?["message"] as? String)?.contains(text) == true, "\(name): \(body)")
         }
         // No usable id: answered with id null.
-        for (payload, text) in [("this is not json", "not valid JSON"), ("[1,2,3]", "must be a JSON object"), (#"{"id":42}"#, "\"id\" must be a string"),
-                                (String(repeating: "x", count: 3000), "over commands.max_payload_bytes")] {
+        for (payload, text) in [
+            ("this is not json", "not valid JSON"), ("[1,2,3]", "must be a JSON object"), (#"{"id":42}"#, "\"id\" must be a string"),
+            (String(repeating: "x", count: 3000), "over commands.max_payload_bytes"),
+        ] {
             let before = replies.lines.count
             try Self.send(broker, commands + "/ping", payload)
             try waitUntil(timeout: 10, "an answer to \(payload.prefix(20))") { replies.lines.count > before }
@@ -160,7 +174,9 @@ struct CommandTests {
         // Still serving, and counting.
         try Self.send(broker, commands + "/status", #"{"id":"after"}"#)
         let counters = try #require((try Self.answer(replies, id: "after").body["result"] as? [String: Any])?["commands"] as? [String: Any])
-        #expect(counters["forbidden"] as? Int == 3 && counters["bad_request"] as? Int == 3 && counters["too_large"] as? Int == 1 && counters["bad_arguments"] as? Int == 5, "\(counters)")
+        #expect(
+            counters["forbidden"] as? Int == 3 && counters["bad_request"] as? Int == 3 && counters["too_large"] as? Int == 1
+                && counters["bad_arguments"] as? Int == 5, "\(counters)")
         #expect(agent.isRunning)
     }
 
@@ -169,7 +185,8 @@ struct CommandTests {
         let broker = try Broker.start()
         defer { broker.stop() }
         let (layout, agent) = try Self.agent(broker)
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let topic = "devices/\(layout.device)/commands/led/set"
         try Self.send(broker, topic, #"{"id":"same","args":{"pattern":"blink 200/200","seconds":60}}"#)
         let first = try Self.answer(replies, id: "same").body
@@ -189,7 +206,9 @@ struct CommandTests {
         #expect(!again.output.contains("command led/set id same: ok"))
     }
 
-    @Test("a request id repeated by another requester while the first is still waiting to run: the command runs once and both requesters get its answer")
+    @Test(
+        "a request id repeated by another requester while the first is still waiting to run: the command runs once and both requesters get its answer"
+    )
     func repeatedWhileRunning() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
@@ -209,26 +228,33 @@ struct CommandTests {
         let second = try Self.answer(b, id: "twice")
         #expect(first.correlation == "from-a" && second.correlation == "from-b", "each with its own correlation data")
         #expect(first.body["status"] as? String == "ok" && second.body["status"] as? String == "ok")
-        #expect((first.body["result"] as? NSDictionary).map { $0 == second.body["result"] as? NSDictionary } == true,
-                "one run's answer: \(first.body) \(second.body)")
+        #expect(
+            (first.body["result"] as? NSDictionary).map { $0 == second.body["result"] as? NSDictionary } == true,
+            "one run's answer: \(first.body) \(second.body)")
         for i in 1...5 { _ = try Self.answer(a, id: "q\(i)") }
-        #expect(agent.output.contains("command status id twice: repeated while running; this requester gets the run's answer too"), "\(agent.output)")
+        #expect(
+            agent.output.contains("command status id twice: repeated while running; this requester gets the run's answer too"),
+            "\(agent.output)")
         #expect(agent.output.components(separatedBy: "command status id twice: ok").count == 2, "ran once")
         usleep(300_000)
         #expect(a.lines.count == 6 && b.lines.count == 1, "one answer per request: \(a.lines.count) on op/a, \(b.lines.count) on op/b")
     }
 
-    @Test("config/set: only settable keys; one bad value leaves the running configuration and the file untouched; a good change is written and applied")
+    @Test(
+        "config/set: only settable keys; one bad value leaves the running configuration and the file untouched; a good change is written and applied"
+    )
     func configSet() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
         let allow = ["ping", "status", "config/get", "config/set"]
         let (layout, agent) = try Self.agent(broker, allow: allow)
         defer { agent.stop() }
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let commands = "devices/\(layout.device)/commands"
         let original = try Data(contentsOf: URL(fileURLWithPath: layout.config))
-        try Self.send(broker, commands + "/config/set", #"{"id":"c-1","args":{"values":{"status.info_interval":5,"mqtt.keepalive":"abc"}}}"#)
+        try Self.send(
+            broker, commands + "/config/set", #"{"id":"c-1","args":{"values":{"status.info_interval":5,"mqtt.keepalive":"abc"}}}"#)
         let bad = try Self.answer(replies, id: "c-1").body
         let err = bad["error"] as? [String: Any]
         #expect(err?["code"] as? String == "invalid_config", "\(bad)")
@@ -236,20 +262,31 @@ struct CommandTests {
         #expect(message.contains("mqtt.keepalive: expected a whole number"), "\(message)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: layout.config)) == original, "the file changed")
         // Keys a command must not change: another broker, more commands, a path to write to.
-        try Self.send(broker, commands + "/config/set",
-                      #"{"id":"c-1b","args":{"values":{"status.info_interval":5,"mqtt.host":"evil.example","commands.allow":["reboot"],"led.simulated_log":"/etc/x","mqtt.keepalve":3}}}"#)
+        try Self.send(
+            broker, commands + "/config/set",
+            #"{"id":"c-1b","args":{"values":{"status.info_interval":5,"mqtt.host":"evil.example","commands.allow":["reboot"],"led.simulated_log":"/etc/x","mqtt.keepalve":3}}}"#
+        )
         let refused = try #require(try Self.answer(replies, id: "c-1b").body["error"] as? [String: Any])
         let why = refused["message"] as? String ?? ""
         #expect(refused["code"] as? String == "bad_arguments", "\(refused)")
-        for key in ["\"commands.allow\"", "\"led.simulated_log\"", "\"mqtt.host\"", "\"mqtt.keepalve\" (did you mean mqtt.keepalive?)", "nothing changed"] {
+        for key in [
+            "\"commands.allow\"", "\"led.simulated_log\"", "\"mqtt.host\"", "\"mqtt.keepalve\" (did you mean mqtt.keepalive?)",
+            "nothing changed",
+        ] {
             #expect(why.contains(key), "\(key) in \(why)")
         }
         // Too many keys, or a value too large, are refused before anything else.
         let many = (0..<40).map { "\"k\($0)\":1" }.joined(separator: ",")
         try Self.send(broker, commands + "/config/set", #"{"id":"c-1c","args":{"values":{"# + many + "}}}")
-        #expect((try Self.answer(replies, id: "c-1c").body["error"] as? [String: Any])?["message"] as? String ?? "" == "\"values\" must be an object of 1 to 32 dotted keys and values, e.g. {\"status.info_interval\": 10}")
-        try Self.send(broker, commands + "/config/set", #"{"id":"c-1d","args":{"values":{"led.patterns.offline":""# + String(repeating: "x", count: 300) + "\"}}}")
-        #expect(((try Self.answer(replies, id: "c-1d").body["error"] as? [String: Any])?["message"] as? String)?.contains("a value of 300 bytes; at most 256") == true)
+        #expect(
+            (try Self.answer(replies, id: "c-1c").body["error"] as? [String: Any])?["message"] as? String ?? ""
+                == "\"values\" must be an object of 1 to 32 dotted keys and values, e.g. {\"status.info_interval\": 10}")
+        try Self.send(
+            broker, commands + "/config/set",
+            #"{"id":"c-1d","args":{"values":{"led.patterns.offline":""# + String(repeating: "x", count: 300) + "\"}}}")
+        #expect(
+            ((try Self.answer(replies, id: "c-1d").body["error"] as? [String: Any])?["message"] as? String)?.contains(
+                "a value of 300 bytes; at most 256") == true)
         #expect(try Data(contentsOf: URL(fileURLWithPath: layout.config)) == original, "the file changed")
         try Self.send(broker, commands + "/config/get", #"{"id":"c-2"}"#)
         let running = (try Self.answer(replies, id: "c-2").body["result"] as? [String: Any])?["config"] as? String ?? ""
@@ -263,7 +300,9 @@ struct CommandTests {
         #expect(try check.wait() == 0)
         #expect(check.output.contains("info_interval: 7.0") && check.output.contains("keepalive: 30"), "\(check.output)")
         try Self.send(broker, commands + "/config/get", #"{"id":"c-4"}"#)
-        #expect(((try Self.answer(replies, id: "c-4").body["result"] as? [String: Any])?["config"] as? String)?.contains("info_interval: 7.0") == true)
+        #expect(
+            ((try Self.answer(replies, id: "c-4").body["result"] as? [String: Any])?["config"] as? String)?.contains("info_interval: 7.0")
+                == true)
     }
 
     @Test("commands while the broker link flaps: every request is answered, each command runs once")
@@ -273,7 +312,8 @@ struct CommandTests {
         let proxy = try TCPProxy(to: broker.port)
         let (layout, agent) = try Self.agent(broker, port: proxy.port)
         defer { agent.stop() }
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let topic = "devices/\(layout.device)/commands/ping"
         let n = 20
         for i in 0..<n {
@@ -282,7 +322,10 @@ struct CommandTests {
             usleep(150_000)
         }
         try waitUntil(timeout: 60, "an answer for every request") {
-            let ids = Set(replies.lines.compactMap { Self.json(String($0.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).last ?? ""))["id"] as? String })
+            let ids = Set(
+                replies.lines.compactMap {
+                    Self.json(String($0.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).last ?? ""))["id"] as? String
+                })
             return ids.count == n
         }
         for i in 0..<n {
@@ -296,8 +339,10 @@ struct CommandTests {
     func acl() throws {
         let root = OfflineStoreIntegrationTests.packageRoot.path
         let layout = try Layout()
-        let broker = try Broker.start(Broker.Options(
-            extraConfig: "acl_file \(root)/config/mosquitto-acl.example", users: [layout.device: "device-pw", "fleet": "fleet-pw", "intruder": "x-pw"]))
+        let broker = try Broker.start(
+            Broker.Options(
+                extraConfig: "acl_file \(root)/config/mosquitto-acl.example",
+                users: [layout.device: "device-pw", "fleet": "fleet-pw", "intruder": "x-pw"]))
         defer { broker.stop() }
         try layout.write(port: broker.port, sources: Self.quietSources)
         var text = try String(contentsOfFile: layout.config, encoding: .utf8)
@@ -308,7 +353,9 @@ struct CommandTests {
             broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"] + fleet)
         let agent = try layout.start(["EDGE_AGENT_MQTT__PASSWORD": "device-pw"])
         defer { agent.stop() }
-        try waitUntil(timeout: 30, "agent connected") { agent.output.contains("state: connected") && agent.output.contains("commands on devices/") }
+        try waitUntil(timeout: 30, "agent connected") {
+            agent.output.contains("state: connected") && agent.output.contains("commands on devices/")
+        }
         usleep(300_000)
         let topic = "devices/\(layout.device)/commands/ping"
         try Self.send(broker, topic, #"{"id":"from-intruder"}"#, auth: ["-u", "intruder", "-P", "x-pw"])
@@ -324,7 +371,8 @@ struct CommandTests {
         let broker = try Broker.start()
         defer { broker.stop() }
         let (layout, agent) = try Self.agent(broker, allow: ["ping", "agent/restart"])
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
         try Self.send(broker, "devices/\(layout.device)/commands/agent/restart", #"{"id":"r-1"}"#)
         #expect(try Self.answer(replies, id: "r-1").body["status"] as? String == "ok")
@@ -333,7 +381,9 @@ struct CommandTests {
         #expect(agent.output.contains("exiting with 3 (restart requested)"))
     }
 
-    @Test("reboot: a request file for edge-agent-reboot.path, or commands.reboot_command; refused when neither can work; a failed reboot is logged and the agent runs on")
+    @Test(
+        "reboot: a request file for edge-agent-reboot.path, or commands.reboot_command; refused when neither can work; a failed reboot is logged and the agent runs on"
+    )
     func reboot() throws {
         let broker = try Broker.start()
         defer { broker.stop() }
@@ -341,7 +391,8 @@ struct CommandTests {
         let runtime = TestFiles.makeTempDir("runtime").path
         let (layout, agent) = try Self.agent(broker, allow: ["ping", "reboot"], environment: ["RUNTIME_DIRECTORY": runtime])
         defer { agent.stop() }
-        let replies = try ExternalSubscriber(broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         try Self.send(broker, "devices/\(layout.device)/commands/reboot", #"{"id":"rb-1"}"#)
         let answer = try Self.answer(replies, id: "rb-1").body
         #expect(answer["status"] as? String == "ok", "\(answer)")
@@ -355,18 +406,24 @@ struct CommandTests {
         // Neither a runtime directory nor a command: refused before anything happens, with the fix.
         let (plain, plainAgent) = try Self.agent(broker, allow: ["reboot"])
         defer { plainAgent.stop() }
-        let plainReplies = try ExternalSubscriber(broker: broker, topic: "devices/\(plain.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let plainReplies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(plain.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         try Self.send(broker, "devices/\(plain.device)/commands/reboot", #"{"id":"rb-3"}"#)
         let refused = try #require(try Self.answer(plainReplies, id: "rb-3").body["error"] as? [String: Any])
-        #expect(refused["code"] as? String == "unavailable" && (refused["message"] as? String)?.contains("commands.reboot_command") == true, "\(refused)")
+        #expect(
+            refused["code"] as? String == "unavailable" && (refused["message"] as? String)?.contains("commands.reboot_command") == true,
+            "\(refused)")
 
         // A reboot_command that fails: logged with its status; the agent still answers.
         let (failing, failingAgent) = try Self.agent(broker, allow: ["ping", "reboot"], extra: "  reboot_command: \"exit 7\"\n")
         defer { failingAgent.stop() }
-        let failingReplies = try ExternalSubscriber(broker: broker, topic: "devices/\(failing.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let failingReplies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(failing.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
         try Self.send(broker, "devices/\(failing.device)/commands/reboot", #"{"id":"rb-4"}"#)
         #expect(try Self.answer(failingReplies, id: "rb-4").body["status"] as? String == "ok")
-        try waitUntil(timeout: 10, "the failure in the log") { failingAgent.output.contains("reboot command \"exit 7\" exited with status 7") }
+        try waitUntil(timeout: 10, "the failure in the log") {
+            failingAgent.output.contains("reboot command \"exit 7\" exited with status 7")
+        }
         try Self.send(broker, "devices/\(failing.device)/commands/ping", #"{"id":"rb-5"}"#)
         #expect(try Self.answer(failingReplies, id: "rb-5").body["status"] as? String == "ok")
     }

@@ -27,7 +27,9 @@ struct DeployTests {
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
             guard rc == 0 else { throw TestFailure("cannot bind \(path): errno \(errno)") }
             let (messages, start) = (messages, start)
             Thread.detachNewThread {
@@ -49,8 +51,9 @@ struct DeployTests {
         }
     }
 
-    @Test("the agent speaks the notify protocol: READY after the first connection attempt, WATCHDOG at half the interval, STOPPING on SIGTERM",
-          arguments: [true, false])
+    @Test(
+        "the agent speaks the notify protocol: READY after the first connection attempt, WATCHDOG at half the interval, STOPPING on SIGTERM",
+        arguments: [true, false])
     func notifyProtocol(brokerUp: Bool) throws {
         let broker = brokerUp ? try SharedBroker.get() : nil
         let layout = try AgentEndToEndTests.Layout()
@@ -89,7 +92,9 @@ struct DeployTests {
         #expect(lines.contains("LoadCredential=mqtt-password:/etc/edge-agent/mqtt-password"))
         let postinst = try String(contentsOfFile: Self.root + "/deploy/debian/postinst", encoding: .utf8)
         #expect(postinst.contains("install -m 0600 -o root -g root /dev/null /etc/edge-agent/mqtt-password"))
-        #expect(!lines.contains { $0.hasPrefix("Environment") }, "the unit sets the environment: \(lines.filter { $0.hasPrefix("Environment") })")
+        #expect(
+            !lines.contains { $0.hasPrefix("Environment") },
+            "the unit sets the environment: \(lines.filter { $0.hasPrefix("Environment") })")
     }
 
     static func buildDeb(version: String, out: String) throws -> String {
@@ -107,15 +112,19 @@ struct DeployTests {
         let out = TestFiles.makeTempDir("deb").path
         let deb = try Self.buildDeb(version: "0.1.0", out: out)
         let contents = try Broker.run("/usr/bin/dpkg-deb", ["--contents", deb])
-        for path in ["./usr/bin/edge-agent", "./lib/systemd/system/edge-agent.service", "./usr/share/edge-agent/config.yaml",
-                     "./usr/share/edge-agent/hardware/raspberry-pi-4.yaml", "./usr/share/edge-agent/hardware/simulated.yaml",
-                     "./usr/share/doc/edge-agent/COMMANDS.md"] {
+        for path in [
+            "./usr/bin/edge-agent", "./lib/systemd/system/edge-agent.service", "./usr/share/edge-agent/config.yaml",
+            "./usr/share/edge-agent/hardware/raspberry-pi-4.yaml", "./usr/share/edge-agent/hardware/simulated.yaml",
+            "./usr/share/doc/edge-agent/COMMANDS.md",
+        ] {
             #expect(contents.contains(path), "\(path) missing from the package")
         }
         // The package root is 0755 like every directory in it (a 0700 "./" is what mktemp gives).
         #expect(contents.split(separator: "\n").allSatisfy { !$0.hasPrefix("d") || $0.hasPrefix("drwxr-xr-x") }, "\(contents)")
-        for path in ["./lib/systemd/system/edge-agent-reboot.path", "./lib/systemd/system/edge-agent-reboot.service",
-                     "./lib/udev/rules.d/60-edge-agent-gpio.rules"] {
+        for path in [
+            "./lib/systemd/system/edge-agent-reboot.path", "./lib/systemd/system/edge-agent-reboot.service",
+            "./lib/udev/rules.d/60-edge-agent-gpio.rules",
+        ] {
             #expect(contents.contains(path), "\(path) missing from the package")
         }
         let info = try Broker.run("/usr/bin/dpkg-deb", ["--info", deb])
@@ -129,8 +138,11 @@ struct DeployTests {
         let control = out + "/control"
         try Broker.run("/usr/bin/dpkg-deb", ["-e", deb, control])
         #expect(!FileManager.default.fileExists(atPath: control + "/conffiles"))
-        #expect(FileManager.default.isExecutableFile(atPath: control + "/postinst") && FileManager.default.isExecutableFile(atPath: control + "/postrm"))
-        let check = try Child.spawn(AgentEndToEndTests.binary, ["check-config", Self.root + "/deploy/config.yaml"], output: out + "/check.out")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: control + "/postinst")
+                && FileManager.default.isExecutableFile(atPath: control + "/postrm"))
+        let check = try Child.spawn(
+            AgentEndToEndTests.binary, ["check-config", Self.root + "/deploy/config.yaml"], output: out + "/check.out")
         #expect(try check.wait() == 0, "the packaged configuration must be valid: \(check.output)")
     }
 
@@ -140,7 +152,8 @@ struct DeployTests {
         for unit in ["edge-agent-reboot.path", "edge-agent-reboot.service"] {
             try FileManager.default.copyItem(atPath: Self.root + "/deploy/" + unit, toPath: dir + "/" + unit)
         }
-        let out = try Broker.run("/usr/bin/systemd-analyze", ["verify", dir + "/edge-agent-reboot.path", dir + "/edge-agent-reboot.service"])
+        let out = try Broker.run(
+            "/usr/bin/systemd-analyze", ["verify", dir + "/edge-agent-reboot.path", dir + "/edge-agent-reboot.service"])
         #expect(out.isEmpty, "\(out)")
         let path = try String(contentsOfFile: dir + "/edge-agent-reboot.path", encoding: .utf8)
         #expect(path.contains("PathExists=/run/edge-agent/reboot-requested"), "the agent writes RUNTIME_DIRECTORY/reboot-requested")
@@ -160,7 +173,8 @@ struct DeployTests {
     @Test("check-abi: a binary built here runs on this Debian 12; the highest version each library is needed at is printed")
     func abiOfBinaryBuiltHere() throws {
         let dir = TestFiles.makeTempDir("abi").path
-        try "#include <math.h>\n#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { printf(\"%u %f\\n\", arc4random(), sqrt(c)); return 0; }\n"
+        try
+            "#include <math.h>\n#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { printf(\"%u %f\\n\", arc4random(), sqrt(c)); return 0; }\n"
             .write(toFile: dir + "/p.c", atomically: true, encoding: .utf8)
         try Self.cc([dir + "/p.c", "-o", dir + "/p", "-lm"])
         let (status, out) = try Self.checkABI(dir + "/p")
@@ -177,28 +191,39 @@ struct DeployTests {
         let multiarch = try Broker.run("/usr/bin/cc", ["-print-multiarch"]).trimmingCharacters(in: .whitespacesAndNewlines)
         // libfloor 1 defines FLOOR_1; libfloor 2 (what the binary is linked against) also FLOOR_2.
         try "FLOOR_1 { global: old_call; local: *; };\n".write(toFile: dir + "/v1.map", atomically: true, encoding: .utf8)
-        try "FLOOR_1 { global: old_call; local: *; };\nFLOOR_2 { global: new_call; } FLOOR_1;\n".write(toFile: dir + "/v2.map", atomically: true, encoding: .utf8)
+        try "FLOOR_1 { global: old_call; local: *; };\nFLOOR_2 { global: new_call; } FLOOR_1;\n".write(
+            toFile: dir + "/v2.map", atomically: true, encoding: .utf8)
         try "int old_call(void) { return 1; }\n".write(toFile: dir + "/l1.c", atomically: true, encoding: .utf8)
-        try "int old_call(void) { return 1; }\nint new_call(void) { return 2; }\n".write(toFile: dir + "/l2.c", atomically: true, encoding: .utf8)
+        try "int old_call(void) { return 1; }\nint new_call(void) { return 2; }\n".write(
+            toFile: dir + "/l2.c", atomically: true, encoding: .utf8)
         let floor = dir + "/floor/lib/" + multiarch
         try FileManager.default.createDirectory(atPath: floor, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/new", withIntermediateDirectories: true)
-        try Self.cc(["-shared", "-fPIC", dir + "/l1.c", "-Wl,--version-script=" + dir + "/v1.map", "-Wl,-soname,libfloor.so.1", "-o", floor + "/libfloor.so.1"])
-        try Self.cc(["-shared", "-fPIC", dir + "/l2.c", "-Wl,--version-script=" + dir + "/v2.map", "-Wl,-soname,libfloor.so.1", "-o", dir + "/new/libfloor.so"])
+        try Self.cc([
+            "-shared", "-fPIC", dir + "/l1.c", "-Wl,--version-script=" + dir + "/v1.map", "-Wl,-soname,libfloor.so.1", "-o",
+            floor + "/libfloor.so.1",
+        ])
+        try Self.cc([
+            "-shared", "-fPIC", dir + "/l2.c", "-Wl,--version-script=" + dir + "/v2.map", "-Wl,-soname,libfloor.so.1", "-o",
+            dir + "/new/libfloor.so",
+        ])
         try FileManager.default.copyItem(atPath: "/lib/\(multiarch)/libc.so.6", toPath: floor + "/libc.so.6")
         // libplain has no symbol versions (as libyaml); the floor's copy lacks a function the new one has.
         try "int plain_old(void) { return 3; }\n".write(toFile: dir + "/p1.c", atomically: true, encoding: .utf8)
-        try "int plain_old(void) { return 3; }\nint plain_new(void) { return 4; }\n".write(toFile: dir + "/p2.c", atomically: true, encoding: .utf8)
+        try "int plain_old(void) { return 3; }\nint plain_new(void) { return 4; }\n".write(
+            toFile: dir + "/p2.c", atomically: true, encoding: .utf8)
         try Self.cc(["-shared", "-fPIC", dir + "/p1.c", "-Wl,-soname,libplain.so.1", "-o", floor + "/libplain.so.1"])
         try Self.cc(["-shared", "-fPIC", dir + "/p2.c", "-Wl,-soname,libplain.so.1", "-o", dir + "/new/libplain.so"])
         // Needs FLOOR_2 of libfloor, and plain_new, which the floor's libplain does not export.
-        try "int new_call(void); int plain_old(void); int plain_new(void);\nint main(void) { return new_call() + plain_old() + plain_new(); }\n"
+        try
+            "int new_call(void); int plain_old(void); int plain_new(void);\nint main(void) { return new_call() + plain_old() + plain_new(); }\n"
             .write(toFile: dir + "/p.c", atomically: true, encoding: .utf8)
         try Self.cc([dir + "/p.c", "-o", dir + "/p", "-L" + dir + "/new", "-lfloor", "-lplain"])
         let (status, out) = try Self.checkABI(dir + "/p", floor: dir + "/floor")
         #expect(status == 1, "\(out)")
         #expect(out.contains("libfloor.so.1: the binary needs FLOOR_2, which the floor's libfloor.so.1 does not define"), "\(out)")
-        #expect(out.contains("plain_new is needed without a version and none of libfloor.so.1 libplain.so.1 libc.so.6 exports it"), "\(out)")
+        #expect(
+            out.contains("plain_new is needed without a version and none of libfloor.so.1 libplain.so.1 libc.so.6 exports it"), "\(out)")
         #expect(out.split(separator: "\n").last?.hasPrefix("abi: 2 problems") == true, "\(out)")
         // A floor without the library at all.
         try FileManager.default.removeItem(atPath: floor + "/libfloor.so.1")
@@ -270,9 +295,11 @@ struct DeployTests {
         #expect(try Broker.run("/usr/bin/systemd-analyze", ["verify", "/lib/systemd/system/edge-agent.service"]).isEmpty)
         let service = "/etc/systemd/system/multi-user.target.wants/edge-agent.service"
         let helper = "/etc/systemd/system/paths.target.wants/edge-agent-reboot.path"
-        #expect(FileManager.default.fileExists(atPath: service) && FileManager.default.fileExists(atPath: helper), "enabled at installation")
         #expect(
-            try Broker.run("/usr/bin/stat", ["-c", "%U:%G %a", "/etc/edge-agent", "/etc/edge-agent/config.yaml", "/etc/edge-agent/mqtt-password"])
+            FileManager.default.fileExists(atPath: service) && FileManager.default.fileExists(atPath: helper), "enabled at installation")
+        #expect(
+            try Broker.run(
+                "/usr/bin/stat", ["-c", "%U:%G %a", "/etc/edge-agent", "/etc/edge-agent/config.yaml", "/etc/edge-agent/mqtt-password"])
                 == "root:edge-agent 770\nroot:edge-agent 660\nroot:root 600\n")
         // The operator disables the reboot helper; an upgrade must not enable it again.
         _ = try Broker.run("/bin/systemctl", ["disable", "edge-agent-reboot.path"])
@@ -285,7 +312,9 @@ struct DeployTests {
         try Broker.run("/usr/bin/dpkg", ["-i", v2])  // no conffile prompt: the configuration is the operator's
         #expect(try Broker.run("/usr/bin/dpkg-query", ["-W", "-f", "${Version}", "edge-agent"]) == "0.1.1")
         #expect(try String(contentsOfFile: "/etc/edge-agent/config.yaml", encoding: .utf8).contains("broker.fleet.example"))
-        #expect(FileManager.default.fileExists(atPath: service) && !FileManager.default.fileExists(atPath: helper), "the upgrade kept what the operator chose")
+        #expect(
+            FileManager.default.fileExists(atPath: service) && !FileManager.default.fileExists(atPath: helper),
+            "the upgrade kept what the operator chose")
         // Remove: binary gone, configuration and data kept.
         try Broker.run("/usr/bin/dpkg", ["-r", "edge-agent"])
         #expect(!FileManager.default.fileExists(atPath: "/usr/bin/edge-agent"))
@@ -298,17 +327,24 @@ struct DeployTests {
         #expect((try? Broker.run("/usr/bin/getent", ["passwd", "edge-agent"])) == nil)
     }
 
-    @Test("the install script for boards without dpkg lays out the files, keeps an existing configuration; uninstall keeps data unless purged")
+    @Test(
+        "the install script for boards without dpkg lays out the files, keeps an existing configuration; uninstall keeps data unless purged"
+    )
     func installScript() throws {
         let target = TestFiles.makeTempDir("rootfs").path
         try Broker.run("/bin/bash", [Self.root + "/deploy/install.sh", "--binary", AgentEndToEndTests.binary, "--root", target])
-        for path in ["/usr/local/bin/edge-agent", "/etc/systemd/system/edge-agent.service", "/etc/edge-agent/config.yaml",
-                     "/usr/local/share/edge-agent/hardware/generic.yaml", "/etc/edge-agent/mqtt-password"] {
+        for path in [
+            "/usr/local/bin/edge-agent", "/etc/systemd/system/edge-agent.service", "/etc/edge-agent/config.yaml",
+            "/usr/local/share/edge-agent/hardware/generic.yaml", "/etc/edge-agent/mqtt-password",
+        ] {
             #expect(FileManager.default.fileExists(atPath: target + path), "\(path) not installed")
         }
-        #expect(try String(contentsOfFile: target + "/etc/systemd/system/edge-agent.service", encoding: .utf8).contains("ExecStart=/usr/local/bin/edge-agent run"))
+        #expect(
+            try String(contentsOfFile: target + "/etc/systemd/system/edge-agent.service", encoding: .utf8).contains(
+                "ExecStart=/usr/local/bin/edge-agent run"))
         try "device_id: mine\n".write(toFile: target + "/etc/edge-agent/config.yaml", atomically: true, encoding: .utf8)
-        let again = try Broker.run("/bin/bash", [Self.root + "/deploy/install.sh", "--binary", AgentEndToEndTests.binary, "--root", target])
+        let again = try Broker.run(
+            "/bin/bash", [Self.root + "/deploy/install.sh", "--binary", AgentEndToEndTests.binary, "--root", target])
         #expect(again.contains("keeping the existing"))
         #expect(try String(contentsOfFile: target + "/etc/edge-agent/config.yaml", encoding: .utf8) == "device_id: mine\n")
         try Broker.run("/bin/bash", [Self.root + "/deploy/uninstall.sh", "--root", target])

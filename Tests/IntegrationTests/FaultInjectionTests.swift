@@ -1,8 +1,9 @@
-@testable import Communicator
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,10 @@ import Glibc
 /// session, connected to the broker directly) checks what arrives.
 @Suite("Fault injection", .serialized)
 struct FaultInjectionTests {
-    enum Fault: String, CaseIterable { case cut, stall, delay, brokerKill = "broker kill -9" }
+    enum Fault: String, CaseIterable {
+        case cut, stall, delay
+        case brokerKill = "broker kill -9"
+    }
 
     struct Report: CustomStringConvertible {
         var messages = 0
@@ -37,7 +41,8 @@ struct FaultInjectionTests {
         var description: String {
             let r = recoverySeconds.sorted()
             let median = r.isEmpty ? 0 : r[r.count / 2]
-            return "messages \(messages), acknowledged \(acknowledged), faults \(faults.map { "\($0.key.rawValue) \($0.value)" }.sorted().joined(separator: ", ")), "
+            return
+                "messages \(messages), acknowledged \(acknowledged), faults \(faults.map { "\($0.key.rawValue) \($0.value)" }.sorted().joined(separator: ", ")), "
                 + "received \(received), duplicates \(duplicates), missing \(missing.count), out of order \(outOfOrder), "
                 + "not explained by a broker kill -9: missing \(missingNotFromKill.count), duplicates \(duplicatesNotFromKill), out of order \(outOfOrderNotFromKill); "
                 + "broker restart → first delivery: median \(String(format: "%.3f", median)) s, worst \(String(format: "%.3f", r.last ?? 0)) s"

@@ -134,7 +134,9 @@ struct MQTT5Tests {
         let seen = NIOLockedValueBox<[MQTTPacket]>([])
         let broker = try ScriptedBroker { conn, _ in
             guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
-            guard c.properties.topicAliasMaximum == 4 else { throw TestFailure("CONNECT announced \(String(describing: c.properties.topicAliasMaximum))") }
+            guard c.properties.topicAliasMaximum == 4 else {
+                throw TestFailure("CONNECT announced \(String(describing: c.properties.topicAliasMaximum))")
+            }
             conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
             guard case .subscribe(let s) = try conn.read() else { throw TestFailure("expected SUBSCRIBE") }
             conn.send(.suback(.init(packetID: s.packetID, reasonCodes: [0])))
@@ -161,7 +163,10 @@ struct MQTT5Tests {
         #expect(got.map(\.topic) == ["cam/1/events", "cam/1/events"])
         #expect(got.map(\.payload) == ["a", "b"])
         try waitUntil(timeout: 10, "DISCONNECT from the client") { !seen.withLockedValue { $0 }.isEmpty }
-        guard case .disconnect(let d) = seen.withLockedValue({ $0 }).first else { Issue.record("no DISCONNECT"); return }
+        guard case .disconnect(let d) = seen.withLockedValue({ $0 }).first else {
+            Issue.record("no DISCONNECT")
+            return
+        }
         #expect(d.reasonCode == 0x94)
         #expect(d.properties.reasonString?.contains("topic alias 5") == true)
         #expect(inbox.count == 2)
@@ -174,7 +179,9 @@ struct MQTT5Tests {
         let seen = NIOLockedValueBox<[MQTTPacket]>([])
         let broker = try ScriptedBroker { conn, _ in
             guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
-            guard c.properties.maximumPacketSize == 256 else { throw TestFailure("CONNECT announced \(String(describing: c.properties.maximumPacketSize))") }
+            guard c.properties.maximumPacketSize == 256 else {
+                throw TestFailure("CONNECT announced \(String(describing: c.properties.maximumPacketSize))")
+            }
             conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
             conn.send(.publish(.init(topic: "big", payload: ByteBuffer(repeating: 1, count: 1000), qos: .atMostOnce)))
             while let p = try conn.read(timeout: 5) { seen.withLockedValue { $0.append(p) } }
@@ -188,14 +195,18 @@ struct MQTT5Tests {
         try mqtt.connect()
         defer { mqtt.disconnect() }
         try waitUntil(timeout: 10, "DISCONNECT from the client") { !seen.withLockedValue { $0 }.isEmpty }
-        guard case .disconnect(let d) = seen.withLockedValue({ $0 }).first else { Issue.record("no DISCONNECT"); return }
+        guard case .disconnect(let d) = seen.withLockedValue({ $0 }).first else {
+            Issue.record("no DISCONNECT")
+            return
+        }
         #expect(d.reasonCode == 0x95)
         try waitUntil(timeout: 10, "the error") { mqtt.lastError != nil }
         #expect(mqtt.lastError?.message.contains("exceeds the maximum packet size 256") == true, "\(mqtt.lastError?.message ?? "")")
     }
 
-    @Test("message expiry: a message that waited past its Message Expiry Interval is not sent, in memory and in the offline store",
-          arguments: [false, true])
+    @Test(
+        "message expiry: a message that waited past its Message Expiry Interval is not sent, in memory and in the offline store",
+        arguments: [false, true])
     func messageExpiry(store: Bool) throws {
         var broker = try Broker.start()
         defer { broker.stop() }
@@ -290,7 +301,8 @@ struct MQTT5Tests {
         try mqtt.publish(topic + "/retained", ByteBuffer(), qos: 1, retain: true)
 
         // Shared subscription: each message goes to exactly one member of the group.
-        let a = Inbox(), b = Inbox()
+        let a = Inbox()
+        let b = Inbox()
         let memberB = client(broker.port, id: "member-b")
         try memberB.connect()
         defer { memberB.disconnect() }
@@ -471,7 +483,8 @@ struct FailoverTests {
         let topic = uniqueTopic("fo-loss")
         let sub = try ExternalSubscriber(broker: second, topic: topic, qos: 1, format: "%p")
         var config = MQTTConfig(
-            brokerAddress: "127.0.0.1", port: first.port, timeout: 5, reconnectInitialDelay: 1, reconnectMaxDelay: 1, clientID: uniqueID("fo"))
+            brokerAddress: "127.0.0.1", port: first.port, timeout: 5, reconnectInitialDelay: 1, reconnectMaxDelay: 1,
+            clientID: uniqueID("fo"))
         config.failoverBrokers = [BrokerEndpoint(host: "127.0.0.1", port: second.port)]
         let mqtt = MQTTProtocol(config: config)
         try mqtt.connect()
@@ -507,7 +520,8 @@ struct FailoverTests {
     @Test("CONNACK 0x9C (use another server) with an allowed Server Reference: the client connects there")
     func connackRedirect() throws {
         let target = try SharedBroker.get()
-        let redirector = try Self.redirectingBroker(code: 0x9C, to: "localhost:\(target.port) 127.0.0.1:\(target.port)", afterConnect: false)
+        let redirector = try Self.redirectingBroker(
+            code: 0x9C, to: "localhost:\(target.port) 127.0.0.1:\(target.port)", afterConnect: false)
         var config = MQTTConfig(brokerAddress: "127.0.0.1", port: redirector.port, timeout: 5, clientID: uniqueID("redir"))
         config.serverReferenceAllowList = ["127.0.0.1"]
         let mqtt = MQTTProtocol(config: config)

@@ -1,9 +1,10 @@
-@testable import Communicator
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import OfflineStore
 import Testing
+
+@testable import Communicator
 
 #if canImport(Glibc)
 import Glibc
@@ -13,7 +14,8 @@ import Glibc
 /// scripted one where a handshake must stop at an exact step).
 @Suite("Offline store behind the publish queue")
 struct OfflineStoreIntegrationTests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     static var probe: String { TestFiles.product("offline-probe") }
 
     func config(port: Int, store: OfflineStoreConfig) -> MQTTConfig {
@@ -38,8 +40,9 @@ struct OfflineStoreIntegrationTests {
         return out
     }
 
-    @Test("broker down: QoS 1/2 messages wait in the store, then arrive in order and byte-identical; the store ends empty",
-          arguments: [OfflineStoreConfig.Persist.offline, .always], [1, 2])
+    @Test(
+        "broker down: QoS 1/2 messages wait in the store, then arrive in order and byte-identical; the store ends empty",
+        arguments: [OfflineStoreConfig.Persist.offline, .always], [1, 2])
     func offlineThenDrain(persist: OfflineStoreConfig.Persist, qos: Int) throws {
         let port = Broker.freePort()
         var store = OfflineStoreConfig(directory: TestFiles.makeTempDir("store").path, capacity: 4 << 20, persist: persist)
@@ -65,7 +68,9 @@ struct OfflineStoreIntegrationTests {
     }
 
     /// Before: the store removed every message the first broker could not carry.
-    @Test("a broker that cannot carry the stored messages (Maximum QoS 1) does not empty the store: they are held, counted, and arrive through the next broker that can")
+    @Test(
+        "a broker that cannot carry the stored messages (Maximum QoS 1) does not empty the store: they are held, counted, and arrive through the next broker that can"
+    )
     func heldAfterBrokerRefusal() throws {
         let port = Broker.freePort()
         let store = OfflineStoreConfig(directory: TestFiles.makeTempDir("held").path, capacity: 4 << 20)
@@ -141,7 +146,9 @@ struct OfflineStoreIntegrationTests {
             try client.publish("offline/drop", "\(i) \(body)", qos: 1)
             if i % 100 == 0 { usleep(20_000) }
         }
-        try waitUntil(timeout: 5, "store settled") { (client.offlineStoreStatus?.pending ?? 0) + (client.offlineStoreStatus?.dropped ?? 0) == n }
+        try waitUntil(timeout: 5, "store settled") {
+            (client.offlineStoreStatus?.pending ?? 0) + (client.offlineStoreStatus?.dropped ?? 0) == n
+        }
         let status = client.offlineStoreStatus!
         #expect(status.dropped > 0 && status.fill > 0.9)
         let broker = try Broker.start(port: port)
@@ -188,7 +195,8 @@ struct OfflineStoreIntegrationTests {
     func degradedMode() throws {
         let port = Broker.freePort()
         let fs = FlakyFileSystem()
-        let store = OfflineStoreConfig(directory: TestFiles.makeTempDir("store").path, capacity: 1 << 20, retryInterval: 0.5, fileSystem: fs)
+        let store = OfflineStoreConfig(
+            directory: TestFiles.makeTempDir("store").path, capacity: 1 << 20, retryInterval: 0.5, fileSystem: fs)
         let client = MQTTProtocol(config: config(port: port, store: store))
         for i in 1...50 { try client.publish("offline/degraded", "\(i)", qos: 1) }
         try waitUntil(timeout: 5, "50 stored") { client.offlineStoreStatus?.pending == 50 }
@@ -228,8 +236,9 @@ struct OfflineStoreIntegrationTests {
         _ = first
     }
 
-    @Test("a full file system: the store cannot be created, the client runs degraded from memory, and takes the store once there is room",
-          .enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")))
+    @Test(
+        "a full file system: the store cannot be created, the client runs degraded from memory, and takes the store once there is room",
+        .enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")))
     func fullFileSystem() throws {
         let mountPoint = TestFiles.makeTempDir("tmpfs").path
         guard system("mount -t tmpfs -o size=512k tmpfs '\(mountPoint)'") == 0 else {
@@ -276,7 +285,9 @@ struct OfflineStoreIntegrationTests {
         }
     }
 
-    @Test("SIGKILL at random moments, broker down: every message accepted more than a sync interval before a kill arrives, byte-identical; the file set never changes")
+    @Test(
+        "SIGKILL at random moments, broker down: every message accepted more than a sync interval before a kill arrives, byte-identical; the file set never changes"
+    )
     func sigkillBlackBox() throws {
         let port = Broker.freePort()
         let dir = TestFiles.makeTempDir("probe-store").path
@@ -287,11 +298,16 @@ struct OfflineStoreIntegrationTests {
         for k in 0..<12 {
             let out = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
             let child = try Child.spawn(
-                Self.probe, ["--port", "\(port)", "--store", dir, "--first", "\(next)", "--count", "1000000", "--interval-ms", "1", "--capacity", "\(8 << 20)"],
+                Self.probe,
+                [
+                    "--port", "\(port)", "--store", dir, "--first", "\(next)", "--count", "1000000", "--interval-ms", "1", "--capacity",
+                    "\(8 << 20)",
+                ],
                 output: out)
             // Kill at a random moment: early (while opening / recovering) now and then, mostly mid-stream.
             // (Longer under emulation, where the probe accepts fewer messages per second.)
-            let delay = k % 4 == 0 ? Double.random(in: 0.05...0.4, using: &rng) : Double.random(in: 1.2...2.5, using: &rng) * TestTiming.scale
+            let delay =
+                k % 4 == 0 ? Double.random(in: 0.05...0.4, using: &rng) : Double.random(in: 1.2...2.5, using: &rng) * TestTiming.scale
             usleep(UInt32(delay * 1e6))
             let killedAt = Self.monotonicNanos()
             child.stop(signal: SIGKILL)
@@ -308,7 +324,8 @@ struct OfflineStoreIntegrationTests {
         defer { broker.stop() }
         let sub = try ExternalSubscriber(broker: broker, topic: "probe/seq", qos: 1, format: "%p")
         let out = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
-        let drainer = try Child.spawn(Self.probe, ["--port", "\(port)", "--store", dir, "--drain", "--capacity", "\(8 << 20)"], output: out)
+        let drainer = try Child.spawn(
+            Self.probe, ["--port", "\(port)", "--store", dir, "--drain", "--capacity", "\(8 << 20)"], output: out)
         try waitUntil(timeout: 60, "probe drained") { drainer.output.contains("drained") }
         _ = try drainer.wait(timeout: 10)
         usleep(300_000)
@@ -333,7 +350,9 @@ struct OfflineStoreIntegrationTests {
             }
         }
         let acceptedAll = runs.reduce(0) { $0 + $1.accepted.count }
-        print("offline store SIGKILL black box: \(runs.count) kills, \(acceptedAll) accepted, \(required) older than the sync interval, \(missing.count) of those missing, \(lostInWindow) lost inside the window, \(received.count) received")
+        print(
+            "offline store SIGKILL black box: \(runs.count) kills, \(acceptedAll) accepted, \(required) older than the sync interval, \(missing.count) of those missing, \(lostInWindow) lost inside the window, \(received.count) received"
+        )
         #expect(required > 1000, "the runs were too short to prove anything")
         #expect(missing.isEmpty, "lost: \(missing.prefix(20))")
         for (s, line) in got { #expect(line == Self.probePayload(s), "message \(s) differs") }
@@ -354,7 +373,8 @@ struct OfflineStoreIntegrationTests {
         let dir = TestFiles.makeTempDir("probe-store").path
         let out = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
         let probe = try Child.spawn(
-            Self.probe, ["--port", "\(Broker.freePort())", "--store", dir, "--count", "200", "--interval-ms", "0", "--capacity", "\(1 << 20)"],
+            Self.probe,
+            ["--port", "\(Broker.freePort())", "--store", dir, "--count", "200", "--interval-ms", "0", "--capacity", "\(1 << 20)"],
             output: out)
         defer { probe.stop(signal: SIGKILL) }
         try waitUntil(timeout: 30, "200 accepted") { probe.output.contains("accepted 200 ") }
@@ -377,7 +397,9 @@ struct OfflineStoreIntegrationTests {
         #expect(limited == 0 && few.split(separator: "\n").count == 3)
         let (bad, message) = try Self.runTool(["buffer", "inspect", dir + "/nothing-here"])
         #expect(bad == 1)
-        #expect(message.contains("cannot read the offline store at \(dir)/nothing-here") && message.contains("No such file or directory"), "\(message)")
+        #expect(
+            message.contains("cannot read the offline store at \(dir)/nothing-here") && message.contains("No such file or directory"),
+            "\(message)")
         #expect(probe.isRunning, "inspecting disturbed the running program")
     }
 
@@ -386,8 +408,9 @@ struct OfflineStoreIntegrationTests {
         case afterPubrel = "after PUBREL"
     }
 
-    @Test("QoS 2 across a SIGKILL: the restarted program resumes with the same packet identifier (PUBLISH with DUP, or PUBREL)",
-          arguments: QoS2Stop.allCases)
+    @Test(
+        "QoS 2 across a SIGKILL: the restarted program resumes with the same packet identifier (PUBLISH with DUP, or PUBREL)",
+        arguments: QoS2Stop.allCases)
     func qos2AcrossRestart(stop: QoS2Stop) throws {
         let dir = TestFiles.makeTempDir("probe-store").path
         let firstID = NIOLockedValueBox<UInt16?>(nil)
@@ -397,7 +420,9 @@ struct OfflineStoreIntegrationTests {
             guard case .connect(let c) = try conn.read(timeout: 30) else { throw TestFailure("expected CONNECT") }
             if n == 0 {
                 conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
-                guard case .publish(let p) = try conn.read(timeout: 30), p.qos == .exactlyOnce else { throw TestFailure("expected a QoS 2 PUBLISH") }
+                guard case .publish(let p) = try conn.read(timeout: 30), p.qos == .exactlyOnce else {
+                    throw TestFailure("expected a QoS 2 PUBLISH")
+                }
                 firstID.withLockedValue { $0 = p.packetID }
                 if stop == .afterPubrel {
                     conn.send(.ack(.init(.pubrec, packetID: p.packetID!)))
@@ -414,7 +439,9 @@ struct OfflineStoreIntegrationTests {
                     switch p {
                     case .publish(let pub): conn.send(.ack(.init(.pubrec, packetID: pub.packetID!)))
                     case .ack(let a) where a.kind == .pubrel: conn.send(.ack(.init(.pubcomp, packetID: a.packetID)))
-                    case .disconnect: conn.close(); return
+                    case .disconnect:
+                        conn.close()
+                        return
                     default: break
                     }
                 }
@@ -422,11 +449,13 @@ struct OfflineStoreIntegrationTests {
         }
         let out1 = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
         let first = try Child.spawn(
-            Self.probe, ["--port", "\(broker.port)", "--store", dir, "--count", "1", "--qos", "2", "--capacity", "\(1 << 20)"], output: out1)
+            Self.probe, ["--port", "\(broker.port)", "--store", dir, "--count", "1", "--qos", "2", "--capacity", "\(1 << 20)"], output: out1
+        )
         try waitUntil(timeout: 30, "the handshake reached \(stop)") { reachedStop.withLockedValue { $0 } }
         first.stop(signal: SIGKILL)
         let out2 = TestFiles.makeTempDir("probe").appendingPathComponent("out").path
-        let second = try Child.spawn(Self.probe, ["--port", "\(broker.port)", "--store", dir, "--drain", "--capacity", "\(1 << 20)"], output: out2)
+        let second = try Child.spawn(
+            Self.probe, ["--port", "\(broker.port)", "--store", dir, "--drain", "--capacity", "\(1 << 20)"], output: out2)
         try waitUntil(timeout: 30, "drained: \(second.output)") { second.output.contains("drained") }
         _ = try second.wait(timeout: 10)
         #expect(broker.scriptErrors.isEmpty, "\(broker.scriptErrors)")
@@ -434,11 +463,17 @@ struct OfflineStoreIntegrationTests {
         let packets = resumed.withLockedValue { $0 }
         switch stop {
         case .afterPublish:
-            guard case .publish(let p) = packets.first else { Issue.record("expected PUBLISH first, got \(packets)"); return }
+            guard case .publish(let p) = packets.first else {
+                Issue.record("expected PUBLISH first, got \(packets)")
+                return
+            }
             #expect(p.packetID == id && p.dup && p.qos == .exactlyOnce)
             #expect(p.payload == ByteBuffer(string: Self.probePayload(1)))
         case .afterPubrel:
-            guard case .ack(let a) = packets.first else { Issue.record("expected PUBREL first, got \(packets)"); return }
+            guard case .ack(let a) = packets.first else {
+                Issue.record("expected PUBREL first, got \(packets)")
+                return
+            }
             #expect(a.kind == .pubrel && a.packetID == id)
             #expect(!packets.contains { if case .publish = $0 { true } else { false } }, "the message was published again")
         }

@@ -1,8 +1,9 @@
-@testable import Communicator
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
+
+@testable import Communicator
 
 #if canImport(Glibc)
 import Glibc
@@ -28,9 +29,12 @@ struct ResilienceTests {
         case afterPuback = "after PUBACK"
     }
 
-    @Test("the client resends the right packet after a cut at each step of the handshake",
-          arguments: [(CutPoint.afterPublish, 1), (.afterPuback, 1), (.afterPublish, 2), (.afterPubrec, 2), (.afterPubrel, 2), (.afterPubcomp, 2)],
-          [MQTTVersion.v3_1_1, .v5_0])
+    @Test(
+        "the client resends the right packet after a cut at each step of the handshake",
+        arguments: [
+            (CutPoint.afterPublish, 1), (.afterPuback, 1), (.afterPublish, 2), (.afterPubrec, 2), (.afterPubrel, 2), (.afterPubcomp, 2),
+        ],
+        [MQTTVersion.v3_1_1, .v5_0])
     func handshakeCuts(_ c: (CutPoint, Int), version: MQTTVersion) throws {
         let (cut, qos) = c
         let second = NIOLockedValueBox<[MQTTPacket]>([])
@@ -78,7 +82,10 @@ struct ResilienceTests {
         case .afterPublish:
             // [MQTT-4.4.0-1] the same PUBLISH, same identifier, DUP set [MQTT-3.3.1-1].
             // (The scripted broker then acknowledges it, so the handshake goes on after it.)
-            #expect(resent.first == .publish(.init(topic: "t", payload: ByteBuffer(string: "m"), qos: QoS(rawValue: UInt8(qos))!, dup: true, packetID: id)))
+            #expect(
+                resent.first
+                    == .publish(
+                        .init(topic: "t", payload: ByteBuffer(string: "m"), qos: QoS(rawValue: UInt8(qos))!, dup: true, packetID: id)))
             #expect(resent.filter { if case .publish = $0 { true } else { false } }.count == 1)
         case .afterPubrec, .afterPubrel:
             // PUBREL, not PUBLISH, once PUBREC was seen.
@@ -90,7 +97,8 @@ struct ResilienceTests {
 
     // MARK: Subscriptions after reconnect
 
-    @Test("subscriptions work again after a broker restart without the session (session present 0)", arguments: [MQTTVersion.v3_1_1, .v5_0])
+    @Test(
+        "subscriptions work again after a broker restart without the session (session present 0)", arguments: [MQTTVersion.v3_1_1, .v5_0])
     func resubscribeWithoutSession(version: MQTTVersion) throws {
         var broker = try Broker.start()
         defer { broker.stop() }
@@ -144,10 +152,11 @@ struct ResilienceTests {
     func credentialsRevoked() throws {
         var broker = try Broker.start(.init(users: ["cam7": "good"]))
         defer { broker.stop() }
-        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
-            $0.username = "cam7"
-            $0.password = "good"
-        })
+        let mqtt = MQTTProtocol(
+            config: fastReconnect(broker.port) {
+                $0.username = "cam7"
+                $0.password = "good"
+            })
         try mqtt.connect()
         broker.stop()
         broker = try broker.restarted(.init(users: ["cam7": "changed"]))
@@ -165,11 +174,12 @@ struct ResilienceTests {
     @Test("max_reconnect_attempts then a final error; back-off grows")
     func giveUp() throws {
         let broker = try Broker.start()
-        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
-            $0.maxReconnectAttempts = 3
-            $0.reconnectInitialDelay = 0.1
-            $0.reconnectMaxDelay = 10
-        })
+        let mqtt = MQTTProtocol(
+            config: fastReconnect(broker.port) {
+                $0.maxReconnectAttempts = 3
+                $0.reconnectInitialDelay = 0.1
+                $0.reconnectMaxDelay = 10
+            })
         let delays = NIOLockedValueBox<[Double]>([])
         mqtt.onStateChange { s in if case .reconnecting(_, let d) = s { delays.withLockedValue { $0.append(d) } } }
         try mqtt.connect()
@@ -191,10 +201,11 @@ struct ResilienceTests {
     @Test("disconnect() during a back-off stops it at once")
     func disconnectDuringBackoff() throws {
         let broker = try Broker.start()
-        let mqtt = MQTTProtocol(config: fastReconnect(broker.port) {
-            $0.reconnectInitialDelay = 30
-            $0.reconnectMaxDelay = 60
-        })
+        let mqtt = MQTTProtocol(
+            config: fastReconnect(broker.port) {
+                $0.reconnectInitialDelay = 30
+                $0.reconnectMaxDelay = 60
+            })
         try mqtt.connect()
         broker.kill9()
         try waitUntil(timeout: 5, "back-off") { if case .reconnecting = mqtt.state { true } else { false } }
@@ -215,10 +226,11 @@ struct ResilienceTests {
         let topic = uniqueTopic("queue")
         let sub = try ExternalSubscriber(broker: broker, topic: topic, qos: 1, extraArgs: ["-c"])
         let rejecting = MQTTProtocol(config: fastReconnect(port) { $0.publishQueueMaxsize = 5 })
-        let dropping = MQTTProtocol(config: fastReconnect(port) {
-            $0.publishQueueMaxsize = 5
-            $0.queueFullPolicy = .dropOldest
-        })
+        let dropping = MQTTProtocol(
+            config: fastReconnect(port) {
+                $0.publishQueueMaxsize = 5
+                $0.queueFullPolicy = .dropOldest
+            })
         try rejecting.connect()
         try dropping.connect()
         usleep(1_200_000)  // let the broker save the subscriber's session

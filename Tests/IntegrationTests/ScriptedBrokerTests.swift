@@ -1,8 +1,9 @@
-@testable import Communicator
 import Foundation
-import NIOCore
 import NIOConcurrencyHelpers
+import NIOCore
 import Testing
+
+@testable import Communicator
 
 /// Behaviour that mosquitto cannot be made to show: a broker of the test's own plays it byte by byte.
 @Suite("Against a scripted broker")
@@ -46,7 +47,9 @@ struct ScriptedBrokerTests {
     static let badReplies: [BadReply] = [
         .init(name: "bad remaining length", bytes: [0x20, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], expected: "more than 4 bytes"),
         .init(name: "reserved CONNACK flags", bytes: [0x20, 0x03, 0x02, 0x00, 0x00], expected: "reserved bits"),
-        .init(name: "packet larger than max_packet_size", bytes: [0x20, 0xFF, 0x7F] + [UInt8](repeating: 0, count: 64), expected: "exceeds the maximum packet size"),
+        .init(
+            name: "packet larger than max_packet_size", bytes: [0x20, 0xFF, 0x7F] + [UInt8](repeating: 0, count: 64),
+            expected: "exceeds the maximum packet size"),
         .init(name: "truncated packet then close", bytes: [0x20, 0x09, 0x00, 0x00], expected: "closed before CONNACK"),
         .init(name: "PUBLISH before CONNACK", bytes: [0x30, 0x04, 0x00, 0x01, 0x61, 0x00], expected: "expected CONNACK"),
     ]
@@ -83,7 +86,11 @@ struct ScriptedBrokerTests {
             usleep(500_000)
             conn.close()
         }
-        let mqtt = MQTTProtocol(config: config(broker.port) { $0.maxReconnectAttempts = 1; $0.reconnectInitialDelay = 10 })
+        let mqtt = MQTTProtocol(
+            config: config(broker.port) {
+                $0.maxReconnectAttempts = 1
+                $0.reconnectInitialDelay = 10
+            })
         let states = NIOLockedValueBox<[ConnectionState]>([])
         mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
         let received = NIOLockedValueBox(0)
@@ -125,9 +132,12 @@ struct ScriptedBrokerTests {
         #expect(fallbackBroker.scriptErrors.isEmpty)
     }
 
-    @Test("3.1.1 return codes map to the seed's error types", arguments: [
-        (UInt8(1), "ProtocolError"), (2, "ProtocolError"), (3, "ProtocolError"), (4, "ProtocolAuthenticationError"), (5, "ProtocolAuthenticationError"),
-    ])
+    @Test(
+        "3.1.1 return codes map to the seed's error types",
+        arguments: [
+            (UInt8(1), "ProtocolError"), (2, "ProtocolError"), (3, "ProtocolError"), (4, "ProtocolAuthenticationError"),
+            (5, "ProtocolAuthenticationError"),
+        ])
     func returnCodes(_ c: (UInt8, String)) throws {
         let broker = try ScriptedBroker { conn, _ in
             _ = try conn.read()
@@ -157,12 +167,13 @@ struct ScriptedBrokerTests {
             while let p = try conn.read(timeout: 5) { _ = p }
             conn.close()
         }
-        let mqtt = MQTTProtocol(config: config(broker.port) {
-            $0.keepalive = 1
-            $0.heartbeatCheckRatio = 0.5
-            $0.maxReconnectAttempts = 1
-            $0.reconnectInitialDelay = 30
-        })
+        let mqtt = MQTTProtocol(
+            config: config(broker.port) {
+                $0.keepalive = 1
+                $0.heartbeatCheckRatio = 0.5
+                $0.maxReconnectAttempts = 1
+                $0.reconnectInitialDelay = 30
+            })
         let lostAt = NIOLockedValueBox<Date?>(nil)
         mqtt.onStateChange { s in
             if case .reconnecting = s { lostAt.withLockedValue { if $0 == nil { $0 = Date() } } }
@@ -204,7 +215,9 @@ struct ScriptedBrokerTests {
                     var props = MQTTProperties()
                     props.reasonString = "ACL denies cam/7"
                     conn.send(.ack(.init(.puback, packetID: pub.packetID!, reasonCode: 0x87, properties: props)))
-                case .disconnect: conn.close(); return
+                case .disconnect:
+                    conn.close()
+                    return
                 default: break
                 }
             }
@@ -292,19 +305,23 @@ struct ScriptedBrokerTests {
                 seen.withLockedValue { $0.append(p) }
                 switch p {
                 case .connect: conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
-                case .subscribe(let s): conn.send(.suback(.init(packetID: s.packetID, reasonCodes: s.subscriptions.map { $0.qos.rawValue })))
+                case .subscribe(let s):
+                    conn.send(.suback(.init(packetID: s.packetID, reasonCodes: s.subscriptions.map { $0.qos.rawValue })))
                 case .publish(let pub) where pub.qos == .atLeastOnce: conn.send(.ack(.init(.puback, packetID: pub.packetID!)))
                 case .pingreq: conn.send(.pingresp)
-                case .disconnect: conn.close(); return
+                case .disconnect:
+                    conn.close()
+                    return
                 default: break
                 }
             }
         }
-        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) {
-            $0.keepalive = 1
-            $0.username = "cam7"
-            $0.password = "pw"
-        })
+        let mqtt = MQTTProtocol(
+            config: config(broker.port, .v3_1_1) {
+                $0.keepalive = 1
+                $0.username = "cam7"
+                $0.password = "pw"
+            })
         try mqtt.setWill(topic: "device/status", payload: "offline", qos: 1, retain: true)
         let start = Date()
         try mqtt.connect()
@@ -316,7 +333,10 @@ struct ScriptedBrokerTests {
         // The scripted broker reads on its own thread: wait until it has seen the DISCONNECT.
         try waitUntil(timeout: 30, "the broker's script to end") { broker.finished }
         let packets = seen.withLockedValue { $0 }
-        guard case .connect(let c) = packets.first else { Issue.record("no CONNECT first"); return }
+        guard case .connect(let c) = packets.first else {
+            Issue.record("no CONNECT first")
+            return
+        }
         #expect(c.version == .v3_1_1 && c.cleanStart && c.keepAliveSeconds == 1 && c.username == "cam7")
         #expect(c.password == ByteBuffer(string: "pw"))
         #expect(c.will == .init(topic: "device/status", payload: ByteBuffer(string: "offline"), qos: .atLeastOnce, retain: true))

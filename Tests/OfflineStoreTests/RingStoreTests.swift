@@ -1,6 +1,7 @@
 import Foundation
-@testable import OfflineStore
 import Testing
+
+@testable import OfflineStore
 
 @Suite("Offline store")
 struct RingStoreTests {
@@ -81,7 +82,8 @@ struct RingStoreTests {
         #expect(sameChange == .kept(capacity: 8 * 8192, segmentCount: 8, pending: 40) && same.pendingCount == 40)
         for r in try same.pending() { try same.acknowledge(r.seq) }
         try same.close()
-        #expect(try RingStore.open(directory: "/n", options: four, fileSystem: count).change == .replaced(capacity: 8 * 8192, segmentCount: 8))
+        #expect(
+            try RingStore.open(directory: "/n", options: four, fileSystem: count).change == .replaced(capacity: 8 * 8192, segmentCount: 8))
         #expect(count.files.keys.sorted() == RingStore.fileNames(segmentCount: 4).sorted())
 
         // A power cut between deleting the old files and making the new ones leaves the marker
@@ -116,7 +118,9 @@ struct RingStoreTests {
 
     /// Found by scripts/fuzz store: the new record got number 2, under the checkpoint's head 3,
     /// and was taken for done (lost) at the next open.
-    @Test("a damaged last record under the checkpoint's head: records appended after recovery get numbers above the head and survive the next open")
+    @Test(
+        "a damaged last record under the checkpoint's head: records appended after recovery get numbers above the head and survive the next open"
+    )
     func damagedTailUnderCheckpoint() throws {
         let disk = SimulatedDisk()
         let store = try RingStore(directory: "/s", options: Self.small, fileSystem: disk)
@@ -256,8 +260,9 @@ struct RingStoreTests {
 
     static let canMountTmpfs: Bool = getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")
 
-    @Test("a full file system: creating a store too big fails clearly; a created store keeps working when the disk fills up",
-          .enabled(if: canMountTmpfs))
+    @Test(
+        "a full file system: creating a store too big fails clearly; a created store keeps working when the disk fills up",
+        .enabled(if: canMountTmpfs))
     func fullFileSystem() throws {
         let mountPoint = NSTemporaryDirectory() + "ringstore-tmpfs-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
@@ -381,7 +386,9 @@ struct RingStoreTests {
             let segment = Int(flip.file.dropFirst("segment-".count).prefix(2))!
             for s in mustReturn {
                 guard let loc = store.location(of: s), loc.segment == segment else { continue }
-                if flip.offset < RingStore.segmentHeaderSize || (loc.offset..<(loc.offset + loc.size)).contains(flip.offset) { hit.insert(s) }
+                if flip.offset < RingStore.segmentHeaderSize || (loc.offset..<(loc.offset + loc.size)).contains(flip.offset) {
+                    hit.insert(s)
+                }
             }
         }
         let recovered = try RingStore(directory: "/s", options: options, fileSystem: after)
@@ -392,7 +399,9 @@ struct RingStoreTests {
         let missing = mustReturn.subtracting(seqs).subtracting(hit)
         if !missing.isEmpty { return "seed \(seed): lost synced records \(missing.sorted().prefix(10)) (flip \(String(describing: flip)))" }
         let lostHit = hit.subtracting(seqs).count
-        if lostHit > recovered.recovery.corruptSkipped { return "seed \(seed): \(lostHit) damaged records missing but only \(recovered.recovery.corruptSkipped) counted" }
+        if lostHit > recovered.recovery.corruptSkipped {
+            return "seed \(seed): \(lostHit) damaged records missing but only \(recovered.recovery.corruptSkipped) counted"
+        }
         if flip == nil {
             let back = ackSynced.intersection(seqs)
             if !back.isEmpty { return "seed \(seed): acknowledged (and synced) records came back: \(back.sorted().prefix(10))" }
@@ -494,7 +503,10 @@ struct RingStoreTests {
     @Test("a store directory is locked while open; read-only opening needs no lock and writes nothing")
     func locking() throws {
         let dir = "/tmp/ringstore-lock-\(getpid())"
-        defer { for n in RingStore.fileNames(segmentCount: 16) { unlink(dir + "/" + n) }; rmdir(dir) }
+        defer {
+            for n in RingStore.fileNames(segmentCount: 16) { unlink(dir + "/" + n) }
+            rmdir(dir)
+        }
         let options = Self.small
         let store = try RingStore(directory: dir, options: options)
         let seq = try store.append(Array("kept".utf8))
@@ -503,7 +515,9 @@ struct RingStoreTests {
         let reader = try RingStore(directory: dir, options: options, fileSystem: PosixFileSystem(readOnly: true))
         #expect(try reader.pending().map(\.body) == [Array("kept".utf8)])
         #expect(try reader.pending().first?.seq == seq)
-        #expect(throws: StoreError.self) { try RingStore(directory: dir + "-missing", options: options, fileSystem: PosixFileSystem(readOnly: true)) }
+        #expect(throws: StoreError.self) {
+            try RingStore(directory: dir + "-missing", options: options, fileSystem: PosixFileSystem(readOnly: true))
+        }
     }
 
     @Test("1,000 seeded power cuts: synced, unacknowledged records come back exactly once, intact, in order")

@@ -134,7 +134,8 @@ final class ClientCore: @unchecked Sendable {
             settings: .init(
                 brokers: config.brokers, order: config.brokerOrder, serverReferenceAllowList: config.serverReferenceAllowList,
                 maxReconnectAttempts: config.maxReconnectAttempts, reconnectInitialDelay: config.reconnectInitialDelay,
-                reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, keepConnecting: config.keepConnecting, version: config.protocolVersion,
+                reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, keepConnecting: config.keepConnecting,
+                version: config.protocolVersion,
                 cleanStart: config.cleanStart, sessionExpiryInterval: config.sessionExpiryInterval),
             seed: UInt64.random(in: .min ... .max))
         view = MQTTClientSnapshot(broker: config.brokers[0])
@@ -172,11 +173,13 @@ final class ClientCore: @unchecked Sendable {
         } catch {
             if storeOpenFailure == nil {
                 logger.error(
-                    "offline store \(sc.directory) cannot be opened: \(error). Messages are kept in memory only (publish_queue_maxsize); trying again every \(sc.retryInterval) s")
+                    "offline store \(sc.directory) cannot be opened: \(error). Messages are kept in memory only (publish_queue_maxsize); trying again every \(sc.retryInterval) s"
+                )
             }
             storeOpenFailure = (error, Outbox.now())
             update {
-                $0.store = OfflineStoreStatus(directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)")
+                $0.store = OfflineStoreStatus(
+                    directory: sc.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)")
             }
         }
     }
@@ -199,7 +202,10 @@ final class ClientCore: @unchecked Sendable {
         let dropped = outbox.droppedCallbacks
         outbox.droppedCallbacks.removeAll()
         for c in dropped {
-            complete(c, .failure(ProtocolValidationError("message dropped: the offline store was full and when_full is drop_oldest", reason: .dropped)))
+            complete(
+                c,
+                .failure(
+                    ProtocolValidationError("message dropped: the offline store was full and when_full is drop_oldest", reason: .dropped)))
         }
     }
 
@@ -497,8 +503,10 @@ final class ClientCore: @unchecked Sendable {
         attemptTimeout?.cancel()
         attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
             guard attempt == thisAttempt, case .connecting = connection.state else { return }
-            fail(ProtocolConnectionError(
-                "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up", reason: .timeout))
+            fail(
+                ProtocolConnectionError(
+                    "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up",
+                    reason: .timeout))
         }
         Transport.connect(
             on: loop, to: current, config: config, tlsContext: tlsContext, version: machine.options.version, core: self,
@@ -542,7 +550,8 @@ final class ClientCore: @unchecked Sendable {
             machine.options.version == .v5_0 && (info.properties.subscriptionIdentifierAvailable ?? 1) == 1
         startTicking()
         logger.debug(
-            "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)")
+            "CONNACK: session present \(info.sessionPresent), keep-alive \(info.keepAliveSeconds) s, receive maximum \(info.receiveMaximum)"
+        )
         let now = Self.now()
         for r in subscriptions.restore(sessionPresent: info.sessionPresent) {
             machine.subscribe(r.subscriptions, properties: r.properties, token: .restore(filters: r.filters), now: now, into: &actions)
@@ -735,9 +744,13 @@ final class ClientCore: @unchecked Sendable {
                     logger.error("stored message \(seq) removed from the offline store: \(error.message)")
                     if let callback { complete(callback, .failure(error)) }
                 } else if let callback {
-                    complete(callback, .failure(ProtocolConnectionError(
-                        "\(error.message); the message stays in the offline store and is sent after the next connect", code: error.code,
-                        reason: error.reason)))
+                    complete(
+                        callback,
+                        .failure(
+                            ProtocolConnectionError(
+                                "\(error.message); the message stays in the offline store and is sent after the next connect",
+                                code: error.code,
+                                reason: error.reason)))
                 }
             }
         case .publishCompleted(let token, let result):
@@ -775,7 +788,8 @@ final class ClientCore: @unchecked Sendable {
         case .droppedIncoming(let d):
             update { $0.droppedIncomingMessages += 1 }
             logger.warning(
-                "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered")
+                "dropped an incoming message of \(d.size) bytes on \(String(reflecting: String(d.topic.prefix(200)))) (\(d.qos)): over max_incoming_packet_size \(d.limit); it was acknowledged and its bytes skipped unbuffered"
+            )
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
             // 5.0 §4.11: "use another server" or "server moved", with a Server Reference.
@@ -802,7 +816,8 @@ final class ClientCore: @unchecked Sendable {
 
     private func markSubscribed(_ filters: [String], _ codes: [UInt8]) {
         for (filter, code) in subscriptions.acknowledged(filters, codes: codes) {
-            logger.error("broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
+            logger.error(
+                "broker refused subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version)))")
         }
     }
 
@@ -827,9 +842,11 @@ final class ClientCore: @unchecked Sendable {
             case .success:
                 if let (i, code) = granted.enumerated().first(where: { ReasonCode($0.element).isFailure }) {
                     let filter = i < filters.count ? filters[i] : "?"
-                    cb(.failure(ProtocolValidationError(
-                        "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version))): check the filter and the broker's ACL",
-                        code: code, reason: .refused(ReasonCode(code)))))
+                    cb(
+                        .failure(
+                            ProtocolValidationError(
+                                "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: machine.options.version))): check the filter and the broker's ACL",
+                                code: code, reason: .refused(ReasonCode(code)))))
                 } else {
                     cb(.success(granted))
                 }

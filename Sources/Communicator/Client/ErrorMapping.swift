@@ -31,17 +31,21 @@ struct ErrorMapping {
                     "broker \(broker) does not accept MQTT \(v) (CONNACK \(what))\(extra): set protocol_version to 3.1.1 or enable fallback",
                     code: code, reason: .connackRefused(ReasonCode(code)))
             }
-            return ProtocolError("broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code, reason: .connackRefused(ReasonCode(code)))
+            return ProtocolError(
+                "broker \(broker) refused the connection (CONNACK \(what))\(extra)", code: code, reason: .connackRefused(ReasonCode(code)))
         case .protocolViolation(let what, let code):
             return ProtocolError(
-                "broker \(broker) broke the MQTT protocol: \(what)" + (v == .v5_0 ? " (we sent DISCONNECT \(ReasonCode.describe(code, version: v)))" : ""),
+                "broker \(broker) broke the MQTT protocol: \(what)"
+                    + (v == .v5_0 ? " (we sent DISCONNECT \(ReasonCode.describe(code, version: v)))" : ""),
                 code: code, reason: .protocolViolation)
         case .rejected(let packet, let code, let reason):
             return ProtocolValidationError(
                 "broker refused the message (\(packet) \(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
                 code: code, reason: .refused(ReasonCode(code)))
         case .keepAliveTimeout(let seconds):
-            return ProtocolConnectionError("no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead", reason: .keepAliveTimeout)
+            return ProtocolConnectionError(
+                "no answer from broker \(broker) for \((seconds * 10).rounded() / 10) s (keep-alive): link considered dead",
+                reason: .keepAliveTimeout)
         case .serverDisconnected(let code, let reason, _):
             return ProtocolError(
                 "broker \(broker) sent DISCONNECT (\(ReasonCode.describe(code, version: v)))" + (reason.map { ": \($0)" } ?? ""),
@@ -57,12 +61,14 @@ struct ErrorMapping {
         case .connectionLost:
             return ProtocolConnectionError("connection to \(broker) was lost before the request completed", reason: .connectionLost)
         case .dropped(let limit):
-            return ProtocolValidationError("message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest", reason: .dropped)
+            return ProtocolValidationError(
+                "message dropped: the publish queue was full (\(limit) waiting) and queue_full_policy is drop_oldest", reason: .dropped)
         case .authentication(let what):
             return ProtocolAuthenticationError("enhanced authentication with \(broker) failed: \(what)", reason: .authentication)
         case .expired(let seconds):
             return ProtocolValidationError(
-                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker", reason: .expired)
+                "message not sent: its Message Expiry Interval\(seconds > 0 ? " of \(seconds) s" : "") ran out while it waited for the broker",
+                reason: .expired)
         }
     }
 
@@ -79,12 +85,14 @@ struct ErrorMapping {
             || error is NIOTLSUnwrappingError
         {
             return ProtocolConnectionError(
-                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)", reason: .tls)
+                "TLS handshake with \(broker) failed: \(error). Check ca_certs, the broker's certificate and its host name (tls_server_name)",
+                reason: .tls)
         }
         if let c = error as? NIOConnectionError {
             let causes = c.connectionErrors.map { "\($0.error)" }
             let cause = causes.first ?? (c.dnsAError.map { "\($0)" } ?? c.dnsAAAAError.map { "\($0)" } ?? "\(error)")
-            return ProtocolConnectionError("cannot reach broker \(broker): \(cause). Is the broker running and listening there?", reason: .unreachable)
+            return ProtocolConnectionError(
+                "cannot reach broker \(broker): \(cause). Is the broker running and listening there?", reason: .unreachable)
         }
         if error is ChannelError, case .connectTimeout = error as! ChannelError {
             return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s", reason: .unreachable)

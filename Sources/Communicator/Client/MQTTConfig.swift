@@ -247,7 +247,8 @@ public struct MQTTConfig: Sendable {
             let remote = brokers.filter { !Self.isLoopback($0.host) }
             if !remote.isEmpty {
                 p.append(
-                    "password would be sent unencrypted to \(remote.map(\.description).joined(separator: ", ")) (no TLS): set ca_certs for TLS (usually port 8883), or allow_password_without_tls for a network you trust")
+                    "password would be sent unencrypted to \(remote.map(\.description).joined(separator: ", ")) (no TLS): set ca_certs for TLS (usually port 8883), or allow_password_without_tls for a network you trust"
+                )
             }
         }
         if !(1...65_535).contains(port) { p.append("port \(port) is out of range 1...65535 (1883 plain, 8883 TLS)") }
@@ -259,7 +260,9 @@ public struct MQTTConfig: Sendable {
         if publishQueueMaxsize < 1 { p.append("publish_queue_maxsize \(publishQueueMaxsize) must be at least 1") }
         if maxReconnectAttempts < 0 { p.append("max_reconnect_attempts \(maxReconnectAttempts) must be 0 (forever) or more") }
         if !(reconnectInitialDelay >= 0.01) {
-            p.append("reconnect_initial_delay \(reconnectInitialDelay) must be at least 0.01 s: from 0 the back-off never grows, and a client would reconnect in a tight loop")
+            p.append(
+                "reconnect_initial_delay \(reconnectInitialDelay) must be at least 0.01 s: from 0 the back-off never grows, and a client would reconnect in a tight loop"
+            )
         }
         if !(reconnectMaxDelay >= reconnectInitialDelay) {
             p.append("reconnect_max_delay \(reconnectMaxDelay) must be at least reconnect_initial_delay \(reconnectInitialDelay)")

@@ -178,14 +178,17 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Throws if the first connection attempt fails.
     public func loopForever() throws {
         guard config.mode == .blocking else {
-            throw ProtocolValidationError("loopForever() needs mode .blocking; in .nonBlocking mode the network already runs on its own thread", reason: .misuse)
+            throw ProtocolValidationError(
+                "loopForever() needs mode .blocking; in .nonBlocking mode the network already runs on its own thread", reason: .misuse)
         }
         try checkSetup()
         let failure = NIOLockedValueBox<(any Error)?>(nil)
         let core = self.core
-        core.submit(.connect(.done({ result in
-            if case .failure(let e) = result { failure.withLockedValue { $0 = e } }
-        })))
+        core.submit(
+            .connect(
+                .done({ result in
+                    if case .failure(let e) = result { failure.withLockedValue { $0 = e } }
+                })))
         MultiThreadedEventLoopGroup.withCurrentThreadAsEventLoop { loop in
             core.attach(loop)
             // A failed first connect ends the loop too.
@@ -257,11 +260,13 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         _ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties,
         completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil
     ) throws {
-        try enqueue(try makePublish(topic, payload, qos: qos, retain: retain, properties: properties), completion.map { .done($0) } ?? .none)
+        try enqueue(
+            try makePublish(topic, payload, qos: qos, retain: retain, properties: properties), completion.map { .done($0) } ?? .none)
     }
 
     /// Publishes with 5.0 properties and waits until the message is complete.
-    public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties) async throws {
+    public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties) async throws
+    {
         let p = try makePublish(topic, payload, qos: qos, retain: retain, properties: properties)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch { c.resume(throwing: error) }
@@ -289,11 +294,13 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion, wait: Bool = true) throws {
         if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
             throw ProtocolConnectionError(
-                "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it", reason: .notConnected)
+                "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it",
+                reason: .notConnected)
         }
         if p.qos != .atMostOnce && core.snapshot.storeRefusing {
             throw ProtocolValidationError(
-                "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored", reason: .storeFull)
+                "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored",
+                reason: .storeFull)
         }
         // Off the network thread a full queue is waited on, up to `timeout` (the seed's Queue.put);
         // the network thread makes the room, so there (in a callback) it fails at once.
@@ -302,7 +309,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         guard accepted else {
             throw ProtocolValidationError(
                 "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
-                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused", reason: .queueFull)
+                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused",
+                reason: .queueFull)
         }
     }
 
@@ -313,20 +321,24 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         let q = try Self.qos(qos)
         var p = MQTTPacket.Publish(topic: topic, payload: payload, qos: q, retain: retain)
         if let properties, config.protocolVersion == .v5_0 {
-            if let problem = Self.publishPropertyProblem(properties) { throw ProtocolValidationError("cannot publish on \"\(topic)\": \(problem)", reason: .invalidArgument) }
+            if let problem = Self.publishPropertyProblem(properties) {
+                throw ProtocolValidationError("cannot publish on \"\(topic)\": \(problem)", reason: .invalidArgument)
+            }
             p.properties = properties
         }
         // Fixed header (≤ 5) + topic + packet id + properties + payload.
         let size = MQTTPacket.publish(p).encodedSize(version: config.protocolVersion) + 2
         if size > config.maxPacketSize {
             throw ProtocolValidationError(
-                "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit", reason: .invalidArgument)
+                "message on \"\(topic)\" is \(size) bytes, over max_packet_size \(config.maxPacketSize): send a smaller payload or raise the limit",
+                reason: .invalidArgument)
         }
         // The broker's own Maximum Packet Size (5.0 CONNACK): refused here, the connection stays
         // up [MQTT-3.1.2-24: the client must not send a larger packet].
         if let brokerMax = connectionInfo?.maximumPacketSize, size > brokerMax {
             throw ProtocolValidationError(
-                "message on \"\(topic)\" is \(size) bytes, over the broker's Maximum Packet Size \(brokerMax) (CONNACK): send a smaller payload", reason: .brokerLimit)
+                "message on \"\(topic)\" is \(size) bytes, over the broker's Maximum Packet Size \(brokerMax) (CONNACK): send a smaller payload",
+                reason: .brokerLimit)
         }
         return p
     }
@@ -426,10 +438,13 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         if let p = Topic.filterProblem(topic) { throw ProtocolValidationError("cannot subscribe: \(p)", reason: .invalidArgument) }
         if options.noLocal && topic.hasPrefix("$share/") {
             // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
-            throw ProtocolValidationError("cannot subscribe to \"\(topic)\" with no_local: a shared subscription may not set No Local [MQTT-3.8.3-4]", reason: .invalidArgument)
+            throw ProtocolValidationError(
+                "cannot subscribe to \"\(topic)\" with no_local: a shared subscription may not set No Local [MQTT-3.8.3-4]",
+                reason: .invalidArgument)
         }
         if topic.hasPrefix("$share/") && config.protocolVersion == .v3_1_1 {
-            throw ProtocolValidationError("cannot subscribe to \"\(topic)\": shared subscriptions need MQTT 5.0 (protocol_version)", reason: .invalidArgument)
+            throw ProtocolValidationError(
+                "cannot subscribe to \"\(topic)\": shared subscriptions need MQTT 5.0 (protocol_version)", reason: .invalidArgument)
         }
         return try Self.qos(qos)
     }
@@ -458,7 +473,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     private func checkSetup() throws {
         if let first = setupProblems.first {
             throw ProtocolValidationError(
-                "invalid MQTT configuration: " + first + (setupProblems.count > 1 ? " (and \(setupProblems.count - 1) more)" : ""), reason: .invalidArgument)
+                "invalid MQTT configuration: " + first + (setupProblems.count > 1 ? " (and \(setupProblems.count - 1) more)" : ""),
+                reason: .invalidArgument)
         }
         if let setupError { throw setupError }
     }
@@ -466,7 +482,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     /// Runs `start` and blocks the calling thread until its callback fires or `timeout` passes.
     private func wait(timeout: Double, _ start: (@escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) throws {
         if isOnNetworkThread {
-            throw ProtocolValidationError("a blocking call was made on the network thread (inside a callback): use the async form", reason: .misuse)
+            throw ProtocolValidationError(
+                "a blocking call was made on the network thread (inside a callback): use the async form", reason: .misuse)
         }
         let semaphore = DispatchSemaphore(value: 0)
         let result = NIOLockedValueBox<Result<Void, any Error>?>(nil)
@@ -504,7 +521,8 @@ enum ClientIdentity {
     private static func programName() -> String {
         let arg0 = CommandLine.arguments.first ?? "mqtt"
         let name = arg0.split(separator: "/").last.map(String.init) ?? "mqtt"
-        let cleaned = String(name.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") })
+        let cleaned = String(
+            name.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") })
         return cleaned.isEmpty ? "mqtt" : String(cleaned.prefix(24))
     }
 

@@ -1,12 +1,13 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import OfflineStore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Logging
-import NIOConcurrencyHelpers
-import NIOCore
-import OfflineStore
 
 /// Where outgoing QoS 1/2 messages are kept on flash (see `OfflineStore.RingStore`).
 ///
@@ -153,19 +154,24 @@ final class Outbox {
         switch opened.change {
         case .replaced(let capacity, let segments)?:
             logger.notice(
-                "offline store \(config.directory): resized from \(mib(capacity)) in \(segments) segments to \(mib(config.capacity)) in \(config.segments), as configured (it was empty)")
+                "offline store \(config.directory): resized from \(mib(capacity)) in \(segments) segments to \(mib(config.capacity)) in \(config.segments), as configured (it was empty)"
+            )
         case .kept(let capacity, let segments, let pending)?:
             logger.warning(
-                "offline store \(config.directory): its files hold \(mib(capacity)) in \(segments) segments, the configuration asks \(mib(config.capacity)) in \(config.segments); \(pending) records wait in it, so it keeps its size until a start finds it empty")
+                "offline store \(config.directory): its files hold \(mib(capacity)) in \(segments) segments, the configuration asks \(mib(config.capacity)) in \(config.segments); \(pending) records wait in it, so it keeps its size until a start finds it empty"
+            )
         case nil:
             break
         }
         let r = store.recovery
         updateStatus()
         logger.info(
-            "offline store \(config.directory): \(r.pending) messages waiting, \(r.corruptSkipped) corrupt records skipped, \(r.segmentsSkipped) segments covered by the checkpoint")
+            "offline store \(config.directory): \(r.pending) messages waiting, \(r.corruptSkipped) corrupt records skipped, \(r.segmentsSkipped) segments covered by the checkpoint"
+        )
         if r.corruptSkipped > 0 {
-            logger.warning("offline store \(config.directory): skipped \(r.corruptSkipped) corrupt records (power cut or media error); everything else was kept")
+            logger.warning(
+                "offline store \(config.directory): skipped \(r.corruptSkipped) corrupt records (power cut or media error); everything else was kept"
+            )
         }
     }
 
@@ -274,8 +280,9 @@ final class Outbox {
             case .full:
                 refusing = true
                 updateStatus()
-                return .refused(ProtocolValidationError(
-                    "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored", reason: .storeFull))
+                return .refused(
+                    ProtocolValidationError(
+                        "message on \"\(p.topic)\" refused: \(error) (offline_store.when_full); it was not stored", reason: .storeFull))
             case .tooLarge:
                 return .refused(ProtocolValidationError("message on \"\(p.topic)\" refused: \(error)", reason: .invalidArgument))
             case .io, .layout, .locked:
@@ -359,7 +366,8 @@ final class Outbox {
                 retireQoS2State(seq)
                 updateStatus()
                 logger.warning(
-                    "stored message \(seq): \(Self.describe(f)); kept in the offline store and tried again after the next connect (refusal \(n) of \(config.maxRefusals), offline_store.max_refusals)")
+                    "stored message \(seq): \(Self.describe(f)); kept in the offline store and tried again after the next connect (refusal \(n) of \(config.maxRefusals), offline_store.max_refusals)"
+                )
                 return (callbacks.removeValue(forKey: seq), false)
             }
         }
@@ -385,7 +393,8 @@ final class Outbox {
     private static func describe(_ f: SessionMachine<Completion>.Failure) -> String {
         switch f {
         case .brokerLimit(let what): what
-        case .rejected(let packet, let code, let reason): "the broker refused it (\(packet) \(hexByte(code)))" + (reason.map { ": \($0)" } ?? "")
+        case .rejected(let packet, let code, let reason):
+            "the broker refused it (\(packet) \(hexByte(code)))" + (reason.map { ": \($0)" } ?? "")
         default: "\(f)"
         }
     }
@@ -486,7 +495,8 @@ final class Outbox {
     private func enterDegraded(_ error: StoreError) {
         if degraded == nil {
             logger.error(
-                "offline store \(config.directory): \(error). Degraded: new messages are kept in memory (publish_queue_maxsize) and the disk is tried again every \(config.retryInterval) s")
+                "offline store \(config.directory): \(error). Degraded: new messages are kept in memory (publish_queue_maxsize) and the disk is tried again every \(config.retryInterval) s"
+            )
         }
         degraded = error
         lastRetry = Self.now()
@@ -496,7 +506,8 @@ final class Outbox {
     private func noteDropped() {
         let n = store.droppedCount - droppedSeen
         droppedSeen = store.droppedCount
-        logger.warning("offline store full: dropped the \(n) oldest waiting messages (when_full drop_oldest); \(droppedSeen) dropped since start")
+        logger.warning(
+            "offline store full: dropped the \(n) oldest waiting messages (when_full drop_oldest); \(droppedSeen) dropped since start")
         // Callers waiting on dropped messages learn it now.
         for (seq, c) in callbacks where seq > fedUpTo && !store.isPending(seq) {
             callbacks[seq] = nil
@@ -512,6 +523,7 @@ final class Outbox {
         guard level > warnedFill else { return }
         warnedFill = level
         logger.warning(
-            "offline store \(config.directory) is \(Int(store.fill * 100)) % full (\(store.pendingCount) messages waiting): \(config.whenFull == .dropOldest ? "the oldest will be dropped" : "new messages will be refused") when it is full")
+            "offline store \(config.directory) is \(Int(store.fill * 100)) % full (\(store.pendingCount) messages waiting): \(config.whenFull == .dropOldest ? "the oldest will be dropped" : "new messages will be refused") when it is full"
+        )
     }
 }

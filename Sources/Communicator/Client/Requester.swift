@@ -21,7 +21,8 @@ final class Requester: Sendable {
         on client: MQTTProtocol, topic: String, payload: ByteBuffer, qos: Int, timeout: Double, properties: MQTTProperties
     ) async throws -> MQTTMessage {
         guard client.config.protocolVersion == .v5_0 else {
-            throw ProtocolValidationError("request/response needs MQTT 5.0 (Response Topic and Correlation Data): set protocol_version 5.0", reason: .invalidArgument)
+            throw ProtocolValidationError(
+                "request/response needs MQTT 5.0 (Response Topic and Correlation Data): set protocol_version 5.0", reason: .invalidArgument)
         }
         if !state.withLockedValue({ $0.subscribed }) {
             // Answers to requests that timed out or belong to an earlier run are dropped quietly.
@@ -52,7 +53,11 @@ final class Requester: Sendable {
                 return
             }
             client.core.currentLoop?.scheduleTask(in: .nanoseconds(Int64(timeout * 1e9))) { [self] in
-                finish(key, .failure(ProtocolConnectionError("no response on \"\(responseTopic)\" to the request on \"\(topic)\" within \(timeout) s", reason: .timeout)))
+                finish(
+                    key,
+                    .failure(
+                        ProtocolConnectionError(
+                            "no response on \"\(responseTopic)\" to the request on \"\(topic)\" within \(timeout) s", reason: .timeout)))
             }
         }
     }

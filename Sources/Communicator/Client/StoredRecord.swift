@@ -1,9 +1,10 @@
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import NIOCore
 
 /// One record of the MQTT layer in the store. The store itself sees opaque bytes.
 ///
@@ -119,7 +120,8 @@ public enum StoredRecord: Equatable, Sendable {
             }
             let props: MQTTProperties
             do { props = try MQTTProperties.read(from: &b, context: .publish) } catch { throw fail("bad properties: \(error)") }
-            return .message(MQTTPacket.Publish(topic: topic, payload: b, qos: qos, retain: flags & 1 == 1, properties: props), accepted: accepted)
+            return .message(
+                MQTTPacket.Publish(topic: topic, payload: b, qos: qos, retain: flags & 1 == 1, properties: props), accepted: accepted)
         case UInt8(ascii: "I"):
             guard let m = b.readInteger(endianness: .little, as: UInt64.self), let id = b.readInteger(endianness: .little, as: UInt16.self)
             else { throw fail("identity truncated") }

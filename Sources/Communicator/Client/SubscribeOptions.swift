@@ -8,7 +8,9 @@ public struct SubscribeOptions: Sendable, Equatable {
     /// Whether retained messages are sent when the subscription is made.
     public var retainHandling: MQTTPacket.Subscription.RetainHandling
 
-    public init(noLocal: Bool = false, retainAsPublished: Bool = false, retainHandling: MQTTPacket.Subscription.RetainHandling = .sendOnSubscribe) {
+    public init(
+        noLocal: Bool = false, retainAsPublished: Bool = false, retainHandling: MQTTPacket.Subscription.RetainHandling = .sendOnSubscribe
+    ) {
         self.noLocal = noLocal
         self.retainAsPublished = retainAsPublished
         self.retainHandling = retainHandling

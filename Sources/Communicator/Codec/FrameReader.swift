@@ -85,7 +85,8 @@ public struct MQTTFrameReader: Sendable {
                 continue
             }
             let start = buffer.readerIndex
-            guard skipsOversizedPublish, let first = buffer.getInteger(at: start, as: UInt8.self), first >> 4 == PacketType.publish.rawValue,
+            guard skipsOversizedPublish, let first = buffer.getInteger(at: start, as: UInt8.self),
+                first >> 4 == PacketType.publish.rawValue,
                 case .value(let length, let n) = VarInt.peek(buffer, at: start + 1), 1 + n + length > maxPacketSize
             else {
                 return try MQTTFrame.next(from: &buffer, maxPacketSize: maxPacketSize).map { .frame($0) }

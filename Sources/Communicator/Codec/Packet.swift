@@ -24,7 +24,8 @@ public enum QoS: UInt8, Sendable, Comparable, CustomStringConvertible {
 
 /// The fixed-header packet type (3.1.1 / 5.0 §2.1.2).
 public enum PacketType: UInt8, Sendable, CustomStringConvertible {
-    case connect = 1, connack, publish, puback, pubrec, pubrel, pubcomp
+    case connect = 1
+    case connack, publish, puback, pubrec, pubrel, pubcomp
     case subscribe, suback, unsubscribe, unsuback, pingreq, pingresp, disconnect
     case auth  // 5.0 only
 

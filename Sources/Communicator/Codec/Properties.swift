@@ -293,36 +293,114 @@ extension MQTTProperties.Values {
     /// Writes the length-prefixed property list (§2.2.2.1), identifiers in ascending order.
     func write(to buffer: inout ByteBuffer) {
         VarInt.write(encodedLength, to: &buffer)
-        if let v = payloadFormatIndicator { buffer.writeInteger(UInt8(0x01)); buffer.writeInteger(v) }
-        if let v = messageExpiryInterval { buffer.writeInteger(UInt8(0x02)); buffer.writeInteger(v) }
-        if let v = contentType { buffer.writeInteger(UInt8(0x03)); buffer.writeMQTTString(v) }
-        if let v = responseTopic { buffer.writeInteger(UInt8(0x08)); buffer.writeMQTTString(v) }
-        if let v = correlationData { buffer.writeInteger(UInt8(0x09)); buffer.writeMQTTBinary(v) }
-        for v in subscriptionIdentifiers { buffer.writeInteger(UInt8(0x0B)); VarInt.write(Int(v), to: &buffer) }
-        if let v = sessionExpiryInterval { buffer.writeInteger(UInt8(0x11)); buffer.writeInteger(v) }
-        if let v = assignedClientIdentifier { buffer.writeInteger(UInt8(0x12)); buffer.writeMQTTString(v) }
-        if let v = serverKeepAlive { buffer.writeInteger(UInt8(0x13)); buffer.writeInteger(v) }
-        if let v = authenticationMethod { buffer.writeInteger(UInt8(0x15)); buffer.writeMQTTString(v) }
-        if let v = authenticationData { buffer.writeInteger(UInt8(0x16)); buffer.writeMQTTBinary(v) }
-        if let v = requestProblemInformation { buffer.writeInteger(UInt8(0x17)); buffer.writeInteger(v) }
-        if let v = willDelayInterval { buffer.writeInteger(UInt8(0x18)); buffer.writeInteger(v) }
-        if let v = requestResponseInformation { buffer.writeInteger(UInt8(0x19)); buffer.writeInteger(v) }
-        if let v = responseInformation { buffer.writeInteger(UInt8(0x1A)); buffer.writeMQTTString(v) }
-        if let v = serverReference { buffer.writeInteger(UInt8(0x1C)); buffer.writeMQTTString(v) }
-        if let v = reasonString { buffer.writeInteger(UInt8(0x1F)); buffer.writeMQTTString(v) }
-        if let v = receiveMaximum { buffer.writeInteger(UInt8(0x21)); buffer.writeInteger(v) }
-        if let v = topicAliasMaximum { buffer.writeInteger(UInt8(0x22)); buffer.writeInteger(v) }
-        if let v = topicAlias { buffer.writeInteger(UInt8(0x23)); buffer.writeInteger(v) }
-        if let v = maximumQoS { buffer.writeInteger(UInt8(0x24)); buffer.writeInteger(v) }
-        if let v = retainAvailable { buffer.writeInteger(UInt8(0x25)); buffer.writeInteger(v) }
+        if let v = payloadFormatIndicator {
+            buffer.writeInteger(UInt8(0x01))
+            buffer.writeInteger(v)
+        }
+        if let v = messageExpiryInterval {
+            buffer.writeInteger(UInt8(0x02))
+            buffer.writeInteger(v)
+        }
+        if let v = contentType {
+            buffer.writeInteger(UInt8(0x03))
+            buffer.writeMQTTString(v)
+        }
+        if let v = responseTopic {
+            buffer.writeInteger(UInt8(0x08))
+            buffer.writeMQTTString(v)
+        }
+        if let v = correlationData {
+            buffer.writeInteger(UInt8(0x09))
+            buffer.writeMQTTBinary(v)
+        }
+        for v in subscriptionIdentifiers {
+            buffer.writeInteger(UInt8(0x0B))
+            VarInt.write(Int(v), to: &buffer)
+        }
+        if let v = sessionExpiryInterval {
+            buffer.writeInteger(UInt8(0x11))
+            buffer.writeInteger(v)
+        }
+        if let v = assignedClientIdentifier {
+            buffer.writeInteger(UInt8(0x12))
+            buffer.writeMQTTString(v)
+        }
+        if let v = serverKeepAlive {
+            buffer.writeInteger(UInt8(0x13))
+            buffer.writeInteger(v)
+        }
+        if let v = authenticationMethod {
+            buffer.writeInteger(UInt8(0x15))
+            buffer.writeMQTTString(v)
+        }
+        if let v = authenticationData {
+            buffer.writeInteger(UInt8(0x16))
+            buffer.writeMQTTBinary(v)
+        }
+        if let v = requestProblemInformation {
+            buffer.writeInteger(UInt8(0x17))
+            buffer.writeInteger(v)
+        }
+        if let v = willDelayInterval {
+            buffer.writeInteger(UInt8(0x18))
+            buffer.writeInteger(v)
+        }
+        if let v = requestResponseInformation {
+            buffer.writeInteger(UInt8(0x19))
+            buffer.writeInteger(v)
+        }
+        if let v = responseInformation {
+            buffer.writeInteger(UInt8(0x1A))
+            buffer.writeMQTTString(v)
+        }
+        if let v = serverReference {
+            buffer.writeInteger(UInt8(0x1C))
+            buffer.writeMQTTString(v)
+        }
+        if let v = reasonString {
+            buffer.writeInteger(UInt8(0x1F))
+            buffer.writeMQTTString(v)
+        }
+        if let v = receiveMaximum {
+            buffer.writeInteger(UInt8(0x21))
+            buffer.writeInteger(v)
+        }
+        if let v = topicAliasMaximum {
+            buffer.writeInteger(UInt8(0x22))
+            buffer.writeInteger(v)
+        }
+        if let v = topicAlias {
+            buffer.writeInteger(UInt8(0x23))
+            buffer.writeInteger(v)
+        }
+        if let v = maximumQoS {
+            buffer.writeInteger(UInt8(0x24))
+            buffer.writeInteger(v)
+        }
+        if let v = retainAvailable {
+            buffer.writeInteger(UInt8(0x25))
+            buffer.writeInteger(v)
+        }
         for p in userProperties {
             buffer.writeInteger(UInt8(0x26))
             buffer.writeMQTTString(p.name)
             buffer.writeMQTTString(p.value)
         }
-        if let v = maximumPacketSize { buffer.writeInteger(UInt8(0x27)); buffer.writeInteger(v) }
-        if let v = wildcardSubscriptionAvailable { buffer.writeInteger(UInt8(0x28)); buffer.writeInteger(v) }
-        if let v = subscriptionIdentifierAvailable { buffer.writeInteger(UInt8(0x29)); buffer.writeInteger(v) }
-        if let v = sharedSubscriptionAvailable { buffer.writeInteger(UInt8(0x2A)); buffer.writeInteger(v) }
+        if let v = maximumPacketSize {
+            buffer.writeInteger(UInt8(0x27))
+            buffer.writeInteger(v)
+        }
+        if let v = wildcardSubscriptionAvailable {
+            buffer.writeInteger(UInt8(0x28))
+            buffer.writeInteger(v)
+        }
+        if let v = subscriptionIdentifierAvailable {
+            buffer.writeInteger(UInt8(0x29))
+            buffer.writeInteger(v)
+        }
+        if let v = sharedSubscriptionAvailable {
+            buffer.writeInteger(UInt8(0x2A))
+            buffer.writeInteger(v)
+        }
     }
 }

@@ -170,7 +170,9 @@ struct ConnectionMachine {
             break  // an attempt or a back-off is under way: the caller waits for it
         case (.connect, _):
             let round = newRound()
-            let run = Run(dial: Dial(broker: round.order[0], version: version, cleanStart: cleanStart), round: round, hop: needsSessionHop ? .pending : .none)
+            let run = Run(
+                dial: Dial(broker: round.order[0], version: version, cleanStart: cleanStart), round: round,
+                hop: needsSessionHop ? .pending : .none)
             dial(run, into: &actions)
 
         case (.disconnect(let linkOpen), let s):
@@ -252,7 +254,8 @@ struct ConnectionMachine {
     }
 
     private mutating func finishDisconnect(into actions: inout [Action]) {
-        actions.append(.connectFailed(ProtocolConnectionError("disconnect() was called before the connection was up", reason: .notConnected)))
+        actions.append(
+            .connectFailed(ProtocolConnectionError("disconnect() was called before the connection was up", reason: .notConnected)))
         actions.append(.report(.disconnected(reason: "disconnect requested")))
         actions.append(.disconnectFinished)
     }
@@ -265,8 +268,11 @@ struct ConnectionMachine {
             self.preferred.contains(b) || self.settings.serverReferenceAllowList.contains { $0 == b.host || $0 == b.description }
         }
         guard let target = BrokerEndpoint.references(reference, defaultPort: current.port).first(where: allowed) else {
-            actions.append(.log(.error,
-                "broker \(current) sent Server Reference \"\(reference)\" (\(moved ? "server moved" : "use another server")), which is neither a configured broker nor in server_reference_allow_list: ignored"))
+            actions.append(
+                .log(
+                    .error,
+                    "broker \(current) sent Server Reference \"\(reference)\" (\(moved ? "server moved" : "use another server")), which is neither a configured broker nor in server_reference_allow_list: ignored"
+                ))
             return
         }
         run.round.redirect = target
@@ -337,8 +343,10 @@ struct ConnectionMachine {
         }
         run.reconnects += 1
         if settings.maxReconnectAttempts > 0 && run.reconnects > settings.maxReconnectAttempts {
-            giveUp(ProtocolConnectionError(
-                "gave up after \(settings.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(ending.error?.message ?? "connection lost")", reason: .gaveUp),
+            giveUp(
+                ProtocolConnectionError(
+                    "gave up after \(settings.maxReconnectAttempts) reconnect attempts to \(preferred.map(\.description).joined(separator: ", ")); last error: \(ending.error?.message ?? "connection lost")",
+                    reason: .gaveUp),
                 into: &actions)
             return
         }

@@ -622,7 +622,9 @@ public struct SessionMachine<Token> {
                 // §3.3.2.3.4: 0 or above the maximum we announced is 0x94 [MQTT-3.3.2-10];
                 // an alias with an empty topic must have been set on this connection.
                 guard v5, alias >= 1, alias <= options.topicAliasMaximum else {
-                    protocolViolation("topic alias \(alias) outside 1...\(options.topicAliasMaximum), the maximum we announced", code: 0x94, into: &actions)
+                    protocolViolation(
+                        "topic alias \(alias) outside 1...\(options.topicAliasMaximum), the maximum we announced", code: 0x94,
+                        into: &actions)
                     return
                 }
                 if p.topic.isEmpty {
@@ -637,7 +639,8 @@ public struct SessionMachine<Token> {
             }
             if v5, p.qos == .exactlyOnce, !incomingQoS2.contains(p.packetID!), incomingQoS2.count >= Int(options.receiveMaximum) {
                 // §3.3.4: more unacknowledged QoS 2 publishes than our Receive Maximum.
-                protocolViolation("more than \(options.receiveMaximum) QoS 2 publishes without PUBREL (our Receive Maximum)", code: 0x93, into: &actions)
+                protocolViolation(
+                    "more than \(options.receiveMaximum) QoS 2 publishes without PUBREL (our Receive Maximum)", code: 0x93, into: &actions)
                 return
             }
             switch p.qos {
@@ -670,7 +673,8 @@ public struct SessionMachine<Token> {
                 return
             }
             if let bad = u.reasonCodes.first(where: { $0 >= 0x80 }) {
-                actions.append(.unsubscribeCompleted(token, .failure(.rejected(packet: .unsuback, code: bad, reason: u.properties.reasonString))))
+                actions.append(
+                    .unsubscribeCompleted(token, .failure(.rejected(packet: .unsuback, code: bad, reason: u.properties.reasonString))))
             } else {
                 actions.append(.unsubscribeCompleted(token, .success(())))
             }
@@ -678,8 +682,10 @@ public struct SessionMachine<Token> {
             break
         case .disconnect(let d):
             state = .closing
-            actions.append(.close(.serverDisconnected(
-                code: d.reasonCode, reason: d.properties.reasonString, serverReference: d.properties.serverReference)))
+            actions.append(
+                .close(
+                    .serverDisconnected(
+                        code: d.reasonCode, reason: d.properties.reasonString, serverReference: d.properties.serverReference)))
         case .auth(let a):
             handleAuth(a, now: now, into: &actions)
         case .connect, .connack, .subscribe, .unsubscribe, .pingreq:
@@ -751,7 +757,8 @@ public struct SessionMachine<Token> {
             outgoing[a.packetID] = nil
             complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubcomp, into: &actions)
         default:
-            protocolViolation("\(a.kind.packetType) for packet identifier \(a.packetID), which is waiting for \(flow.state)", into: &actions)
+            protocolViolation(
+                "\(a.kind.packetType) for packet identifier \(a.packetID), which is waiting for \(flow.state)", into: &actions)
             return
         }
         // A slot in the window opened: send what waits.

@@ -13,8 +13,9 @@ struct SubscriptionTable<Handler> {
         var id: UInt32
 
         func packet(_ filter: String) -> MQTTPacket.Subscription {
-            .init(filter: filter, qos: qos, noLocal: options.noLocal, retainAsPublished: options.retainAsPublished,
-                  retainHandling: options.retainHandling)
+            .init(
+                filter: filter, qos: qos, noLocal: options.noLocal, retainAsPublished: options.retainAsPublished,
+                retainHandling: options.retainHandling)
         }
     }
 
@@ -37,7 +38,8 @@ struct SubscriptionTable<Handler> {
             return "the broker does not support shared subscriptions (Shared Subscription Available 0): cannot subscribe to \"\(filter)\""
         }
         if p.wildcardSubscriptionAvailable == 0 && (filter.contains("+") || filter.contains("#")) {
-            return "the broker does not support wildcard subscriptions (Wildcard Subscription Available 0): cannot subscribe to \"\(filter)\""
+            return
+                "the broker does not support wildcard subscriptions (Wildcard Subscription Available 0): cannot subscribe to \"\(filter)\""
         }
         return nil
     }
@@ -56,7 +58,9 @@ struct SubscriptionTable<Handler> {
     /// (a packet carries one Subscription Identifier for all its filters).
     func requests(for filters: [String]) -> [Request] {
         let subs = filters.compactMap { f in entries[f].map { (f, $0) } }
-        guard usesIdentifiers else { return subs.isEmpty ? [] : [Request(subscriptions: subs.map { $0.1.packet($0.0) }, properties: .init())] }
+        guard usesIdentifiers else {
+            return subs.isEmpty ? [] : [Request(subscriptions: subs.map { $0.1.packet($0.0) }, properties: .init())]
+        }
         return subs.map { f, e in
             var props = MQTTProperties()
             props.subscriptionIdentifiers = [e.id]

@@ -63,7 +63,9 @@ public enum Topic {
         let plus = UInt8(ascii: "+")
         let hash = UInt8(ascii: "#")
         var fi = 0
-        if full.count > 7 && full[0] == UInt8(ascii: "$") && String(decoding: UnsafeBufferPointer(rebasing: full[0..<7]), as: UTF8.self) == "$share/" {
+        if full.count > 7 && full[0] == UInt8(ascii: "$")
+            && String(decoding: UnsafeBufferPointer(rebasing: full[0..<7]), as: UTF8.self) == "$share/"
+        {
             // "$share/group/filter": match on the filter.
             var i = 7
             while i < full.count && full[i] != slash { i += 1 }

@@ -92,7 +92,8 @@ enum Transport {
             do {
                 tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
             } catch {
-                throw ProtocolConnectionError("cannot load ca_certs \"\(ca)\": \(error). Point ca_certs at a PEM file holding the broker's CA", reason: .tls)
+                throw ProtocolConnectionError(
+                    "cannot load ca_certs \"\(ca)\": \(error). Point ca_certs at a PEM file holding the broker's CA", reason: .tls)
             }
         }
         if let cert = config.clientCertificate, let key = config.clientKey {

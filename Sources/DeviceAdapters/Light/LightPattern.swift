@@ -1,11 +1,12 @@
 import FoundationEssentials
+import NIOConcurrencyHelpers
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import NIOConcurrencyHelpers
-import NIOCore
 
 /// A repeating LED pattern: alternating on / off durations, starting with on.
 /// Written in configuration as `on`, `off`, `blink ON_MS/OFF_MS` or `pattern A/B/C/D...`.
@@ -26,11 +27,20 @@ public struct LightPattern: Sendable, Equatable, CustomStringConvertible {
     /// Parses the configuration form; the error says what is accepted.
     public init(parsing text: String) throws {
         let t = text.trimmed.lowercased()
-        if t == "on" { self = .on; return }
-        if t == "off" { self = .off; return }
+        if t == "on" {
+            self = .on
+            return
+        }
+        if t == "off" {
+            self = .off
+            return
+        }
         let parts = t.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0] == "blink" || parts[0] == "pattern" else {
-            throw LightError(description: "\"\(text)\" is not a pattern: use on, off, \"blink ON_MS/OFF_MS\" or \"pattern A/B/C/D\" (milliseconds, alternately on and off)")
+            throw LightError(
+                description:
+                    "\"\(text)\" is not a pattern: use on, off, \"blink ON_MS/OFF_MS\" or \"pattern A/B/C/D\" (milliseconds, alternately on and off)"
+            )
         }
         let ms = parts[1].split(separator: "/").map { Int($0.trimmed) }
         guard !ms.isEmpty, ms.count % 2 == 0, ms.allSatisfy({ ($0 ?? 0) >= 20 && ($0 ?? 0) <= 60_000 }) else {

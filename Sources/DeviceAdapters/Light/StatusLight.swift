@@ -1,11 +1,12 @@
 import CGPIOShim
 import FoundationEssentials
+import NIOConcurrencyHelpers
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import NIOConcurrencyHelpers
 
 /// The status LED, behind a small protocol: a real GPIO line or a simulated one. The agent
 /// cannot tell them apart.

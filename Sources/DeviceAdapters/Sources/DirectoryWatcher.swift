@@ -35,11 +35,14 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
 
     public func start(_ sink: @escaping EventSink) throws {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard fd >= 0 else { throw LightError(description: "directory source \(name): inotify_init1 failed: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw LightError(description: "directory source \(name): inotify_init1 failed: \(String(cString: strerror(errno)))")
+        }
         guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else {
             let e = errno
             close(fd)
-            throw LightError(description: "directory source \(name): cannot watch \(path): \(String(cString: strerror(e))) (sources[].path)")
+            throw LightError(
+                description: "directory source \(name): cannot watch \(path): \(String(cString: strerror(e))) (sources[].path)")
         }
         worker.start(name: "source-\(name)") { [self] w in
             defer { close(fd) }

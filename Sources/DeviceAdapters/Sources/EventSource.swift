@@ -1,11 +1,12 @@
 import FoundationEssentials
+import NIOConcurrencyHelpers
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import NIOConcurrencyHelpers
-import NIOCore
 
 /// Something on the device that produces events (a camera pipeline, a device folder, ...).
 /// The agent gives each event its identity, sequence number and time; a source says what

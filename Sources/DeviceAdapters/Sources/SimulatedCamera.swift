@@ -35,19 +35,26 @@ public final class SimulatedCamera: EventSource, @unchecked Sendable {
                 n += 1
                 let event: SourceEvent
                 if n % 4 == 0 {
-                    event = SourceEvent(type: "motion", fields: [
-                        "area": .number((Double.random(in: 0.01...0.5, using: &rng) * 1000).rounded() / 1000),
-                        "camera": .string(self.name),
-                    ])
+                    event = SourceEvent(
+                        type: "motion",
+                        fields: [
+                            "area": .number((Double.random(in: 0.01...0.5, using: &rng) * 1000).rounded() / 1000),
+                            "camera": .string(self.name),
+                        ])
                 } else {
                     let x = Int.random(in: 0..<1600, using: &rng)
                     let y = Int.random(in: 0..<900, using: &rng)
-                    event = SourceEvent(type: "detection", fields: [
-                        "label": .string(labels[Int.random(in: 0..<labels.count, using: &rng)]),
-                        "score": .number((Double.random(in: 0.5...0.99, using: &rng) * 1000).rounded() / 1000),
-                        "bbox": .object(["x": .int(x), "y": .int(y), "w": .int(Int.random(in: 20...320, using: &rng)), "h": .int(Int.random(in: 20...180, using: &rng))]),
-                        "camera": .string(self.name),
-                    ])
+                    event = SourceEvent(
+                        type: "detection",
+                        fields: [
+                            "label": .string(labels[Int.random(in: 0..<labels.count, using: &rng)]),
+                            "score": .number((Double.random(in: 0.5...0.99, using: &rng) * 1000).rounded() / 1000),
+                            "bbox": .object([
+                                "x": .int(x), "y": .int(y), "w": .int(Int.random(in: 20...320, using: &rng)),
+                                "h": .int(Int.random(in: 20...180, using: &rng)),
+                            ]),
+                            "camera": .string(self.name),
+                        ])
                 }
                 sink(event)
                 counts.add("emitted")

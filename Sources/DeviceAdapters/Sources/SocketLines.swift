@@ -60,8 +60,12 @@ public enum SocketLine {
     public static func parse(_ bytes: [UInt8]) -> Parsed {
         if isBlank(bytes) { return .blank }
         let trimmed = bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
-        guard let value = JSONValue.parse(trimmed) else { return .rejected(reason: "invalid_json", message: "not valid JSON: \(printable(trimmed))") }
-        guard case .object(var fields) = value else { return .rejected(reason: "not_object", message: "a JSON value that is not an object") }
+        guard let value = JSONValue.parse(trimmed) else {
+            return .rejected(reason: "invalid_json", message: "not valid JSON: \(printable(trimmed))")
+        }
+        guard case .object(var fields) = value else {
+            return .rejected(reason: "not_object", message: "a JSON value that is not an object")
+        }
         var type = "external"
         if let t = fields.removeValue(forKey: "type") {
             guard let s = t.stringValue, !s.isEmpty, s.count <= 64 else {

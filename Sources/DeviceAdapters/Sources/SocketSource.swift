@@ -66,8 +66,9 @@ public final class SocketSource: EventSource, @unchecked Sendable {
                     }
                     return ch.eventLoop.makeCompletedFuture {
                         try ch.pipeline.syncOperations.addHandler(
-                            LineHandler(source: name, maxLineBytes: max, maxLinesPerSecond: rate, counts: counts, log: log, sink: sink,
-                                        closed: { open.withLockedValue { $0 -= 1 } }))
+                            LineHandler(
+                                source: name, maxLineBytes: max, maxLinesPerSecond: rate, counts: counts, log: log, sink: sink,
+                                closed: { open.withLockedValue { $0 -= 1 } }))
                     }
                 }
                 .bind(unixDomainSocketPath: path).wait()
@@ -161,7 +162,9 @@ final class LineHandler: ChannelInboundHandler {
             counts.add("rejected_rate")
             droppedSinceLog += 1
             if loggedAt.map({ now - $0 >= .seconds(1) }) ?? true {
-                log("socket source \(source): a writer is over \(Int(rate)) lines per second (max_lines_per_second): \(droppedSinceLog) lines dropped")
+                log(
+                    "socket source \(source): a writer is over \(Int(rate)) lines per second (max_lines_per_second): \(droppedSinceLog) lines dropped"
+                )
                 loggedAt = now
                 droppedSinceLog = 0
             }

@@ -24,7 +24,9 @@ public final class Agent: @unchecked Sendable {
     let player: LightPlayer?
     let startedAt = Date()
     let startedUptime = ProcessInfo.processInfo.systemUptime
-    private let state = NIOLockedValueBox<(current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)>(
+    private let state = NIOLockedValueBox<
+        (current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)
+    >(
         (.connecting, nil, 0, false, false))
     private let wake = Condition()
     private var infoTimer: RepeatedTask?  // touched on infoQueue only
@@ -94,11 +96,15 @@ public final class Agent: @unchecked Sendable {
         for s in config.sources {
             let l = logger
             switch s.type {
-            case "simulated": built.append(SimulatedCamera(name: s.name, rate: s.rate, labels: s.labels.isEmpty ? ["person", "car", "bicycle", "dog"] : s.labels))
+            case "simulated":
+                built.append(
+                    SimulatedCamera(name: s.name, rate: s.rate, labels: s.labels.isEmpty ? ["person", "car", "bicycle", "dog"] : s.labels))
             case "socket":
-                built.append(SocketSource(
-                    name: s.name, path: s.path, maxLineBytes: s.maxLineBytes, maxConnections: s.maxConnections,
-                    maxLinesPerSecond: s.maxLinesPerSecond) { l.warning("\($0)") })
+                built.append(
+                    SocketSource(
+                        name: s.name, path: s.path, maxLineBytes: s.maxLineBytes, maxConnections: s.maxConnections,
+                        maxLinesPerSecond: s.maxLinesPerSecond
+                    ) { l.warning("\($0)") })
             case "v4l2": built.append(V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval))
             default: built.append(DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes))
             }
@@ -178,7 +184,12 @@ public final class Agent: @unchecked Sendable {
     /// READY=1 after the first connection attempt, whatever its outcome: the agent is up and
     /// buffering; a broker that is down is not a failed start.
     private func sendReady() {
-        guard readySent.withLockedValue({ r in defer { r = true }; return !r }), notifier.isActive else { return }
+        guard
+            readySent.withLockedValue({ r in
+                defer { r = true }
+                return !r
+            }), notifier.isActive
+        else { return }
         notifier.notify("READY=1\nSTATUS=\(currentState.rawValue)")
         logger.info("systemd: READY")
         if let interval = notifier.watchdogInterval { startWatchdog(every: interval) }
@@ -198,7 +209,9 @@ public final class Agent: @unchecked Sendable {
                 if loopOK && agentOK {
                     notifier.notify("WATCHDOG=1")
                 } else {
-                    logger.error("watchdog not fed: \(loopOK ? "" : "the MQTT thread did not answer within \(budget) s; ")\(agentOK ? "" : "the agent's queue is stuck")")
+                    logger.error(
+                        "watchdog not fed: \(loopOK ? "" : "the MQTT thread did not answer within \(budget) s; ")\(agentOK ? "" : "the agent's queue is stuck")"
+                    )
                 }
                 wake.lock()
                 _ = wake.wait(seconds: interval)
@@ -251,7 +264,12 @@ public final class Agent: @unchecked Sendable {
     /// A clean stop: sources first, then the retained `offline` (a clean DISCONNECT suppresses
     /// the Will, so the agent says it itself), then DISCONNECT; the LED goes off.
     public func stop() {
-        guard state.withLockedValue({ st in defer { st.stopping = true }; return !st.stopping }) else { return }
+        guard
+            state.withLockedValue({ st in
+                defer { st.stopping = true }
+                return !st.stopping
+            })
+        else { return }
         notifier.notify("STOPPING=1")
         wake.lock()
         wake.broadcast()
@@ -262,7 +280,9 @@ public final class Agent: @unchecked Sendable {
         if mqtt.state == .connected {
             let done = DispatchSemaphore(value: 0)
             do {
-                try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "offline"), qos: 1, retain: true) { _ in done.signal() }
+                try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "offline"), qos: 1, retain: true) { _ in
+                    done.signal()
+                }
                 if done.wait(timeout: .now() + 3) == .timedOut { logger.warning("status offline not acknowledged within 3 s") }
             } catch {
                 logger.warning("status offline not published: \(error)")
@@ -335,7 +355,11 @@ public final class Agent: @unchecked Sendable {
                 broker: mqtt.broker.description, state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
                 reconnects: st.reconnects, last_error: mqtt.lastError?.message, client_id: mqtt.clientID,
                 dropped_incoming: mqtt.droppedIncomingMessages),
-            buffer: store.map { .init(pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped, held: $0.held, degraded: $0.degraded) },
+            buffer: store.map {
+                .init(
+                    pending: $0.pending, fill: ($0.fill * 1000).rounded() / 1000, dropped: $0.dropped, corrupt_skipped: $0.corruptSkipped,
+                    held: $0.held, degraded: $0.degraded)
+            },
             sources: sources.map { s in
                 var c = s.counters
                 if runtime.withLockedValue({ $0.sourceRunning[s.name] }) == false { c["disabled"] = 1 }

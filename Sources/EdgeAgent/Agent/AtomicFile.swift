@@ -13,7 +13,10 @@ enum AtomicFile {
     private static let counter = NIOLockedValueBox(0)
 
     static func write(_ bytes: [UInt8], to path: String) throws(AgentError) {
-        let n = counter.withLockedValue { c in defer { c += 1 }; return c }
+        let n = counter.withLockedValue { c in
+            defer { c += 1 }
+            return c
+        }
         let tmp = path + ".new-\(getpid())-\(n)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw AgentError("cannot write \(tmp): \(String(cString: strerror(errno)))") }

@@ -83,7 +83,9 @@ public enum BufferInspector {
                 line.accepted_at = iso8601(millis: at.wallMillis)
                 let bytes = Array(p.payload.readableBytesView)
                 line.payload_bytes = bytes.count
-                if let text = String(validating: bytes, as: UTF8.self) { line.payload = text } else {
+                if let text = String(validating: bytes, as: UTF8.self) {
+                    line.payload = text
+                } else {
                     line.payload_base64 = Data(bytes).base64EncodedString()
                 }
             case .identity(let m, let id):
@@ -112,11 +114,12 @@ public enum BufferInspector {
 
     public static func format(_ s: Summary) -> String {
         func size(_ n: Int) -> String {
-            n >= 1 << 20 ? "\(oneDecimal(Double(n) / 1048576)) MiB" : n >= 1024 ? "\(oneDecimal(Double(n) / 1024)) KiB" : "\(n) B"
+            n >= 1 << 20 ? "\(oneDecimal(Double(n) / 1_048_576)) MiB" : n >= 1024 ? "\(oneDecimal(Double(n) / 1024)) KiB" : "\(n) B"
         }
         func describe(_ e: (seq: UInt64, record: StoredRecord)?) -> String {
             guard let e, case .message(let p, let at) = e.record else { return "-" }
-            return "#\(e.seq)  \(iso8601(millis: at.wallMillis))  QoS \(p.qos.rawValue)\(p.retain ? " retained" : "")  \(p.topic)  (\(p.payload.readableBytes) bytes)"
+            return
+                "#\(e.seq)  \(iso8601(millis: at.wallMillis))  QoS \(p.qos.rawValue)\(p.retain ? " retained" : "")  \(p.topic)  (\(p.payload.readableBytes) bytes)"
         }
         let fill = Double(s.liveSegments) / Double(max(1, s.segments)) * 100
         return """

@@ -1,5 +1,5 @@
-import DeviceAdapters
 import Communicator
+import DeviceAdapters
 
 /// One request as read from its message, before anything runs: the checks every request passes
 /// (size, JSON object, `id`, `args`) and where the JSON asks for its answer. Pure, so that the

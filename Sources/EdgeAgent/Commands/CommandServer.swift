@@ -50,9 +50,10 @@ final class CommandServer: @unchecked Sendable {
         for p in [prefix] + (broadcastPrefix.map { [$0] } ?? []) {
             try agent.mqtt.subscribe(p + "/#", qos: 1) { [weak self] m in self?.received(m, prefix: p) }
         }
-        logger.info("commands on \(prefix)/<name>\(broadcastPrefix.map { " and \($0)/<name>" } ?? ""); allowed: \(allow.withLockedValue { $0.sorted() }.joined(separator: ", "))")
+        logger.info(
+            "commands on \(prefix)/<name>\(broadcastPrefix.map { " and \($0)/<name>" } ?? ""); allowed: \(allow.withLockedValue { $0.sorted() }.joined(separator: ", "))"
+        )
     }
-
 
     struct Failure: Error {
         var code: String
@@ -93,17 +94,26 @@ final class CommandServer: @unchecked Sendable {
             return
         case .running(let waits):
             count("duplicates")
-            logger.info("command \(name) id \(id): repeated while running; \(waits ? "this requester gets the run's answer too" : "the first run answers")")
+            logger.info(
+                "command \(name) id \(id): repeated while running; \(waits ? "this requester gets the run's answer too" : "the first run answers")"
+            )
             return
         case .new:
             break
         }
         guard AgentConfig.knownCommands.contains(name) else {
-            respond(id: id, name: name, reply, .failure(Failure(code: "unknown_command", message: "no command \"\(name)\" (known: \(AgentConfig.knownCommands.joined(separator: ", ")))")))
+            respond(
+                id: id, name: name, reply,
+                .failure(
+                    Failure(
+                        code: "unknown_command",
+                        message: "no command \"\(name)\" (known: \(AgentConfig.knownCommands.joined(separator: ", ")))")))
             return
         }
         guard allow.withLockedValue({ $0.contains(name) }) else {
-            respond(id: id, name: name, reply, .failure(Failure(code: "forbidden", message: "command \"\(name)\" is not allowed on this device (commands.allow)")))
+            respond(
+                id: id, name: name, reply,
+                .failure(Failure(code: "forbidden", message: "command \"\(name)\" is not allowed on this device (commands.allow)")))
             return
         }
         run(name, id: id, args: args, reply)
@@ -121,7 +131,10 @@ final class CommandServer: @unchecked Sendable {
         guard admitted else {
             respond(
                 id: id, name: name, reply,
-                .failure(Failure(code: "busy", message: "\(limit) requests of \"\(name)\" are waiting or running (commands.max_queued): send it again later")),
+                .failure(
+                    Failure(
+                        code: "busy",
+                        message: "\(limit) requests of \"\(name)\" are waiting or running (commands.max_queued): send it again later")),
                 remember: false)
             return
         }
@@ -134,8 +147,15 @@ final class CommandServer: @unchecked Sendable {
         let answered = NIOLockedValueBox(false)
         let timeout = agent.config.commands.timeout
         agent.timers.scheduleTask(in: .nanoseconds(Int64(timeout * 1e9))) { [self] in
-            guard answered.withLockedValue({ a in defer { a = true }; return !a }) else { return }
-            respond(id: id, name: name, reply, .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
+            guard
+                answered.withLockedValue({ a in
+                    defer { a = true }
+                    return !a
+                })
+            else { return }
+            respond(
+                id: id, name: name, reply,
+                .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
         }
         queue.async { [self] in
             defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
@@ -143,12 +163,24 @@ final class CommandServer: @unchecked Sendable {
             do { result = .success(try execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
                 result = .failure(Failure(code: "failed", message: "\(error)"))
             }
-            guard answered.withLockedValue({ a in defer { a = true }; return !a }) else {
+            guard
+                answered.withLockedValue({ a in
+                    defer { a = true }
+                    return !a
+                })
+            else {
                 logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
                 return
             }
             respond(id: id, name: name, reply, result, durable: true)
-            if case .success = result, let after = afterAnswer.withLockedValue({ a in defer { a = nil }; return a }) { after() }
+            if case .success = result,
+                let after = afterAnswer.withLockedValue({ a in
+                    defer { a = nil }
+                    return a
+                })
+            {
+                after()
+            }
         }
     }
 
@@ -230,7 +262,8 @@ final class CommandServer: @unchecked Sendable {
     private func source(_ args: [String: JSONValue]) throws(Failure) -> EventSource {
         let name = try string(args, "name")
         guard let s = agent.sources.first(where: { $0.name == name }) else {
-            throw Failure(code: "bad_arguments", message: "no source \"\(name)\" (sources: \(agent.sources.map(\.name).joined(separator: ", ")))")
+            throw Failure(
+                code: "bad_arguments", message: "no source \"\(name)\" (sources: \(agent.sources.map(\.name).joined(separator: ", ")))")
         }
         return s
     }
@@ -284,25 +317,36 @@ final class CommandServer: @unchecked Sendable {
             if name != "source/disable" && (name == "source/restart" || !running) {
                 do { try agent.startSource(s) } catch { throw Failure(code: "failed", message: "source \(s.name) cannot start: \(error)") }
             }
-            return .object(["source": .string(s.name), "running": .bool(agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false })])
+            return .object([
+                "source": .string(s.name), "running": .bool(agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false }),
+            ])
         case "log/level":
             let text = try string(args, "level")
             guard let level = Logger.Level(rawValue: text) else {
-                throw Failure(code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
+                throw Failure(
+                    code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
             }
             AgentLogHandler.level.withLockedValue { $0 = level }
             return .object(["level": .string(text)])
         case "agent/restart":
             let agent = self.agent
             afterAnswer.withLockedValue {
-                $0 = { agent.timers.scheduleTask(in: .milliseconds(300)) { DispatchQueue.global().async { agent.onExitRequest?(Agent.restartExitCode) } } }
+                $0 = {
+                    agent.timers.scheduleTask(in: .milliseconds(300)) {
+                        DispatchQueue.global().async { agent.onExitRequest?(Agent.restartExitCode) }
+                    }
+                }
             }
             return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
         case "reboot":
             let request = try RebootRequest(command: agent.config.commands.rebootCommand, environment: ProcessInfo.processInfo.environment)
             let (logger, timers) = (self.logger, agent.timers)
             afterAnswer.withLockedValue {
-                $0 = { timers.scheduleTask(in: .milliseconds(300)) { DispatchQueue.global().async { request.perform(id: id, logger: logger, timers: timers) } } }
+                $0 = {
+                    timers.scheduleTask(in: .milliseconds(300)) {
+                        DispatchQueue.global().async { request.perform(id: id, logger: logger, timers: timers) }
+                    }
+                }
             }
             return .object(["rebooting": .bool(true), "via": .string(request.description)])
         default:

@@ -22,8 +22,10 @@ struct ConfigUpdate {
     static let settable: Set<String> = [
         "status.info_interval", "log_level", "events.qos",
         "mqtt.keepalive", "mqtt.timeout", "mqtt.session_expiry", "mqtt.reconnect_initial_delay", "mqtt.reconnect_max_delay",
-        "offline_store.capacity_mb", "offline_store.sync", "offline_store.sync_interval", "offline_store.when_full", "offline_store.persist",
-        "led.enabled", "led.patterns.connected", "led.patterns.connecting", "led.patterns.offline", "led.patterns.error", "led.patterns.stopped",
+        "offline_store.capacity_mb", "offline_store.sync", "offline_store.sync_interval", "offline_store.when_full",
+        "offline_store.persist",
+        "led.enabled", "led.patterns.connected", "led.patterns.connecting", "led.patterns.offline", "led.patterns.error",
+        "led.patterns.stopped",
     ]
     /// Bounds checked before anything is parsed further.
     static let maxKeys = 32
@@ -39,7 +41,9 @@ struct ConfigUpdate {
     static func check(_ values: JSONValue?) throws -> [Change] {
         typealias F = CommandServer.Failure
         guard case .object(let values)? = values, !values.isEmpty, values.count <= Self.maxKeys else {
-            throw F(code: "bad_arguments", message: "\"values\" must be an object of 1 to \(Self.maxKeys) dotted keys and values, e.g. {\"status.info_interval\": 10}")
+            throw F(
+                code: "bad_arguments",
+                message: "\"values\" must be an object of 1 to \(Self.maxKeys) dotted keys and values, e.g. {\"status.info_interval\": 10}")
         }
         let refused = values.keys.filter { !Self.settable.contains($0) }.sorted()
         guard refused.isEmpty else {
@@ -48,17 +52,25 @@ struct ConfigUpdate {
                 let near = Self.settable.min { ConfigTree.distance($0, key) < ConfigTree.distance($1, key) }
                 return "\"\(shown)\"" + (near.map { ConfigTree.distance($0, key) <= 3 ? " (did you mean \($0)?)" : "" } ?? "")
             }
-            throw F(code: "bad_arguments", message: "cannot be set remotely: \(named.joined(separator: ", ")); nothing changed. Settable: \(Self.settable.sorted().joined(separator: ", "))")
+            throw F(
+                code: "bad_arguments",
+                message:
+                    "cannot be set remotely: \(named.joined(separator: ", ")); nothing changed. Settable: \(Self.settable.sorted().joined(separator: ", "))"
+            )
         }
         var changes: [Change] = []
-        for (key, value) in values.sorted(by: { $0.key < $1.key }) { changes.append(Change(key: key, value: try Self.node(value, key: key))) }
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) {
+            changes.append(Change(key: key, value: try Self.node(value, key: key)))
+        }
         return changes
     }
 
     func apply(_ args: [String: JSONValue]) throws -> JSONValue {
         typealias F = CommandServer.Failure
         let changes = try Self.check(args["values"])
-        guard let path = agent.configPath else { throw F(code: "unavailable", message: "the agent was not started from a configuration file") }
+        guard let path = agent.configPath else {
+            throw F(code: "unavailable", message: "the agent was not started from a configuration file")
+        }
         guard let data = FileManager.default.contents(atPath: path) else { throw F(code: "failed", message: "cannot read \(path)") }
         let tree: ConfigTree
         do { tree = try ConfigTree(yaml: String(decoding: data, as: UTF8.self), source: path) } catch {
@@ -107,7 +119,8 @@ struct ConfigUpdate {
         switch v {
         case .string(let s):
             guard s.utf8.count <= maxValueBytes else {
-                throw CommandServer.Failure(code: "bad_arguments", message: "\"\(key)\": a value of \(s.utf8.count) bytes; at most \(maxValueBytes)")
+                throw CommandServer.Failure(
+                    code: "bad_arguments", message: "\"\(key)\": a value of \(s.utf8.count) bytes; at most \(maxValueBytes)")
             }
             return .scalar(s, quoted: true)
         case .int(let i): return .scalar(String(i), quoted: false)

@@ -33,11 +33,13 @@ enum RebootRequest: Sendable, CustomStringConvertible {
             throw CommandServer.Failure(
                 code: "unavailable",
                 message: "cannot reboot: commands.reboot_command is empty and the agent was not started by edge-agent.service "
-                    + "(RUNTIME_DIRECTORY is not set); set commands.reboot_command, e.g. \"/bin/systemctl reboot\" for an agent running as root")
+                    + "(RUNTIME_DIRECTORY is not set); set commands.reboot_command, e.g. \"/bin/systemctl reboot\" for an agent running as root"
+            )
         }
         guard access(runtime, W_OK) == 0 else {
             throw CommandServer.Failure(
-                code: "unavailable", message: "cannot reboot: the runtime directory \(runtime) is not writable (\(String(cString: strerror(errno))))")
+                code: "unavailable",
+                message: "cannot reboot: the runtime directory \(runtime) is not writable (\(String(cString: strerror(errno))))")
         }
         self = .requestFile(runtime + "/" + Self.fileName)
     }
@@ -64,7 +66,8 @@ enum RebootRequest: Sendable, CustomStringConvertible {
                 guard let left = try? String(contentsOfFile: path, encoding: .utf8), left == text else { return }
                 unlink(path)
                 logger.error(
-                    "reboot requested \(Int(Self.helperTimeout)) s ago (id \(id)) and nothing took the request: enable the helper (systemctl enable --now edge-agent-reboot.path)")
+                    "reboot requested \(Int(Self.helperTimeout)) s ago (id \(id)) and nothing took the request: enable the helper (systemctl enable --now edge-agent-reboot.path)"
+                )
             }
         case .command(let command):
             logger.notice("reboot requested (id \(id)): running \(command)")

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Communicator
 import DeviceAdapters
 import FoundationEssentials
 import OfflineStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The agent's configuration: one YAML file (every key documented in
 /// config/edge-agent.example.yaml), any key overridable by the environment
@@ -92,7 +93,9 @@ public struct AgentConfig: Sendable {
         public var broadcastTopic: String?
         /// Where answers go when the request names no response topic.
         public var responseTopic = "devices/{device_id}/response"
-        public var allow: [String] = ["ping", "status", "config/get", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats", "log/level"]
+        public var allow: [String] = [
+            "ping", "status", "config/get", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats", "log/level",
+        ]
         public var timeout = 10.0
         public var maxPayloadBytes = 65_536
         public var remember = 256
@@ -131,16 +134,22 @@ public struct AgentConfig: Sendable {
     public init() {}
 
     /// Reads and validates the file; throws with every problem at once.
-    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> AgentConfig {
+    public static func load(
+        path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> AgentConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read (permissions?)" : "does not exist"
-            throw ConfigError(problems: ["configuration file \(path) \(reason): pass --config with the right path (example: config/edge-agent.example.yaml)"])
+            throw ConfigError(problems: [
+                "configuration file \(path) \(reason): pass --config with the right path (example: config/edge-agent.example.yaml)"
+            ])
         }
         let baseDir = directoryPart(of: path)
         return try parse(String(decoding: data, as: UTF8.self), source: path, environment: environment, baseDirectory: baseDir)
     }
 
-    static func parse(_ text: String, source: String, environment: [String: String], baseDirectory: String) throws(ConfigError) -> AgentConfig {
+    static func parse(
+        _ text: String, source: String, environment: [String: String], baseDirectory: String
+    ) throws(ConfigError) -> AgentConfig {
         let t = try ConfigTree(yaml: text, source: source)
         t.applyEnvironment(environment)
         if let credentials = environment["CREDENTIALS_DIRECTORY"] {
@@ -157,8 +166,12 @@ public struct AgentConfig: Sendable {
                 gethostname(&name, 255)
                 id = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             }
-            if !(1...64).contains(id.utf8.count) || !id.utf8.allSatisfy({ isWordByte($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }) {
-                t.problem("device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id")
+            if !(1...64).contains(id.utf8.count)
+                || !id.utf8.allSatisfy({ isWordByte($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") })
+            {
+                t.problem(
+                    "device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id"
+                )
             }
             c.deviceID = id
         } else {
@@ -203,7 +216,9 @@ public struct AgentConfig: Sendable {
         if m.reconnectMaxDelay < m.reconnectInitialDelay {
             t.problem("mqtt.reconnect_max_delay: \(m.reconnectMaxDelay) is below reconnect_initial_delay \(m.reconnectInitialDelay)")
         }
-        for (key, file) in [("mqtt.ca_certs", m.caCerts), ("mqtt.client_certificate", m.clientCertificate), ("mqtt.client_key", m.clientKey)] {
+        for (key, file) in [
+            ("mqtt.ca_certs", m.caCerts), ("mqtt.client_certificate", m.clientCertificate), ("mqtt.client_key", m.clientKey),
+        ] {
             if let file, !FileManager.default.isReadableFile(atPath: file) {
                 t.problem("\(key): \(file) cannot be read (missing, or no permission for this user)")
             }
@@ -215,7 +230,9 @@ public struct AgentConfig: Sendable {
         c.mqtt = m
 
         // topics
-        for (key, keyPath) in [("status", \Topics.status), ("info", \Topics.info), ("events", \Topics.events)] as [(String, WritableKeyPath<Topics, String>)] {
+        for (key, keyPath) in [("status", \Topics.status), ("info", \Topics.info), ("events", \Topics.events)]
+            as [(String, WritableKeyPath<Topics, String>)]
+        {
             let v = t.string("topics.\(key)", c.topics[keyPath: keyPath]) ?? c.topics[keyPath: keyPath]
             c.topics[keyPath: keyPath] = v
             let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
@@ -274,7 +291,9 @@ public struct AgentConfig: Sendable {
             let type = t.choice(key("type"), "", ["simulated", "socket", "v4l2", "directory"], in: item)
             if item.child("type") == nil { t.problem("\(key("type")): missing; one of simulated, socket, v4l2, directory") }
             var src = Source(type: type, name: t.string(key("name"), type.isEmpty ? "source\(i)" : "\(type)\(i)", in: item) ?? "")
-            if !names.insert(src.name).inserted { t.problem("\(key("name")): \"\(src.name)\" is used by another source; names must be unique") }
+            if !names.insert(src.name).inserted {
+                t.problem("\(key("name")): \"\(src.name)\" is used by another source; names must be unique")
+            }
             var allowed: Set<String> = ["type", "name"]
             switch type {
             case "simulated":
@@ -318,7 +337,10 @@ public struct AgentConfig: Sendable {
         k.topic = t.string("commands.topic", k.topic) ?? k.topic
         k.broadcastTopic = t.string("commands.broadcast_topic", nil)
         k.responseTopic = t.string("commands.response_topic", k.responseTopic) ?? k.responseTopic
-        for (key, v) in [("commands.topic", k.topic), ("commands.response_topic", k.responseTopic), ("commands.broadcast_topic", k.broadcastTopic ?? "x")] {
+        for (key, v) in [
+            ("commands.topic", k.topic), ("commands.response_topic", k.responseTopic),
+            ("commands.broadcast_topic", k.broadcastTopic ?? "x"),
+        ] {
             let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
             if let p = Topic.nameProblem(expanded) { t.problem("\(key): \(p) (the agent appends /<command name> itself)") }
         }
@@ -327,7 +349,9 @@ public struct AgentConfig: Sendable {
                 k.allow = []
                 for item in items {
                     guard case .scalar(let name, _) = item, Self.knownCommands.contains(name) else {
-                        t.problem("commands.allow: \(ConfigTree.show(item)) is not a command (known: \(Self.knownCommands.joined(separator: ", ")))")
+                        t.problem(
+                            "commands.allow: \(ConfigTree.show(item)) is not a command (known: \(Self.knownCommands.joined(separator: ", ")))"
+                        )
                         continue
                     }
                     k.allow.append(name)
@@ -347,7 +371,8 @@ public struct AgentConfig: Sendable {
         c.mqtt.maxIncomingPacketSize = t.int("mqtt.max_incoming_packet_size", k.maxPayloadBytes + 16_384, 1024...268_435_460)
         if c.mqtt.maxIncomingPacketSize < k.maxPayloadBytes + 1024 {
             t.problem(
-                "mqtt.max_incoming_packet_size: \(c.mqtt.maxIncomingPacketSize) leaves no room for a command of commands.max_payload_bytes \(k.maxPayloadBytes) and its topic; set it to at least \(k.maxPayloadBytes + 1024) or leave it out")
+                "mqtt.max_incoming_packet_size: \(c.mqtt.maxIncomingPacketSize) leaves no room for a command of commands.max_payload_bytes \(k.maxPayloadBytes) and its topic; set it to at least \(k.maxPayloadBytes + 1024) or leave it out"
+            )
         }
 
         c.stateDirectory = t.string("state_dir", c.stateDirectory) ?? c.stateDirectory
@@ -448,7 +473,9 @@ public struct AgentConfig: Sendable {
         func q(_ s: String?) -> String { s.map(YAML.quote) ?? "null" }  // escaped: it must read back
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
         func env(_ key: String) -> String {
-            fromCredential.contains(key) ? "  # from the systemd credential \(Self.passwordCredential)" : fromEnvironment.contains(key) ? "  # from the environment" : ""
+            fromCredential.contains(key)
+                ? "  # from the systemd credential \(Self.passwordCredential)"
+                : fromEnvironment.contains(key) ? "  # from the environment" : ""
         }
         var out = """
             device_id: \(q(deviceID))
@@ -507,7 +534,9 @@ public struct AgentConfig: Sendable {
         for s in sources {
             out += "  - type: \(s.type)\n    name: \(q(s.name))\n"
             switch s.type {
-            case "simulated": out += "    rate: \(s.rate)\n" + (s.labels.isEmpty ? "" : "    labels: [\(s.labels.map { q($0) }.joined(separator: ", "))]\n")
+            case "simulated":
+                out +=
+                    "    rate: \(s.rate)\n" + (s.labels.isEmpty ? "" : "    labels: [\(s.labels.map { q($0) }.joined(separator: ", "))]\n")
             case "socket": out += "    path: \(q(s.path))\n    max_line_bytes: \(s.maxLineBytes)\n"
             case "v4l2": out += "    directory: \(q(s.directory))\n    sysfs: \(q(s.sysfs))\n    poll_interval: \(s.pollInterval)\n"
             default: out += "    path: \(q(s.path))\n"
@@ -516,7 +545,8 @@ public struct AgentConfig: Sendable {
         out += "commands:\n  enabled: \(commands.enabled)\n  topic: \(q(commands.topic))  # \(topic(commands.topic))/<name>\n"
         out += "  broadcast_topic: \(q(commands.broadcastTopic))\n  response_topic: \(q(commands.responseTopic))\n"
         out += "  allow: [\(commands.allow.joined(separator: ", "))]\n  timeout: \(commands.timeout)\n"
-        out += "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  max_queued: \(commands.maxQueued)\n  reboot_command: \(q(commands.rebootCommand))\n"
+        out +=
+            "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  max_queued: \(commands.maxQueued)\n  reboot_command: \(q(commands.rebootCommand))\n"
         out += "state_dir: \(q(stateDirectory))\nlog_level: \(logLevel)\nhardware_dir: \(q(hardwareDirectory))\n"
         return out
     }

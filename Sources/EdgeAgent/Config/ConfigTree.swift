@@ -28,7 +28,10 @@ final class ConfigTree {
         } catch {
             throw ConfigError(problems: ["\(source) is not valid YAML: \(error)"])
         }
-        if case .mapping = root {} else if case .null = root { root = .mapping([]) } else {
+        if case .mapping = root {
+        } else if case .null = root {
+            root = .mapping([])
+        } else {
             throw ConfigError(problems: ["\(source): the top level must be a mapping of keys (device_id: ..., mqtt: ...)"])
         }
     }
@@ -205,7 +208,8 @@ final class ConfigTree {
     }
 
     static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
+        let a = Array(a)
+        let b = Array(b)
         var row = Array(0...b.count)
         for i in 1...max(1, a.count) where !a.isEmpty {
             var prev = row[0]
@@ -224,6 +228,7 @@ final class ConfigTree {
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public let problems: [String]
     public var description: String {
-        "configuration has \(problems.count) problem\(problems.count == 1 ? "" : "s"):\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+        "configuration has \(problems.count) problem\(problems.count == 1 ? "" : "s"):\n"
+            + problems.map { "  - \($0)" }.joined(separator: "\n")
     }
 }

@@ -93,7 +93,10 @@ enum YAML {
     static func write(_ value: ConfigTree.Value) -> String {
         var out = ""
         func key(_ k: String) -> String {
-            k.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) } && !k.isEmpty
+            k.utf8.allSatisfy {
+                $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || ($0 >= 48 && $0 <= 57)
+                    || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122)
+            } && !k.isEmpty
                 ? k : quote(k)
         }
         func inline(_ v: ConfigTree.Value) -> String? {

@@ -4,7 +4,6 @@ import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 
-
 /// Turns source events into the documented JSON (docs/EVENTS.md) and publishes them.
 public final class EventPipeline: @unchecked Sendable {
     let mqtt: MQTTProtocol

@@ -38,11 +38,13 @@ public final class SequenceCounter: @unchecked Sendable {
                 start = v
             } else if let backup = read(path + ".bak"), let v = UInt64(backup.trimmed), v > 0 {
                 start = v + lease
-                recovery = "event sequence file \(path) is damaged (\(printable(Array(text.utf8), limit: 40))); went on from its backup at \(start) (a gap of up to \(lease))"
+                recovery =
+                    "event sequence file \(path) is damaged (\(printable(Array(text.utf8), limit: 40))); went on from its backup at \(start) (a gap of up to \(lease))"
             } else {
                 let floor = now.timeIntervalSince(EventPipeline.clockFloor)
                 start = floor > 0 ? UInt64(floor * 1000) : 1
-                recovery = floor > 0
+                recovery =
+                    floor > 0
                     ? "event sequence file \(path) and its backup are damaged; went on at \(start), the milliseconds since 2025 (above any number used before)"
                     : "event sequence file \(path) and its backup are damaged and the clock is not trusted: counting again from 1 (event ids may repeat)"
             }

@@ -21,8 +21,10 @@ final class Broker: @unchecked Sendable {
         var tls: (ca: String, cert: String, key: String, requireClientCert: Bool)?
         var persistence = false
 
-        init(extraConfig: String = "", users: [String: String] = [:],
-             tls: (ca: String, cert: String, key: String, requireClientCert: Bool)? = nil, persistence: Bool = false) {
+        init(
+            extraConfig: String = "", users: [String: String] = [:],
+            tls: (ca: String, cert: String, key: String, requireClientCert: Bool)? = nil, persistence: Bool = false
+        ) {
             self.extraConfig = extraConfig
             self.users = users
             self.tls = tls

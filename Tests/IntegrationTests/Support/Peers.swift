@@ -103,17 +103,32 @@ struct TestPKI {
         let o = "/usr/bin/openssl"
         func p(_ name: String) -> String { dir.appendingPathComponent(name).path }
         for ca in ["ca", "other-ca"] {
-            try Broker.run(o, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edge-agent test \(ca)",
-                               "-keyout", p("\(ca).key"), "-out", p("\(ca).crt")])
+            try Broker.run(
+                o,
+                [
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edge-agent test \(ca)",
+                    "-keyout", p("\(ca).key"), "-out", p("\(ca).crt"),
+                ])
         }
         // Server: valid for the name "localhost" only (no IP SAN, so a wrong name cannot pass on the IP).
         try "subjectAltName=DNS:localhost\n".write(toFile: p("server.ext"), atomically: true, encoding: .utf8)
-        try Broker.run(o, ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", p("server.key"), "-out", p("server.csr")])
-        try Broker.run(o, ["x509", "-req", "-in", p("server.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
-                           "-days", "2", "-extfile", p("server.ext"), "-out", p("server.crt")])
-        try Broker.run(o, ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=edge-test-client", "-keyout", p("client.key"), "-out", p("client.csr")])
-        try Broker.run(o, ["x509", "-req", "-in", p("client.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
-                           "-days", "2", "-out", p("client.crt")])
+        try Broker.run(
+            o, ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", p("server.key"), "-out", p("server.csr")])
+        try Broker.run(
+            o,
+            [
+                "x509", "-req", "-in", p("server.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
+                "-days", "2", "-extfile", p("server.ext"), "-out", p("server.crt"),
+            ])
+        try Broker.run(
+            o,
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=edge-test-client", "-keyout", p("client.key"), "-out", p("client.csr")])
+        try Broker.run(
+            o,
+            [
+                "x509", "-req", "-in", p("client.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
+                "-days", "2", "-out", p("client.crt"),
+            ])
     }
 }
 

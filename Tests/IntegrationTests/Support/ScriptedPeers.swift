@@ -1,7 +1,8 @@
-@testable import Communicator
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+
+@testable import Communicator
 
 #if canImport(Glibc)
 import Glibc
@@ -188,7 +189,10 @@ final class TCPProxy: @unchecked Sendable {
 
     /// Closes both sides of every connection at once (no DISCONNECT reaches the broker).
     func cutAll() {
-        for p in pairs.withLockedValue({ c -> [Pair] in defer { c.removeAll() }; return c }) {
+        for p in pairs.withLockedValue({ c -> [Pair] in
+            defer { c.removeAll() }
+            return c
+        }) {
             shutdown(p.client, Int32(SHUT_RDWR))
             shutdown(p.upstream, Int32(SHUT_RDWR))
         }
@@ -197,7 +201,10 @@ final class TCPProxy: @unchecked Sendable {
     /// Stops forwarding on every current connection without closing it (a half-open link).
     /// New connections pass normally.
     func stallAll() {
-        for p in pairs.withLockedValue({ c -> [Pair] in defer { c.removeAll() }; return c }) {
+        for p in pairs.withLockedValue({ c -> [Pair] in
+            defer { c.removeAll() }
+            return c
+        }) {
             p.stalled.withLockedValue { $0 = true }
         }
     }
