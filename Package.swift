@@ -117,6 +117,7 @@ let package = Package(
             dependencies: [
                 "Communicator",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -7,7 +7,7 @@ import NIOSSL
 // client core straight into one outbound buffer per flush.
 
 /// What the decoder hands on: a packet, or word of a PUBLISH skipped as too large.
-enum Inbound {
+enum Inbound: Equatable {
     case packet(MQTTPacket)
     case droppedPublish(DroppedPublish)
 }
