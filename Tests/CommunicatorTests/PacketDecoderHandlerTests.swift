@@ -29,7 +29,10 @@ struct PacketDecoderHandlerTests {
             .publish(q1), .publish(q2),
             .ack(.init(.puback, packetID: 1)), .ack(.init(.pubrel, packetID: 2)), .pingresp,
         ]
-        let pairs = packets.map { p in (Self.bytes([p], version), [Inbound.packet(p)]) } + [(Self.bytes(packets, version), packets.map(Inbound.packet))]
+        let pairs =
+            packets.map { p in (Self.bytes([p], version), [Inbound.packet(p)]) } + [
+                (Self.bytes(packets, version), packets.map(Inbound.packet))
+            ]
         try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) {
             MQTTPacketDecoder(version: version, maxPacketSize: 1 << 20)
         }

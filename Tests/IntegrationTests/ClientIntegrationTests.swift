@@ -1,6 +1,7 @@
 import Communicator
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 import Testing
 
 /// The library against a real mosquitto on loopback, started by the tests.
@@ -282,6 +283,36 @@ struct ClientIntegrationTests {
         }
     }
 
+    @Test(
+        "2,000 async publishes at once with the default queue (1,000): those that find it full suspend until room comes, every one is delivered",
+        arguments: versions)
+    func asyncPublishersSuspend(version: MQTTVersion) async throws {
+        let broker = try SharedBroker.get()
+        let topic = uniqueTopic("async")
+        let receiver = client(broker, version, id: "recv")
+        try await receiver.connect()
+        defer { receiver.disconnect() }
+        let inbox = Inbox()
+        try await receiver.subscribe(topic, qos: 1) { m in inbox.add(m) }
+        let sender = client(broker, version, id: "send")
+        try await sender.connect()
+        defer { sender.disconnect() }
+        let refused = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<2000 {
+                group.addTask {
+                    do {
+                        try await sender.publish(topic, "\(i)", qos: 1)
+                        return false
+                    } catch { return true }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(refused == 0)
+        let got = try inbox.wait(for: 2000, timeout: 30)
+        #expect(Set(got.map(\.payload)).count == 2000)
+    }
+
     @Test("blocking mode: loopForever runs the network on the calling thread until stopLoop", arguments: versions)
     func blockingMode(version: MQTTVersion) throws {
         let broker = try SharedBroker.get()
@@ -392,6 +423,24 @@ struct ConnectionErrorTests {
         try waitUntil(timeout: 15, "reconnected") { mqtt.state == .connected }
         try waitUntil(timeout: 15, "the five") { sub.lines.count >= 5 }
         #expect(sub.lines == (0..<5).map { "m\($0)" })
+    }
+
+    @Test("a full queue that nothing drains, async: publish suspends `timeout` (no thread waits), then throws .queueFull")
+    func fullQueueAsyncTimesOut() async throws {
+        let broker = try Broker.start()
+        var config = MQTTConfig(
+            brokerAddress: "127.0.0.1", port: broker.port, timeout: 1, maxReconnectAttempts: 0, clientID: uniqueID("afull"))
+        config.publishQueueMaxsize = 5
+        let mqtt = MQTTProtocol(config: config)
+        defer { mqtt.disconnect() }
+        try await mqtt.connect()
+        broker.stop()
+        try waitUntil(timeout: 10, "offline") { mqtt.state != .connected }
+        for i in 0..<5 { try mqtt.publish("t/afull", ByteBuffer(string: "m\(i)"), qos: 1) { _ in } }
+        let error = await #expect(throws: ProtocolValidationError.self) { try await mqtt.publish("t/afull", "one too many", qos: 1) }
+        #expect(
+            error?.reason == .queueFull && error?.message.contains("none completed within 1.0 s (timeout)") == true,
+            "\(error?.message ?? "")")
     }
 
     @Test(

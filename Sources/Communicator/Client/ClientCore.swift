@@ -82,8 +82,8 @@ final class ClientCore: @unchecked Sendable {
         var drainScheduled = false
         /// Publishes accepted and not yet completed.
         var outstanding = 0
-        /// Threads in a plain `publish` waiting for room in the full queue (woken when room is given back).
-        var roomWaiters: [(id: UInt64, wake: DispatchSemaphore)] = []
+        /// Publishes waiting for room in the full queue (woken when room is given back).
+        var roomWaiters: [(ticket: UInt64, wake: ClientCore.RoomWaiter)] = []
         var nextWaiterID: UInt64 = 0
     }
 
@@ -238,7 +238,7 @@ final class ClientCore: @unchecked Sendable {
 
     /// Accepts a publish if the bound on outstanding messages allows it.
     func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion) -> Bool {
-        if case .accepted = submitPublish(publish, completion, orWaitWith: nil) { return true }
+        if case .accepted = admit(publish, completion, orWait: nil) { return true }
         return false
     }
 
@@ -246,12 +246,45 @@ final class ClientCore: @unchecked Sendable {
     /// the network thread: the network thread makes the room). The seed's `Queue.put`.
     func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo seconds: Double) -> Bool {
         let deadline = DispatchTime.now() + seconds
+        let ticket = newTicket()
         while true {
             let wake = DispatchSemaphore(value: 0)
-            guard case .waiting(let id) = submitPublish(publish, completion, orWaitWith: wake) else { return true }
+            guard case .waiting = admit(publish, completion, orWait: (ticket, .thread(wake))) else { return true }
             if wake.wait(timeout: deadline) == .timedOut {
-                inbox.withLockedValue { $0.roomWaiters.removeAll { $0.id == id } }
+                withdraw(ticket)
                 return submitPublish(publish, completion)  // room may have come with the deadline
+            }
+        }
+    }
+
+    /// The async form: no thread waits. Each time room is given back the loop tries again (on the
+    /// loop), until `seconds` have passed; then `failed` runs.
+    func submitPublish(
+        _ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo seconds: Double, failed: @escaping @Sendable () -> Void
+    ) {
+        let ticket = newTicket()
+        @Sendable func attempt() -> Admission { admit(publish, completion, orWait: (ticket, .retry({ _ = attempt() }))) }
+        guard case .waiting = attempt() else { return }
+        guard let loop = currentLoop else {
+            withdraw(ticket)
+            failed()
+            return
+        }
+        loop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [self] in
+            // Still waiting at the deadline (wakes and this run on the loop, one after the other).
+            if withdraw(ticket) && !submitPublish(publish, completion) { failed() }
+        }
+    }
+
+    /// Who waits for room: a thread in a plain `publish`, or an async publish's next try.
+    enum RoomWaiter: Sendable {
+        case thread(DispatchSemaphore)
+        case retry(@Sendable () -> Void)
+
+        func wake() {
+            switch self {
+            case .thread(let s): s.signal()
+            case .retry(let again): again()
             }
         }
     }
@@ -259,19 +292,39 @@ final class ClientCore: @unchecked Sendable {
     private enum Admission {
         case accepted
         case full
-        case waiting(id: UInt64)
+        case waiting
     }
 
-    private func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, orWaitWith wake: DispatchSemaphore?) -> Admission {
+    private func newTicket() -> UInt64 {
+        inbox.withLockedValue {
+            $0.nextWaiterID &+= 1
+            return $0.nextWaiterID
+        }
+    }
+
+    /// Takes the ticket's waiter off the list; false if it was not on it (woken or accepted).
+    @discardableResult
+    private func withdraw(_ ticket: UInt64) -> Bool {
+        inbox.withLockedValue { box in
+            guard let i = box.roomWaiters.firstIndex(where: { $0.ticket == ticket }) else { return false }
+            box.roomWaiters.remove(at: i)
+            return true
+        }
+    }
+
+    private func admit(
+        _ publish: MQTTPacket.Publish, _ completion: Completion, orWait waiter: (ticket: UInt64, wake: RoomWaiter)?
+    )
+        -> Admission
+    {
         // Drop-oldest lets the loop make room, but a hard bound still holds for what waits
         // between two drains of the inbox.
         let limit = config.queueFullPolicy == .reject ? config.publishQueueMaxsize : 2 * config.publishQueueMaxsize + 65_535
         let (admission, loop, schedule) = inbox.withLockedValue { box -> (Admission, EventLoop?, Bool) in
             guard box.outstanding < limit else {
-                guard let wake else { return (.full, nil, false) }
-                box.nextWaiterID &+= 1
-                box.roomWaiters.append((box.nextWaiterID, wake))
-                return (.waiting(id: box.nextWaiterID), nil, false)
+                guard let waiter else { return (.full, nil, false) }
+                box.roomWaiters.append(waiter)
+                return (.waiting, nil, false)
             }
             box.outstanding += 1
             box.commands.append(.publish(publish, completion))
@@ -285,13 +338,13 @@ final class ClientCore: @unchecked Sendable {
 
     /// Room of `n` messages completed (or stored) is given back; whoever waits for room tries again.
     private func giveBack(_ n: Int) {
-        let waiting = inbox.withLockedValue { box -> [(id: UInt64, wake: DispatchSemaphore)] in
+        let waiting = inbox.withLockedValue { box -> [(ticket: UInt64, wake: RoomWaiter)] in
             box.outstanding -= n
             guard !box.roomWaiters.isEmpty else { return [] }
             defer { box.roomWaiters.removeAll(keepingCapacity: true) }
             return box.roomWaiters
         }
-        for w in waiting { w.wake.signal() }
+        for w in waiting { w.wake.wake() }
     }
 
     func submit(_ command: Command) {
@@ -446,9 +499,16 @@ final class ClientCore: @unchecked Sendable {
             startAttempt()
         case .hop:
             // The clean session is open (old state wiped): leave it and come back with Clean
-            // Session 0 so that this session outlives a dropped link.
+            // Session 0 so that this session outlives a dropped link. The next CONNECT waits for
+            // the broker to close this link: a CONNECT with our identifier that overtook the
+            // DISCONNECT (a proxy or load balancer in between) would take the session over, and
+            // the broker would publish this link's Will.
             machine.options.cleanStart = false
-            machine.disconnect(now: Self.now(), into: &actions)
+            machine.disconnect(now: Self.now(), awaitClose: true, into: &actions)
+            let thisAttempt = attempt
+            loop?.scheduleTask(in: .nanoseconds(Int64(min(1, config.timeout) * 1e9))) { [self] in
+                if attempt == thisAttempt { channel?.close(promise: nil) }
+            }
         case .up:
             sessionUp()
         case .report(let s):

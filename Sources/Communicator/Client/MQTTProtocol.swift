@@ -230,8 +230,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     /// Queues a message and returns; it is sent in order as soon as the connection allows. When
     /// `publishQueueMaxsize` messages are waiting or in flight, waits for room up to `timeout`
-    /// (like the seed's `Queue.put`), except on the network thread (in a callback) and in
-    /// blocking mode, where a full queue fails at once. Throws `ProtocolValidationError` for an
+    /// (like the seed's `Queue.put`; the async forms suspend instead), except on the network
+    /// thread (in a callback) and in blocking mode, where a full queue fails at once. Throws `ProtocolValidationError` for an
     /// invalid topic or QoS, a payload over the maximum packet size, or a queue still full.
     public func publish(_ topic: String, _ payload: String, qos: Int = 1, retain: Bool = false) throws {
         try enqueue(try makePublish(topic, ByteBuffer(string: payload), qos: qos, retain: retain), .none)
@@ -269,7 +269,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     {
         let p = try makePublish(topic, payload, qos: qos, retain: retain, properties: properties)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch { c.resume(throwing: error) }
+            enqueueSuspending(p, c)
         }
     }
 
@@ -285,12 +285,30 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false) async throws {
         let p = try makePublish(topic, payload, qos: qos, retain: retain)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch { c.resume(throwing: error) }
+            enqueueSuspending(p, c)
         }
     }
 
-    /// `wait`: a plain publish waits for room in a full queue; the async forms do not block a
-    /// task's thread (they fail at once, as on the network thread).
+    /// The async forms: checked like a plain publish, then, if the queue is full, suspended (no
+    /// thread waits) until room comes or `timeout` has passed.
+    private func enqueueSuspending(_ p: MQTTPacket.Publish, _ c: CheckedContinuation<Void, any Error>) {
+        do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch let e as ProtocolValidationError
+            where e.reason == .queueFull
+        {
+            guard config.mode == .nonBlocking, !isOnNetworkThread, config.queueFullPolicy == .reject else { return c.resume(throwing: e) }
+            let (timeout, limit) = (config.timeout, config.publishQueueMaxsize)
+            core.submitPublish(p, .done({ c.resume(with: $0) }), waitingUpTo: timeout) {
+                c.resume(
+                    throwing: ProtocolValidationError(
+                        "publish queue is full: \(limit) messages are waiting or in flight (publish_queue_maxsize), and none completed within \(timeout) s (timeout); message on \"\(p.topic)\" refused",
+                        reason: .queueFull))
+            }
+        } catch {
+            c.resume(throwing: error)
+        }
+    }
+
+    /// `wait`: a plain publish waits for room in a full queue, off the network thread.
     private func enqueue(_ p: MQTTPacket.Publish, _ completion: Completion, wait: Bool = true) throws {
         if p.qos == .atMostOnce && !config.queueQoS0WhileDisconnected && state != .connected {
             throw ProtocolConnectionError(

@@ -257,14 +257,17 @@ public struct SessionMachine<Token> {
     }
 
     /// A clean disconnect: DISCONNECT (normal, so the Will is discarded [MQTT-3.14.4-3]) then close.
-    public mutating func disconnect(now: UInt64, into actions: inout [Action]) {
+    /// DISCONNECT, then close [MQTT-3.14.4-1]. `awaitClose`: leave the close to the broker (which
+    /// closes on DISCONNECT) and to the owner's deadline, so that nothing sent after it, on another
+    /// connection, can reach the broker before the DISCONNECT (the 3.1.1 session hop).
+    public mutating func disconnect(now: UInt64, awaitClose: Bool = false, into actions: inout [Action]) {
         guard state == .up || state == .awaitingConnack else { return }
         state = .closing
         if info != nil {
             actions.append(.send(.disconnect(.init())))
             actions.append(.flush)
         }
-        actions.append(.close(nil))
+        if !awaitClose { actions.append(.close(nil)) }
     }
 
     /// Fails everything still waiting (used when the client gives up for good).
