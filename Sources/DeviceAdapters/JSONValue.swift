@@ -19,7 +19,10 @@ public enum JSONValue: Sendable, Equatable, Codable {
         } else if let i = try? c.decode(Int.self) {
             self = .int(i)
         } else if let d = try? c.decode(Double.self) {
-            self = .number(d)
+            // JSON has one kind of number: a whole one (7.1e16, or digits past a Double's precision
+            // as in 71111111111111111.1) is an int, so that it reads back the same once written
+            // (which prints it without a fraction).
+            self = Int(exactly: d).map { .int($0) } ?? .number(d)
         } else if let s = try? c.decode(String.self) {
             self = .string(s)
         } else if let a = try? c.decode([JSONValue].self) {
