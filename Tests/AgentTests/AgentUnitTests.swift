@@ -568,3 +568,40 @@ struct RecentRequestsTests {
         #expect({ if case .new = recent.begin("r3", waiter: "a") { true } else { false } }())
     }
 }
+
+@Suite("JSON values")
+struct JSONValueTests {
+    @Test(
+        "nesting deeper than maxDepth is refused before decoding (its cost grows with the cube of the depth); brackets in strings do not count"
+    )
+    func depth() {
+        let ok = String(repeating: "[", count: JSONValue.maxDepth) + String(repeating: "]", count: JSONValue.maxDepth)
+        #expect(JSONValue.parse(Array(ok.utf8)) != nil)
+        let deep = "[" + ok + "]"
+        #expect(JSONValue.parse(Array(deep.utf8)) == nil)
+        #expect(JSONValue.depth(of: Array(#"{"a":"[[[[\"{{{{","b":[1,{"c":2}]}"#.utf8)) == 3)
+        let request = CommandRequest(payload: Array(deep.utf8), maxPayloadBytes: 4096, hasResponseTopicProperty: false)
+        guard case .failure(let refusal) = request.parsed else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(refusal.failure.code == "bad_request" && refusal.failure.message.contains("deeper than 64 levels"))
+        guard case .rejected(let reason, let message) = SocketLine.parse(Array(("{\"v\":" + deep + "}").utf8)) else {
+            Issue.record("socket line accepted")
+            return
+        }
+        #expect(reason == "invalid_json" && message.contains("deeper than 64"))
+    }
+
+    @Test("a whole number written as a fraction past a Double's precision reads as an int, and reads back the same once written")
+    func wholeNumbers() throws {
+        let v = try #require(JSONValue.parse(Array(#"{"n":71111111111111111.1,"f":0.5,"i":3}"#.utf8)))
+        guard case .object(let o) = v, case .int? = o["n"] else {
+            Issue.record("not an int: \(v)")
+            return
+        }
+        #expect(o["f"] == .number(0.5) && o["i"] == .int(3))
+        let again = JSONValue.parse(Array(try JSONEncoder().encode(v)))
+        #expect(again == v)
+    }
+}

@@ -96,6 +96,8 @@ final class ClientCore: @unchecked Sendable {
     private var view: MQTTClientSnapshot
     private let published: NIOLockedValueBox<MQTTClientSnapshot>
     var snapshot: MQTTClientSnapshot { published.withLockedValue { $0 } }
+    /// One field of the snapshot, without copying the rest (the publish path reads the state).
+    func read<T>(_ field: (inout MQTTClientSnapshot) -> T) -> T { published.withLockedValue { field(&$0) } }
 
     // Owned by the loop:
     private var loop: EventLoop?
@@ -115,7 +117,6 @@ final class ClientCore: @unchecked Sendable {
     private var connection: ConnectionMachine
     /// The broker of the current (or last) connection attempt.
     private var current: BrokerEndpoint { view.broker }
-    private var runningActions = false
     private var connectWaiters: [Completion] = []
     private var disconnectWaiters: [Completion] = []
     private var lastFailure: (any CommunicatorError)?
@@ -338,9 +339,12 @@ final class ClientCore: @unchecked Sendable {
 
     /// Room of `n` messages completed (or stored) is given back; whoever waits for room tries again.
     private func giveBack(_ n: Int) {
-        let waiting = inbox.withLockedValue { box -> [(ticket: UInt64, wake: RoomWaiter)] in
+        let anyWaiting = inbox.withLockedValue { box -> Bool in
             box.outstanding -= n
-            guard !box.roomWaiters.isEmpty else { return [] }
+            return !box.roomWaiters.isEmpty
+        }
+        guard anyWaiting else { return }  // the common case: one lock, no copy
+        let waiting = inbox.withLockedValue { box -> [(ticket: UInt64, wake: RoomWaiter)] in
             defer { box.roomWaiters.removeAll(keepingCapacity: true) }
             return box.roomWaiters
         }
@@ -717,11 +721,10 @@ final class ClientCore: @unchecked Sendable {
     // MARK: - Actions
 
     /// Not re-entered: a channel closed while actions run reports its end at once, and what that
-    /// adds to `actions` is taken by the loop already running.
+    /// adds to `actions` is taken by the loop already running (which holds its batch in
+    /// `spareActions` until it is done, so a non-empty `spareActions` means "running").
     private func runActions() {
-        guard !runningActions else { return }
-        runningActions = true
-        defer { runningActions = false }
+        guard spareActions.isEmpty else { return }
         while !actions.isEmpty {
             swap(&actions, &spareActions)
             // Room in the queue is given back before the completion callbacks run, so a caller
@@ -786,7 +789,7 @@ final class ClientCore: @unchecked Sendable {
             needsFlush = true
         case .deliver(let p):
             let message = MQTTMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
-            for handler in subscriptions.handlers(for: p) { handler(message) }
+            subscriptions.forEachHandler(for: p) { $0(message) }
         case .connected:
             outbox?.connected()
             lifecycle(.accepted)

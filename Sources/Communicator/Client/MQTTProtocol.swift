@@ -86,27 +86,27 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     /// What the broker granted in the last CONNACK (keep-alive, Receive Maximum, Maximum Packet
     /// Size, Maximum QoS, ...), nil before the first connection.
-    public var connectionInfo: MQTTConnectionInfo? { core.snapshot.connectionInfo }
+    public var connectionInfo: MQTTConnectionInfo? { core.read { $0.connectionInfo } }
 
     /// The broker of the current connection (or of the last attempt): `brokerAddress:port`, a
     /// failover broker, or where a Server Reference sent the client.
-    public var broker: BrokerEndpoint { core.snapshot.broker }
+    public var broker: BrokerEndpoint { core.read { $0.broker } }
 
     /// The connection's current state.
-    public var state: ConnectionState { core.snapshot.state }
+    public var state: ConnectionState { core.read { $0.state } }
 
     /// State, broker, last error, session, store and counters together, as one moment held them.
     public var snapshot: MQTTClientSnapshot { core.snapshot }
 
     /// Whether the broker resumed a stored session on the last connect (nil before the first).
-    public var sessionPresent: Bool? { core.snapshot.sessionPresent }
+    public var sessionPresent: Bool? { core.read { $0.sessionPresent } }
 
     /// Messages dropped from a full queue under `queueFullPolicy = .dropOldest`.
-    public var droppedMessages: Int { core.snapshot.droppedMessages }
+    public var droppedMessages: Int { core.read { $0.droppedMessages } }
 
     /// Incoming messages skipped as larger than `maxIncomingPacketSize` (MQTT 3.1.1, which cannot
     /// tell the broker the limit; on 5.0 the broker drops them itself), since this client was made.
-    public var droppedIncomingMessages: Int { core.snapshot.droppedIncomingMessages }
+    public var droppedIncomingMessages: Int { core.read { $0.droppedIncomingMessages } }
 
     /// Whether the network thread takes commands: a no-op goes through the same queue as
     /// publishes and must come back within `timeout` seconds (for watchdogs). In blocking mode,
@@ -118,10 +118,10 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
     }
 
     /// The offline store's fill, counters and degraded state (nil without a store).
-    public var offlineStoreStatus: OfflineStoreStatus? { core.snapshot.store }
+    public var offlineStoreStatus: OfflineStoreStatus? { core.read { $0.store } }
 
     /// Why the last connection attempt or connection ended (nil if none has failed).
-    public var lastError: (any CommunicatorError)? { core.snapshot.lastError }
+    public var lastError: (any CommunicatorError)? { core.read { $0.lastError } }
 
     /// Calls `listener` (on the network thread) on every state change.
     public func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
@@ -315,16 +315,16 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
                 "not connected (\(state)): QoS 0 message on \"\(p.topic)\" not sent; use QoS 1/2 or queue_qos0_while_disconnected to keep it",
                 reason: .notConnected)
         }
-        if p.qos != .atMostOnce && core.snapshot.storeRefusing {
+        if p.qos != .atMostOnce && core.read({ $0.storeRefusing }) {
             throw ProtocolValidationError(
                 "message on \"\(p.topic)\" refused: the offline store is full and when_full is reject_newest; nothing was stored",
                 reason: .storeFull)
         }
         // Off the network thread a full queue is waited on, up to `timeout` (the seed's Queue.put);
         // the network thread makes the room, so there (in a callback) it fails at once.
+        if core.submitPublish(p, completion) { return }  // the common case: room, no further question
         let canWait = wait && config.mode == .nonBlocking && !isOnNetworkThread && config.queueFullPolicy == .reject
-        let accepted = canWait ? core.submitPublish(p, completion, waitingUpTo: config.timeout) : core.submitPublish(p, completion)
-        guard accepted else {
+        guard canWait && core.submitPublish(p, completion, waitingUpTo: config.timeout) else {
             throw ProtocolValidationError(
                 "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
                     + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused",

@@ -155,7 +155,11 @@ public struct SessionMachine<Token> {
 
     enum ConnectionState { case down, awaitingConnack, up, closing }
 
-    public var options: Options
+    public var options: Options {
+        didSet { hasPreparer = options.preparer != nil }
+    }
+    /// Whether a preparer is set (checked per message without copying the existential).
+    private var hasPreparer: Bool
     private(set) var state: ConnectionState = .down
     private var info: ConnectionInfo?
     private var nextID: UInt16 = 1
@@ -181,6 +185,7 @@ public struct SessionMachine<Token> {
 
     public init(options: Options) {
         self.options = options
+        hasPreparer = options.preparer != nil
     }
 
     public var isConnected: Bool { state == .up }
@@ -508,7 +513,7 @@ public struct SessionMachine<Token> {
         while let head = pending.first {
             if head.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) { break }
             var p = pending.removeFirst()
-            prepare(&p.publish)
+            if hasPreparer { prepare(&p.publish) }
             if let problem = violatesBrokerLimits(p.publish) {
                 actions.append(.publishCompleted(p.token, .failure(.brokerLimit(problem))))
                 continue

@@ -94,11 +94,18 @@ struct SubscriptionTable<Handler> {
 
     /// The callbacks a message reaches: by its Subscription Identifiers when it has them, else
     /// by matching each filter; each callback once.
-    func handlers(for publish: MQTTPacket.Publish) -> [Handler] {
+    func forEachHandler(for publish: MQTTPacket.Publish, _ body: (Handler) -> Void) {
         let ids = publish.properties.subscriptionIdentifiers
-        return entries.compactMap { filter, e in
-            (ids.isEmpty ? Topic.matches(filter: filter, topic: publish.topic) : ids.contains(e.id)) ? e.handler : nil
+        for (filter, e) in entries where ids.isEmpty ? Topic.matches(filter: filter, topic: publish.topic) : ids.contains(e.id) {
+            body(e.handler)
         }
+    }
+
+    /// The same as a list (tests).
+    func handlers(for publish: MQTTPacket.Publish) -> [Handler] {
+        var all: [Handler] = []
+        forEachHandler(for: publish) { all.append($0) }
+        return all
     }
 
     /// 1 ... 268,435,455 (the Variable Byte Integer's range, §3.8.2.1.2), then round again.

@@ -61,7 +61,10 @@ public enum SocketLine {
         if isBlank(bytes) { return .blank }
         let trimmed = bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
         guard let value = JSONValue.parse(trimmed) else {
-            return .rejected(reason: "invalid_json", message: "not valid JSON: \(printable(trimmed))")
+            let deep = JSONValue.depth(of: trimmed) > JSONValue.maxDepth
+            return .rejected(
+                reason: "invalid_json",
+                message: deep ? "nested deeper than \(JSONValue.maxDepth) levels" : "not valid JSON: \(printable(trimmed))")
         }
         guard case .object(var fields) = value else {
             return .rejected(reason: "not_object", message: "a JSON value that is not an object")

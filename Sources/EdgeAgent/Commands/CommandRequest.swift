@@ -28,7 +28,12 @@ struct CommandRequest {
             return
         }
         guard let value = JSONValue.parse(payload) else {
-            parsed = refuse(nil, "bad_request", "payload is not valid JSON; send {\"id\": \"...\", \"args\": {...}}")
+            let deep = JSONValue.depth(of: payload) > JSONValue.maxDepth
+            parsed = refuse(
+                nil, "bad_request",
+                deep
+                    ? "payload nests arrays or objects deeper than \(JSONValue.maxDepth) levels"
+                    : "payload is not valid JSON; send {\"id\": \"...\", \"args\": {...}}")
             return
         }
         guard case .object(let request) = value else {
