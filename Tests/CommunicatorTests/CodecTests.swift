@@ -391,7 +391,7 @@ struct CodecTests {
 
     @Test("random packets round-trip (seeded)")
     func randomRoundTrips() throws {
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<2000 {
             let version: MQTTVersion = rng.next() % 2 == 0 ? .v3_1_1 : .v5_0
             let topicLen = Int(rng.next() % 40) + 1
@@ -413,7 +413,7 @@ struct CodecTests {
 
     @Test("random bytes never crash the decoder (seeded)")
     func fuzz() {
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var decodedCount = 0
         for _ in 0..<20_000 {
             let len = Int(rng.next() % 24)
@@ -427,18 +427,5 @@ struct CodecTests {
         // Some random inputs are valid packets (PINGREQ, short acks...); most are not.
         #expect(decodedCount > 0)
         #expect(decodedCount < 40_000)
-    }
-}
-
-/// A small deterministic generator for seeded tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

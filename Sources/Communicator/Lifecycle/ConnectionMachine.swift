@@ -375,7 +375,7 @@ struct ConnectionMachine {
 }
 
 /// A small seeded generator (SplitMix64): the machine's jitter and random order are reproducible
-/// in tests; the client seeds it from the system's generator.
+/// in tests, which use it too; the client seeds it from the system's generator.
 struct SplitMix64: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
@@ -383,7 +383,7 @@ struct SplitMix64: RandomNumberGenerator {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D1_049E_B8D5_4AE7
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
 }
