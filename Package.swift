@@ -116,6 +116,7 @@ let package = Package(
             name: "CommunicatorTests",
             dependencies: [
                 "Communicator",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ]

@@ -111,7 +111,7 @@ final class ClientCore: @unchecked Sendable {
     /// QoS 0 publishes in `out`: complete when the write that carries them completes.
     private var writeWaiters: [Completion] = []
     private var inReadBatch = false
-    private var subscriptions = SubscriptionTable<MessageHandler>()
+    private var subscriptions = SubscriptionTable()
     /// Which broker next, when to wait, when to give up (failover, Server Reference, the 3.1.1
     /// session hop, the 5.0 → 3.1.1 fallback, the back-off).
     private var connection: ConnectionMachine
@@ -692,7 +692,7 @@ final class ClientCore: @unchecked Sendable {
         _ entries: [(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], _ completion: Completion, now: UInt64
     ) {
         if let info = machine.connectionInfo,
-            let problem = entries.lazy.compactMap({ SubscriptionTable<MessageHandler>.unsupported($0.filter, by: info) }).first
+            let problem = entries.lazy.compactMap({ SubscriptionTable.unsupported($0.filter, by: info) }).first
         {
             complete(completion, .failure(ProtocolValidationError(problem, reason: .brokerLimit)))
             return
