@@ -17,9 +17,13 @@ struct ConnectionDriver {
     }
 
     mutating func fail(_ message: String? = nil, versionRefused: Bool = false, auth: Bool = false) -> [Machine.Action] {
-        let error: (any CommunicatorError)? =
-            message.map { auth ? ProtocolAuthenticationError($0) as any CommunicatorError : ProtocolConnectionError($0) }
-        return on(.ended(.init(error: error, versionRefused: versionRefused)))
+        let error: (any CommunicatorError)? = message.map {
+            if auth { return ProtocolAuthenticationError($0) }
+            // As the client maps a 5.0 CONNACK "unsupported protocol version".
+            if versionRefused { return ProtocolError($0, reason: .connackRefused(.unsupportedProtocolVersion)) }
+            return ProtocolConnectionError($0)
+        }
+        return on(.ended(.init(error: error)))
     }
 
     static func broker(_ n: Int) -> BrokerEndpoint { BrokerEndpoint(host: "b\(n)", port: 1883) }

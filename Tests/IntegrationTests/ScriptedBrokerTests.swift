@@ -37,6 +37,34 @@ struct ScriptedBrokerTests {
         mqtt.disconnect()
     }
 
+    @Test(
+        "the 3.1.1 hop with a broker that keeps the clean link open after DISCONNECT: the client closes it itself and resumes the session")
+    func sessionHopBrokerKeepsLinkOpen() throws {
+        let seen = NIOLockedValueBox<[(clean: Bool, closedByClient: Bool)]>([])
+        let broker = try ScriptedBroker(connections: 2) { conn, _ in
+            guard case .connect(let c) = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(.connack(.init(sessionPresent: !c.cleanStart, returnCode: 0)))
+            if c.cleanStart {
+                guard try conn.read(timeout: 5) == .disconnect(.init()) else { throw TestFailure("expected DISCONNECT") }
+                // Never closed from here: the next read ends only when the client closes (nil at EOF).
+                let closed = try conn.read(timeout: 10) == nil
+                seen.withLockedValue { $0.append((true, closed)) }
+            } else {
+                seen.withLockedValue { $0.append((false, false)) }
+                _ = try conn.read(timeout: 5)
+            }
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) { $0.sessionExpiryInterval = 3600 })
+        try mqtt.connect()
+        defer { mqtt.disconnect() }
+        try waitUntil(timeout: 30, "two connections") { seen.withLockedValue { $0.count } == 2 }
+        let s = seen.withLockedValue { $0 }
+        // The two connections' threads may report in either order.
+        #expect(s.filter(\.clean).count == 1 && s.filter(\.clean).allSatisfy(\.closedByClient) && s.contains { !$0.clean }, "\(s)")
+        #expect(mqtt.state == .connected && mqtt.sessionPresent == true)
+    }
+
     struct BadReply: CustomTestStringConvertible, Sendable {
         let name: String
         let bytes: [UInt8]

@@ -681,8 +681,7 @@ final class ClientCore: @unchecked Sendable {
         tickTask = nil
         let failure = lastFailure
         if let failure { update { $0.lastError = failure } }
-        let versionRefused = failure?.code == ReasonCode.unsupportedProtocolVersion.rawValue
-        lifecycle(.ended(.init(error: failure, versionRefused: versionRefused)))
+        lifecycle(.ended(.init(error: failure)))
         runActions()
     }
 

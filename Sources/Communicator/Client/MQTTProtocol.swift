@@ -295,14 +295,9 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         do { try enqueue(p, .done({ c.resume(with: $0) }), wait: false) } catch let e as ProtocolValidationError
             where e.reason == .queueFull
         {
-            guard config.mode == .nonBlocking, !isOnNetworkThread, config.queueFullPolicy == .reject else { return c.resume(throwing: e) }
-            let (timeout, limit) = (config.timeout, config.publishQueueMaxsize)
-            core.submitPublish(p, .done({ c.resume(with: $0) }), waitingUpTo: timeout) {
-                c.resume(
-                    throwing: ProtocolValidationError(
-                        "publish queue is full: \(limit) messages are waiting or in flight (publish_queue_maxsize), and none completed within \(timeout) s (timeout); message on \"\(p.topic)\" refused",
-                        reason: .queueFull))
-            }
+            guard canWaitForRoom else { return c.resume(throwing: e) }
+            let timedOut = queueFull(p.topic, waited: true)
+            core.submitPublish(p, .done({ c.resume(with: $0) }), waitingUpTo: config.timeout) { c.resume(throwing: timedOut) }
         } catch {
             c.resume(throwing: error)
         }
@@ -323,13 +318,19 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         // Off the network thread a full queue is waited on, up to `timeout` (the seed's Queue.put);
         // the network thread makes the room, so there (in a callback) it fails at once.
         if core.submitPublish(p, completion) { return }  // the common case: room, no further question
-        let canWait = wait && config.mode == .nonBlocking && !isOnNetworkThread && config.queueFullPolicy == .reject
-        guard canWait && core.submitPublish(p, completion, waitingUpTo: config.timeout) else {
-            throw ProtocolValidationError(
-                "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
-                    + (canWait ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(p.topic)\" refused",
-                reason: .queueFull)
-        }
+        let canWait = wait && canWaitForRoom
+        guard canWait && core.submitPublish(p, completion, waitingUpTo: config.timeout) else { throw queueFull(p.topic, waited: canWait) }
+    }
+
+    /// Whether a publish made here may wait for room: not on the network thread (which makes the
+    /// room), not in blocking mode, and only when a full queue refuses (not under drop-oldest).
+    private var canWaitForRoom: Bool { config.mode == .nonBlocking && !isOnNetworkThread && config.queueFullPolicy == .reject }
+
+    private func queueFull(_ topic: String, waited: Bool) -> ProtocolValidationError {
+        ProtocolValidationError(
+            "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
+                + (waited ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(topic)\" refused",
+            reason: .queueFull)
     }
 
     private func makePublish(

@@ -82,8 +82,9 @@ struct ConnectionMachine {
     struct Ending {
         /// nil: the broker closed the connection without saying why.
         var error: (any CommunicatorError)?
-        /// The broker refused the protocol version (5.0 CONNACK 0x84).
-        var versionRefused = false
+
+        /// The broker refused the protocol version (5.0 CONNACK "unsupported protocol version").
+        var versionRefused: Bool { error?.reason == .connackRefused(.unsupportedProtocolVersion) }
     }
 
     enum Event {

@@ -1,5 +1,4 @@
 import FoundationEssentials
-import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)

@@ -1,7 +1,6 @@
 import DeviceAdapters
 import FoundationEssentials
 import Logging
-import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
