@@ -281,7 +281,7 @@ struct ScriptedBrokerTests {
             conn.close()
         }
         let mqtt = MQTTProtocol(config: config(broker.port))
-        let before = mqtt.core.stateListenerCount
+        let before = mqtt.core.listeners.count
         let collector = Task {
             var seen: [ConnectionState] = []
             for await s in mqtt.stateChanges {
@@ -290,10 +290,10 @@ struct ScriptedBrokerTests {
             }
             return seen
         }
-        try await waitUntilAsync { mqtt.core.stateListenerCount == before + 1 }
+        try await waitUntilAsync { mqtt.core.listeners.count == before + 1 }
         try await mqtt.connect()
         #expect(await collector.value == [.connecting, .connected])
-        try await waitUntilAsync { mqtt.core.stateListenerCount == before }
+        try await waitUntilAsync { mqtt.core.listeners.count == before }
         await mqtt.disconnect()
     }
 

@@ -26,7 +26,7 @@ public protocol PubSubProtocol: AnyObject, Sendable {
 /// Threads: in `.nonBlocking` mode (default) the network runs on a thread of its own and message
 /// callbacks run there, so a callback should return quickly. In `.blocking` mode `loopForever()`
 /// turns the calling thread into that network thread.
-public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
+public final class MQTTProtocol: PubSubProtocol, Sendable {
     public let config: MQTTConfig
     public var logger: Logger { core.logger }
     let core: ClientCore
@@ -41,6 +41,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         let clientID = ClientIdentity.resolve(config.clientID)
         do {
             core = try ClientCore(config: config, clientID: clientID, logger: logger)
+            setupError = nil
         } catch {
             logger.error("\(error)")
             var plain = config
@@ -73,7 +74,8 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
                 username: username, password: password, caCerts: caCerts))
     }
 
-    private var setupError: (any CommunicatorError)?
+    /// Why the configuration cannot work (a TLS file that does not load): `connect` throws it.
+    private let setupError: (any CommunicatorError)?
     private let requester: Requester
     private let setupProblems: [String]
 
@@ -125,15 +127,15 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
 
     /// Calls `listener` (on the network thread) on every state change.
     public func onStateChange(_ listener: @escaping @Sendable (ConnectionState) -> Void) {
-        core.onStateChange(listener)
+        core.listeners.add(listener)
     }
 
     /// Every state change as an async sequence.
     public var stateChanges: AsyncStream<ConnectionState> {
         let (stream, continuation) = AsyncStream<ConnectionState>.makeStream(bufferingPolicy: .bufferingNewest(64))
-        let key = core.onStateChange { continuation.yield($0) }
+        let key = core.listeners.add { continuation.yield($0) }
         let core = self.core
-        continuation.onTermination = { _ in core.removeStateListener(key) }
+        continuation.onTermination = { _ in core.listeners.remove(key) }
         return stream
     }
 
@@ -192,7 +194,7 @@ public final class MQTTProtocol: PubSubProtocol, @unchecked Sendable {
         MultiThreadedEventLoopGroup.withCurrentThreadAsEventLoop { loop in
             core.attach(loop)
             // A failed first connect ends the loop too.
-            core.onStateChange { state in
+            core.listeners.add { state in
                 if case .disconnected = state, failure.withLockedValue({ $0 }) != nil {
                     core.submit(.disconnect(.none))
                 }

@@ -140,8 +140,15 @@ final class Outbox {
     private let report: (OfflineStoreStatus, _ refusing: Bool) -> Void
     private var reported: (status: OfflineStoreStatus, refusing: Bool)?
 
-    init(config: OfflineStoreConfig, logger: Logger, report: @escaping (OfflineStoreStatus, _ refusing: Bool) -> Void) throws(StoreError) {
+    /// The client's clock (seconds): sync intervals, retries, record ages.
+    private let clock: @Sendable () -> NIODeadline
+
+    init(
+        config: OfflineStoreConfig, logger: Logger, clock: @escaping @Sendable () -> NIODeadline,
+        report: @escaping (OfflineStoreStatus, _ refusing: Bool) -> Void
+    ) throws(StoreError) {
         self.config = config
+        self.clock = clock
         self.logger = logger
         self.report = report
         let opened = try RingStore.open(
@@ -174,7 +181,7 @@ final class Outbox {
         }
     }
 
-    static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+    func now() -> Double { Double(clock().uptimeNanoseconds) / 1e9 }
 
     /// Whether the wall clock was synchronised, looked up at most once a second while it is not
     /// (once it is, it stays so until a reboot): not one file lookup per stored message.
@@ -182,7 +189,7 @@ final class Outbox {
     private var wallCheckedAt: Double = -1
 
     private func accepted() -> StoredRecord.Accepted {
-        let t = Self.now()
+        let t = now()
         if !wallSynchronized && t - wallCheckedAt >= 1 {
             wallSynchronized = StoredRecord.Accepted.isWallClockSynchronized()
             wallCheckedAt = t
@@ -269,7 +276,7 @@ final class Outbox {
         if degraded != nil { return .degraded }
         let record = StoredRecord.message(p, accepted: accepted()).encoded()
         do {
-            let seq = try store.append(record, now: Self.now(), commit: !deferCommit)
+            let seq = try store.append(record, now: now(), commit: !deferCommit)
             if case .none = completion {} else { callbacks[seq] = completion }
             if store.droppedCount != droppedSeen { noteDropped() }
             if store.fill >= 0.8 { warnFill() } else if store.fill < 0.7 { warnedFill = 0 }
@@ -414,7 +421,7 @@ final class Outbox {
     func noteIdentity(_ seq: UInt64, packetID: UInt16) {
         guard qos2[seq] == nil, degraded == nil else { return }
         do {
-            let r = try store.append(StoredRecord.identity(message: seq, packetID: packetID).encoded(), now: Self.now(), commit: false)
+            let r = try store.append(StoredRecord.identity(message: seq, packetID: packetID).encoded(), now: now(), commit: false)
             qos2[seq] = QoS2State(identity: r, released: nil, packetID: packetID)
             byPacketID[packetID] = seq
             needsSync = true
@@ -427,7 +434,7 @@ final class Outbox {
     func noteRelease(packetID: UInt16) {
         guard let m = byPacketID[packetID], qos2[m]?.released == nil, degraded == nil else { return }
         do {
-            qos2[m]!.released = try store.append(StoredRecord.released(message: m).encoded(), now: Self.now(), commit: false)
+            qos2[m]!.released = try store.append(StoredRecord.released(message: m).encoded(), now: now(), commit: false)
             needsSync = true
         } catch {
             enterDegraded(error)
@@ -446,7 +453,7 @@ final class Outbox {
             unwrittenAcks.append(seq)
             return
         }
-        do { try store.acknowledge(seq, now: Self.now()) } catch {
+        do { try store.acknowledge(seq, now: now()) } catch {
             unwrittenAcks.append(seq)
             enterDegraded(error)
         }
@@ -454,7 +461,7 @@ final class Outbox {
 
     /// Periodic: the sync policy, the checkpoint, retries after a disk error, the status snapshot.
     func tick() {
-        let now = Self.now()
+        let now = self.now()
         if let error = degraded {
             if now - lastRetry >= config.retryInterval {
                 lastRetry = now
@@ -498,7 +505,7 @@ final class Outbox {
             )
         }
         degraded = error
-        lastRetry = Self.now()
+        lastRetry = now()
         updateStatus()
     }
 

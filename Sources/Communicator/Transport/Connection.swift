@@ -13,25 +13,28 @@ enum Inbound: Equatable {
 }
 
 /// Bytes → packets, enforcing our maximum packet size before buffering a body (`MQTTFrameReader`).
+/// With `deliver`, each packet goes straight to it (the client core: no `NIOAny` box and cast per
+/// packet); without, down the pipeline (`ByteToMessageDecoderVerifier` tests).
 struct MQTTPacketDecoder: ByteToMessageDecoder {
     typealias InboundOut = Inbound
     let version: MQTTVersion
     var reader: MQTTFrameReader
+    let deliver: ((Inbound) -> Void)?
 
-    init(version: MQTTVersion, maxPacketSize: Int) {
+    init(version: MQTTVersion, maxPacketSize: Int, deliver: ((Inbound) -> Void)? = nil) {
         self.version = version
         self.reader = MQTTFrameReader(maxPacketSize: maxPacketSize, version: version)
+        self.deliver = deliver
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let inbound: Inbound
         switch try reader.next(from: &buffer) {
-        case nil:
-            return .needMoreData
-        case .frame(let frame):
-            context.fireChannelRead(Self.wrapInboundOut(.packet(try MQTTPacket.decode(frame, version: version))))
-        case .droppedPublish(let d):
-            context.fireChannelRead(Self.wrapInboundOut(.droppedPublish(d)))
+        case nil: return .needMoreData
+        case .frame(let frame): inbound = .packet(try MQTTPacket.decode(frame, version: version))
+        case .droppedPublish(let d): inbound = .droppedPublish(d)
         }
+        if let deliver { deliver(inbound) } else { context.fireChannelRead(Self.wrapInboundOut(inbound)) }
         return .continue
     }
 
@@ -43,7 +46,8 @@ struct MQTTPacketDecoder: ByteToMessageDecoder {
     }
 }
 
-/// Receives decoded packets and connection events and hands them to the client core.
+/// Hands the connection's events to the client core: up, the end of a read, errors, down (and
+/// decoded packets, when the decoder sends them down the pipeline rather than to the core).
 final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = Inbound
     typealias OutboundOut = ByteBuffer
@@ -113,31 +117,50 @@ enum Transport {
         }
     }
 
+    /// The handlers between the socket and the core: TLS (if configured), the decoder, the core's
+    /// handler. Tests put them on an `EmbeddedChannel`.
+    static func addHandlers(
+        to channel: Channel, serverName: String, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion, core: ClientCore,
+        attempt: UInt64
+    ) throws {
+        let sync = channel.pipeline.syncOperations
+        if let tlsContext {
+            // SNI and hostname verification need a name; an IP literal is checked against the
+            // certificate's IP SANs instead (NIOSSL does that when the name is nil).
+            let isIP = (try? SocketAddress(ipAddress: serverName, port: 0)) != nil
+            try sync.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: isIP ? nil : serverName))
+        }
+        let deliver: (Inbound) -> Void = { inbound in
+            switch inbound {
+            case .packet(let packet): core.packetReceived(packet, attempt: attempt)
+            case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
+            }
+        }
+        let decoder = MQTTPacketDecoder(version: version, maxPacketSize: config.incomingPacketLimit, deliver: deliver)
+        try sync.addHandler(ByteToMessageHandler(decoder))
+        try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))
+    }
+
+    /// The default dialer: TCP, with TLS when configured.
     static func connect(
-        on loop: EventLoop, to broker: BrokerEndpoint, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion,
-        core: ClientCore, attempt: UInt64
-    ) -> EventLoopFuture<Channel> {
-        let host = broker.host
-        let serverName = config.tlsServerName ?? host
-        let maxPacketSize = config.incomingPacketLimit
+        on loop: EventLoop, to broker: BrokerEndpoint, version: MQTTVersion, core: ClientCore, attempt: UInt64
+    )
+        -> EventLoopFuture<Channel>
+    {
+        let config = core.config
+        let tlsContext = core.tlsContext
+        let serverName = config.tlsServerName ?? broker.host
         return ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(config.timeout * 1e9)))
             // Small packets go out at once (no Nagle delay on acks and PINGREQ); batching is ours.
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    if let tlsContext {
-                        // SNI and hostname verification need a name; an IP literal is checked against
-                        // the certificate's IP SANs instead (NIOSSL does that when the name is nil).
-                        let isIP = (try? SocketAddress(ipAddress: serverName, port: 0)) != nil
-                        let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: isIP ? nil : serverName)
-                        try sync.addHandler(handler)
-                    }
-                    try sync.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version, maxPacketSize: maxPacketSize)))
-                    try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))
+                    try addHandlers(
+                        to: channel, serverName: serverName, config: config, tlsContext: tlsContext, version: version, core: core,
+                        attempt: attempt)
                 }
             }
-            .connect(host: host, port: broker.port)
+            .connect(host: broker.host, port: broker.port)
     }
 }

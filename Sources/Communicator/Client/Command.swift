@@ -1,0 +1,53 @@
+/// Requests from any thread to the loop that owns the session (through `CommandInbox`).
+enum Command: Sendable {
+    case connect(Completion)
+    case publish(MQTTPacket.Publish, Completion)
+    case subscribe([(filter: String, qos: QoS, options: SubscribeOptions, handler: MessageHandler)], Completion)
+    case unsubscribe([String], Completion)
+    case disconnect(Completion)
+    case setWill(MQTTPacket.Will?)
+    /// Runs on the loop after everything queued before it (a liveness probe).
+    case probe(@Sendable () -> Void)
+    /// 5.0 re-authentication (AUTH 0x19).
+    case reauthenticate(Completion)
+}
+
+/// What a finished request reports back to its caller.
+enum Completion: Sendable {
+    case none
+    case done(@Sendable (Result<Void, any Error>) -> Void)
+    case granted(filters: [String], @Sendable (Result<[UInt8], any Error>) -> Void)
+    /// Subscriptions restored after a reconnect: results only logged.
+    case restore(filters: [String])
+    /// A message kept in the offline store under this sequence number (its caller's completion,
+    /// if any, waits in the outbox).
+    case stored(UInt64)
+
+    var isStored: Bool {
+        if case .stored = self { return true }
+        return false
+    }
+
+    /// Tells the caller of a SUBSCRIBE (`.granted`), with SUBACK's codes: a refused filter fails
+    /// the request, naming the filter. Other completions: `ClientCore.complete`.
+    func finishSubscribe(_ result: Result<Void, any Error>, granted: [UInt8], version: MQTTVersion) {
+        switch self {
+        case .none, .restore, .stored, .done: break
+        case .granted(let filters, let cb):
+            switch result {
+            case .failure(let e): cb(.failure(e))
+            case .success:
+                if let (i, code) = granted.enumerated().first(where: { ReasonCode($0.element).isFailure }) {
+                    let filter = i < filters.count ? filters[i] : "?"
+                    cb(
+                        .failure(
+                            ProtocolValidationError(
+                                "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: version))): check the filter and the broker's ACL",
+                                code: code, reason: .refused(ReasonCode(code)))))
+                } else {
+                    cb(.success(granted))
+                }
+            }
+        }
+    }
+}
