@@ -33,7 +33,7 @@ struct RunCommand: ParsableCommand {
             printError("edge-agent: \(config): \(error)")
             throw ExitCode(Exit.configuration)
         }
-        let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        let level = cfg.logLevel
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge-agent")
         logger.info(
@@ -87,9 +87,14 @@ struct CheckConfigCommand: ParsableCommand {
         discussion: "Exits 78 with every problem listed when the file is not valid.")
 
     @Argument(help: "The configuration file (YAML).")
-    var path: String
+    var path: String?
+
+    @Flag(help: "Print every key with its default and its documentation (config/edge-agent.example.yaml is this output).")
+    var example = false
 
     func run() throws {
+        if example { return print(AgentConfig.example(), terminator: "") }
+        guard let path else { throw ValidationError("name the configuration file to check, or pass --example") }
         do {
             let cfg = try AgentConfig.load(path: path)
             print("# \(path): valid. Effective configuration (defaults filled in, secrets masked):")

@@ -19,7 +19,7 @@ struct ConfigTests {
         let c = try parse("device_id: cam-1\nmqtt:\n  host: broker.example\n")
         #expect(c.deviceID == "cam-1" && c.mqtt.host == "broker.example" && c.mqtt.port == 1883)
         #expect(c.topic(c.topics.status) == "device/status" && c.topics.events == "vision/events")
-        #expect(c.store.enabled && c.store.capacityMB == 64 && c.store.whenFull == "drop_oldest")
+        #expect(c.store.enabled && c.store.capacityMB == 64 && c.store.whenFull == .dropOldest)
         #expect(c.led.patterns[.connected] == .on && c.led.patterns[.offline] == .blink(1000, 1000))
         let m = c.mqttConfig()
         #expect(m.clientID == .fixed("cam-1") && m.cleanStart == false && m.maxReconnectAttempts == 0)

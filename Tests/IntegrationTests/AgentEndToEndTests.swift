@@ -462,7 +462,7 @@ struct AgentEndToEndTests {
         #expect(try good.wait() == 0, "\(good.output)")
         #expect(good.output.contains("password: \"********\"  # from the environment"))
         #expect(!good.output.contains("s3cret-pw"))
-        #expect(good.output.contains("status: \"devices/{device_id}/status\"  # devices/\(layout.device)/status"))
+        #expect(good.output.contains("status: \"devices/{device_id}/status\"  # \"devices/\(layout.device)/status\""), "\(good.output)")
         // A run with a bad file refuses to start, with the same list.
         try "device_id: x\nmqtt: {port: zero}\n".write(toFile: layout.config, atomically: true, encoding: .utf8)
         let run = try layout.start()

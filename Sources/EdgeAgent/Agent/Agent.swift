@@ -80,12 +80,12 @@ public final class Agent: @unchecked Sendable {
         if config.led.enabled {
             do {
                 let light: StatusLight =
-                    config.led.driver == "gpiod"
+                    config.led.driver == .gpiod
                     ? try GPIOLight(chip: config.led.chip, line: UInt32(config.led.line), activeLow: config.led.activeLow)
                     : SimulatedLight(logPath: config.led.simulatedLog)
                 let l = logger
                 player = LightPlayer(light: light) { l.warning("status LED: \($0)") }
-                logger.info("status LED: \(light.name)\(config.led.driver == "gpiod" ? " (\(GPIOLight.libraryVersion))" : "")")
+                logger.info("status LED: \(light.name)\(config.led.driver == .gpiod ? " (\(GPIOLight.libraryVersion))" : "")")
             } catch {
                 if config.led.required { throw AgentError("status LED required (led.required) but \(error)") }
                 logger.error("status LED unavailable, going on without it: \(error)")
@@ -96,17 +96,17 @@ public final class Agent: @unchecked Sendable {
         for s in config.sources {
             let l = logger
             switch s.type {
-            case "simulated":
+            case .simulated:
                 built.append(
                     SimulatedCamera(name: s.name, rate: s.rate, labels: s.labels.isEmpty ? ["person", "car", "bicycle", "dog"] : s.labels))
-            case "socket":
+            case .socket:
                 built.append(
                     SocketSource(
                         name: s.name, path: s.path, maxLineBytes: s.maxLineBytes, maxConnections: s.maxConnections,
                         maxLinesPerSecond: s.maxLinesPerSecond
                     ) { l.warning("\($0)") })
-            case "v4l2": built.append(V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval))
-            default: built.append(DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes))
+            case .v4l2: built.append(V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval))
+            case .directory: built.append(DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes))
             }
         }
         sources = built

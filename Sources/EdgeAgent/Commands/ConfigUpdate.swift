@@ -18,14 +18,8 @@ import Glibc
 struct ConfigUpdate {
     let agent: Agent
 
-    static let settable: Set<String> = [
-        "status.info_interval", "log_level", "events.qos",
-        "mqtt.keepalive", "mqtt.timeout", "mqtt.session_expiry", "mqtt.reconnect_initial_delay", "mqtt.reconnect_max_delay",
-        "offline_store.capacity_mb", "offline_store.sync", "offline_store.sync_interval", "offline_store.when_full",
-        "offline_store.persist",
-        "led.enabled", "led.patterns.connected", "led.patterns.connecting", "led.patterns.offline", "led.patterns.error",
-        "led.patterns.stopped",
-    ]
+    /// The keys the table marks `remote`.
+    static let settable: Set<String> = Set(AgentConfig.keys.filter(\.remote).map(\.path))
     /// Bounds checked before anything is parsed further.
     static let maxKeys = 32
     static let maxValueBytes = 256
@@ -97,7 +91,7 @@ struct ConfigUpdate {
                 agent.scheduleInfo(every: updated.infoInterval)
                 applied.append(key)
             case "log_level":
-                AgentLogHandler.level.withLockedValue { $0 = Logger.Level(rawValue: updated.logLevel) ?? .info }
+                AgentLogHandler.level.withLockedValue { $0 = updated.logLevel }
                 applied.append(key)
             case _ where key.hasPrefix("led.patterns."):
                 agent.runtime.withLockedValue { $0.patterns = updated.led.patterns }

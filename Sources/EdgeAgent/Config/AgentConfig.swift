@@ -1,6 +1,7 @@
 import Communicator
 import DeviceAdapters
 import FoundationEssentials
+import Logging
 import OfflineStore
 
 #if canImport(Glibc)
@@ -22,7 +23,7 @@ public struct AgentConfig: Sendable {
         public var clientKey: String?
         public var tlsServerName: String?
         public var allowPasswordWithoutTLS = false
-        public var protocolVersion = "5.0"
+        public var protocolVersion = MQTTVersion.v5_0
         public var keepalive = 60
         public var timeout = 10.0
         public var sessionExpiry = 86_400
@@ -30,12 +31,12 @@ public struct AgentConfig: Sendable {
         public var reconnectMaxDelay = 60.0
         /// Further brokers ("host:port"), tried in turn when the one before fails.
         public var failover: [BrokerEndpoint] = []
-        public var brokerOrder = "in_order"
+        public var brokerOrder = MQTTConfig.BrokerOrder.inOrder
         /// Hosts a broker's Server Reference may send the agent to, besides the brokers above.
         public var serverReferenceAllow: [String] = []
-        /// Largest packet taken from the broker: by default `commands.max_payload_bytes` and 16 KiB
-        /// for the topic, a 5.0 response topic, correlation data and properties.
-        public var maxIncomingPacketSize = 65_536 + 16_384
+        /// Largest packet taken from the broker (nil: `incomingPacketLimit` derives it from the
+        /// largest command).
+        public var maxIncomingPacketSize: Int?
     }
 
     public struct Topics: Sendable {
@@ -48,18 +49,33 @@ public struct AgentConfig: Sendable {
         public var enabled = true
         public var directory = "/var/lib/edge-agent/buffer"
         public var capacityMB = 64
-        public var sync = "interval"
+        public var sync = SyncMode.interval
         public var syncInterval = 1.0
-        public var whenFull = "drop_oldest"
-        public var persist = "offline"
+        public var whenFull = RingStore.FullPolicy.dropOldest
+        public var persist = OfflineStoreConfig.Persist.offline
         /// Connects on which brokers may refuse a stored message (their limits, their quota)
         /// before it is removed for good.
         public var maxRefusals = 3
     }
 
+    /// When the offline store calls fdatasync (`offline_store.sync`).
+    public enum SyncMode: String, Sendable, CaseIterable, ConfigChoice {
+        /// At most every `sync_interval` seconds (or every MiB appended).
+        case interval
+        /// Before a message counts as accepted.
+        case always
+        /// Left to the kernel's writeback.
+        case none
+    }
+
+    public enum LEDDriver: String, Sendable, CaseIterable, ConfigChoice {
+        case simulated
+        case gpiod
+    }
+
     public struct LED: Sendable {
         public var enabled = true
-        public var driver = "simulated"
+        public var driver = LEDDriver.simulated
         public var board: String?
         public var chip = "gpiochip0"
         public var line = 0
@@ -70,7 +86,7 @@ public struct AgentConfig: Sendable {
     }
 
     public struct Source: Sendable {
-        public var type: String
+        public var type: SourceKind
         public var name: String
         public var rate = 1.0
         public var labels: [String] = []
@@ -83,6 +99,15 @@ public struct AgentConfig: Sendable {
         public var pollInterval = 2.0
         /// Directory source: the largest file that is hashed (a larger one is reported without sha256).
         public var maxHashBytes = 64 << 20
+
+        /// A socket source listens on /run/edge-agent/events.sock unless `path` says otherwise; a
+        /// directory source needs its path.
+        public init(type: SourceKind, name: String, labels: [String] = [], path: String? = nil) {
+            self.type = type
+            self.name = name
+            self.labels = labels
+            self.path = path ?? (type == .socket ? "/run/edge-agent/events.sock" : "")
+        }
     }
 
     /// Remote management over MQTT (docs/COMMANDS.md).
@@ -120,7 +145,7 @@ public struct AgentConfig: Sendable {
     public var led = LED()
     public var sources: [Source] = []
     public var stateDirectory = "/var/lib/edge-agent"
-    public var logLevel = "info"
+    public var logLevel = Logger.Level.info
     public var hardwareDirectory = "/usr/share/edge-agent/hardware"
     /// Keys set from the environment.
     public var fromEnvironment: Set<String> = []
@@ -158,225 +183,10 @@ public struct AgentConfig: Sendable {
         var c = AgentConfig()
         c.fromEnvironment = t.fromEnvironment.subtracting(t.fromCredential)
         c.fromCredential = t.fromCredential
-
-        if var id = t.string("device_id", nil), !id.isEmpty {
-            if id == "{hostname}" {
-                // One configuration for many boards: each takes its host name.
-                var name = [CChar](repeating: 0, count: 256)
-                gethostname(&name, 255)
-                id = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            }
-            if !(1...64).contains(id.utf8.count)
-                || !id.utf8.allSatisfy({ isWordByte($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") })
-            {
-                t.problem(
-                    "device_id: \"\(id)\" may use only letters, digits, '.', '_' and '-' (1...64 characters): it becomes part of topics and the client id"
-                )
-            }
-            c.deviceID = id
-        } else {
-            t.problem("device_id: missing; set a unique name for this board (e.g. device_id: cam-0042)")
-        }
-
-        // mqtt
-        var m = MQTT()
-        m.host = t.string("mqtt.host", m.host) ?? m.host
-        if m.host.isEmpty { t.problem("mqtt.host: empty; set the broker's host name or address") }
-        m.port = t.int("mqtt.port", m.port, 1...65_535)
-        m.clientID = t.string("mqtt.client_id", m.clientID) ?? m.clientID
-        m.username = t.string("mqtt.username", nil)
-        m.password = t.string("mqtt.password", nil)
-        m.caCerts = t.string("mqtt.ca_certs", nil)
-        m.clientCertificate = t.string("mqtt.client_certificate", nil)
-        m.clientKey = t.string("mqtt.client_key", nil)
-        m.tlsServerName = t.string("mqtt.tls_server_name", nil)
-        m.allowPasswordWithoutTLS = t.bool("mqtt.allow_password_without_tls", m.allowPasswordWithoutTLS)
-        m.protocolVersion = t.choice("mqtt.protocol_version", m.protocolVersion, ["5.0", "3.1.1"])
-        m.keepalive = t.int("mqtt.keepalive", m.keepalive, 0...65_535)
-        m.timeout = t.double("mqtt.timeout", m.timeout, 0.1...600)
-        m.sessionExpiry = t.int("mqtt.session_expiry", m.sessionExpiry, 0...4_294_967_295)
-        // Not 0: the back-off doubles it, and from 0 it would never grow (a tight reconnect loop).
-        m.reconnectInitialDelay = t.double("mqtt.reconnect_initial_delay", m.reconnectInitialDelay, 0.01...3600)
-        m.reconnectMaxDelay = t.double("mqtt.reconnect_max_delay", m.reconnectMaxDelay, 0...86_400)
-        for (i, item) in t.list("mqtt.failover").enumerated() {
-            guard case .scalar(let text, _) = item, let b = BrokerEndpoint(parsing: text, defaultPort: m.port) else {
-                t.problem("mqtt.failover[\(i)]: expected \"host\" or \"host:port\" (port 1...65535), found \(ConfigTree.show(item))")
-                continue
-            }
-            m.failover.append(b)
-        }
-        m.brokerOrder = t.choice("mqtt.broker_order", m.brokerOrder, ["in_order", "random"])
-        for (i, item) in t.list("mqtt.server_reference_allow").enumerated() {
-            guard case .scalar(let host, _) = item, !host.isEmpty else {
-                t.problem("mqtt.server_reference_allow[\(i)]: expected a host name, found \(ConfigTree.show(item))")
-                continue
-            }
-            m.serverReferenceAllow.append(host)
-        }
-        if m.reconnectMaxDelay < m.reconnectInitialDelay {
-            t.problem("mqtt.reconnect_max_delay: \(m.reconnectMaxDelay) is below reconnect_initial_delay \(m.reconnectInitialDelay)")
-        }
-        for (key, file) in [
-            ("mqtt.ca_certs", m.caCerts), ("mqtt.client_certificate", m.clientCertificate), ("mqtt.client_key", m.clientKey),
-        ] {
-            if let file, !FileManager.default.isReadableFile(atPath: file) {
-                t.problem("\(key): \(file) cannot be read (missing, or no permission for this user)")
-            }
-        }
-        if (m.clientCertificate == nil) != (m.clientKey == nil) {
-            t.problem("mqtt.client_certificate and mqtt.client_key go together for mutual TLS: set both or neither")
-        }
-        if m.password != nil && m.username == nil { t.problem("mqtt.password is set without mqtt.username") }
-        c.mqtt = m
-
-        // topics
-        for (key, keyPath) in [("status", \Topics.status), ("info", \Topics.info), ("events", \Topics.events)]
-            as [(String, WritableKeyPath<Topics, String>)]
-        {
-            let v = t.string("topics.\(key)", c.topics[keyPath: keyPath]) ?? c.topics[keyPath: keyPath]
-            c.topics[keyPath: keyPath] = v
-            let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
-            if let p = Topic.nameProblem(expanded) { t.problem("topics.\(key): \(p)") }
-            if expanded.contains("{") { t.problem("topics.\(key): only {device_id} may be used in a topic template") }
-        }
-        c.eventsQoS = t.int("events.qos", 1, 0...2)
-        c.infoInterval = t.double("status.info_interval", 60, 1...86_400)
-
-        // offline store
-        var s = Store()
-        s.enabled = t.bool("offline_store.enabled", s.enabled)
-        s.directory = t.string("offline_store.directory", s.directory) ?? s.directory
-        s.capacityMB = t.int("offline_store.capacity_mb", s.capacityMB, 1...65_536)
-        s.sync = t.choice("offline_store.sync", s.sync, ["interval", "always", "none"])
-        s.syncInterval = t.double("offline_store.sync_interval", s.syncInterval, 0.01...60)
-        s.whenFull = t.choice("offline_store.when_full", s.whenFull, ["drop_oldest", "reject_newest"])
-        s.persist = t.choice("offline_store.persist", s.persist, ["offline", "always"])
-        s.maxRefusals = t.int("offline_store.max_refusals", s.maxRefusals, 1...1000)
-        c.store = s
-
-        // LED (a board profile first, then the file's own keys on top)
-        var l = LED()
-        l.enabled = t.bool("led.enabled", l.enabled)
-        l.driver = t.choice("led.driver", l.driver, ["simulated", "gpiod"])
+        // led.board reads its profile from hardware_dir, which the file lists further down.
         c.hardwareDirectory = t.string("hardware_dir", nil) ?? Self.defaultHardwareDirectory(near: baseDirectory)
-        if let board = t.string("led.board", nil) {
-            l.board = board
-            if let profile = Self.boardProfile(board, directory: c.hardwareDirectory, problems: t.problem) {
-                l.chip = profile.chip
-                l.line = profile.line
-                l.activeLow = profile.activeLow
-            }
-        }
-        l.chip = t.string("led.chip", l.chip) ?? l.chip
-        l.line = t.int("led.line", l.line, 0...1023)
-        l.activeLow = t.bool("led.active_low", l.activeLow)
-        l.required = t.bool("led.required", l.required)
-        l.simulatedLog = t.string("led.simulated_log", nil)
-        for state in AgentState.allCases {
-            if let text = t.string("led.patterns.\(state.rawValue)", nil) {
-                do { l.patterns[state] = try LightPattern(parsing: text) } catch { t.problem("led.patterns.\(state.rawValue): \(error)") }
-            }
-        }
-        c.led = l
-
-        // sources
-        var names: Set<String> = []
-        for (i, item) in t.list("sources").enumerated() {
-            let p = "sources[\(i)]"
-            guard case .mapping(let pairs) = item else {
-                t.problem("\(p): expected a mapping with type and name")
-                continue
-            }
-            func key(_ k: String) -> String { "\(p).\(k)" }
-            let type = t.choice(key("type"), "", ["simulated", "socket", "v4l2", "directory"], in: item)
-            if item.child("type") == nil { t.problem("\(key("type")): missing; one of simulated, socket, v4l2, directory") }
-            var src = Source(type: type, name: t.string(key("name"), type.isEmpty ? "source\(i)" : "\(type)\(i)", in: item) ?? "")
-            if !names.insert(src.name).inserted {
-                t.problem("\(key("name")): \"\(src.name)\" is used by another source; names must be unique")
-            }
-            var allowed: Set<String> = ["type", "name"]
-            switch type {
-            case "simulated":
-                src.rate = t.double(key("rate"), 1, 0.001...1000, in: item)
-                if let labels = item.child("labels") {
-                    if case .sequence(let ls) = labels {
-                        src.labels = ls.compactMap { if case .scalar(let s, _) = $0 { s } else { nil } }
-                    } else {
-                        t.problem("\(key("labels")): expected a list of labels")
-                    }
-                }
-                allowed.formUnion(["rate", "labels"])
-            case "socket":
-                src.path = t.string(key("path"), "/run/edge-agent/events.sock", in: item) ?? ""
-                src.maxLineBytes = t.int(key("max_line_bytes"), 65_536, 64...16_777_216, in: item)
-                src.maxConnections = t.int(key("max_connections"), src.maxConnections, 1...4096, in: item)
-                src.maxLinesPerSecond = t.int(key("max_lines_per_second"), src.maxLinesPerSecond, 1...1_000_000, in: item)
-                allowed.formUnion(["path", "max_line_bytes", "max_connections", "max_lines_per_second"])
-            case "v4l2":
-                src.directory = t.string(key("directory"), "/dev", in: item) ?? "/dev"
-                src.sysfs = t.string(key("sysfs"), "/sys/class/video4linux", in: item) ?? ""
-                src.pollInterval = t.double(key("poll_interval"), 2, 0.05...3600, in: item)
-                allowed.formUnion(["directory", "sysfs", "poll_interval"])
-            case "directory":
-                src.path = t.string(key("path"), nil, in: item) ?? ""
-                if src.path.isEmpty { t.problem("\(key("path")): missing; the snapshot folder to watch") }
-                src.maxHashBytes = t.int(key("max_hash_bytes"), src.maxHashBytes, 4096...(1 << 36), in: item)
-                allowed.formUnion(["path", "max_hash_bytes"])
-            default:
-                break
-            }
-            for (k, _) in pairs where !allowed.contains(k) && !type.isEmpty {
-                t.problem("\(key(k)): unknown key for a \(type) source (known: \(allowed.sorted().joined(separator: ", ")))")
-            }
-            c.sources.append(src)
-        }
-
-        // commands
-        var k = Commands()
-        k.enabled = t.bool("commands.enabled", k.enabled)
-        k.topic = t.string("commands.topic", k.topic) ?? k.topic
-        k.broadcastTopic = t.string("commands.broadcast_topic", nil)
-        k.responseTopic = t.string("commands.response_topic", k.responseTopic) ?? k.responseTopic
-        for (key, v) in [
-            ("commands.topic", k.topic), ("commands.response_topic", k.responseTopic),
-            ("commands.broadcast_topic", k.broadcastTopic ?? "x"),
-        ] {
-            let expanded = v.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
-            if let p = Topic.nameProblem(expanded) { t.problem("\(key): \(p) (the agent appends /<command name> itself)") }
-        }
-        if let list = t.value("commands.allow") {
-            if case .sequence(let items) = list {
-                k.allow = []
-                for item in items {
-                    guard case .scalar(let name, _) = item, Self.knownCommands.contains(name) else {
-                        t.problem(
-                            "commands.allow: \(ConfigTree.show(item)) is not a command (known: \(Self.knownCommands.joined(separator: ", ")))"
-                        )
-                        continue
-                    }
-                    k.allow.append(name)
-                }
-            } else {
-                t.problem("commands.allow: expected a list of command names")
-            }
-        }
-        k.timeout = t.double("commands.timeout", k.timeout, 0.1...3600)
-        k.maxPayloadBytes = t.int("commands.max_payload_bytes", k.maxPayloadBytes, 64...16_777_216)
-        k.remember = t.int("commands.remember", k.remember, 1...100_000)
-        k.maxQueued = t.int("commands.max_queued", k.maxQueued, 1...1000)
-        k.rebootCommand = t.string("commands.reboot_command", k.rebootCommand) ?? k.rebootCommand
-        c.commands = k
-        // Only commands come from the broker, so their limit bounds what the agent buffers of a
-        // packet (a 100 MB publish on a command topic must not cost 100 MB).
-        c.mqtt.maxIncomingPacketSize = t.int("mqtt.max_incoming_packet_size", k.maxPayloadBytes + 16_384, 1024...268_435_460)
-        if c.mqtt.maxIncomingPacketSize < k.maxPayloadBytes + 1024 {
-            t.problem(
-                "mqtt.max_incoming_packet_size: \(c.mqtt.maxIncomingPacketSize) leaves no room for a command of commands.max_payload_bytes \(k.maxPayloadBytes) and its topic; set it to at least \(k.maxPayloadBytes + 1024) or leave it out"
-            )
-        }
-
-        c.stateDirectory = t.string("state_dir", c.stateDirectory) ?? c.stateDirectory
-        c.logLevel = t.choice("log_level", c.logLevel, ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        for key in Self.keys { key.read(t, &c) }
+        for p in c.problemsAcrossKeys() { t.problem(p) }
         t.reportUnknownKeys { $0.hasPrefix("sources") }
         // The MQTT library's own checks (ranges it knows better).
         if t.problems.isEmpty {
@@ -385,6 +195,30 @@ public struct AgentConfig: Sendable {
         guard t.problems.isEmpty else { throw ConfigError(problems: t.problems) }
         return c
     }
+
+    /// Checks that involve more than one key.
+    private func problemsAcrossKeys() -> [String] {
+        var p: [String] = []
+        if mqtt.reconnectMaxDelay < mqtt.reconnectInitialDelay {
+            p.append("mqtt.reconnect_max_delay: \(mqtt.reconnectMaxDelay) is below reconnect_initial_delay \(mqtt.reconnectInitialDelay)")
+        }
+        if (mqtt.clientCertificate == nil) != (mqtt.clientKey == nil) {
+            p.append("mqtt.client_certificate and mqtt.client_key go together for mutual TLS: set both or neither")
+        }
+        if mqtt.password != nil && mqtt.username == nil { p.append("mqtt.password is set without mqtt.username") }
+        // Only commands come from the broker, so their limit bounds what the agent buffers of a
+        // packet (a 100 MB publish on a command topic must not cost 100 MB).
+        if let limit = mqtt.maxIncomingPacketSize, limit < commands.maxPayloadBytes + 1024 {
+            p.append(
+                "mqtt.max_incoming_packet_size: \(limit) leaves no room for a command of commands.max_payload_bytes \(commands.maxPayloadBytes) and its topic; set it to at least \(commands.maxPayloadBytes + 1024) or leave it out"
+            )
+        }
+        return p
+    }
+
+    /// The largest packet taken from the broker: `mqtt.max_incoming_packet_size`, or the largest
+    /// command and 16 KiB for its topic, a 5.0 response topic, correlation data and properties.
+    public var incomingPacketLimit: Int { mqtt.maxIncomingPacketSize ?? commands.maxPayloadBytes + 16_384 }
 
     struct BoardProfile {
         var chip: String
@@ -435,7 +269,7 @@ public struct AgentConfig: Sendable {
             username: mqtt.username, password: mqtt.password, caCerts: mqtt.caCerts,
             sessionExpiryInterval: UInt32(clamping: mqtt.sessionExpiry), maxReconnectAttempts: 0,
             reconnectInitialDelay: mqtt.reconnectInitialDelay, reconnectMaxDelay: mqtt.reconnectMaxDelay,
-            clientID: .fixed(topic(mqtt.clientID)), protocolVersion: mqtt.protocolVersion == "3.1.1" ? .v3_1_1 : .v5_0,
+            clientID: .fixed(topic(mqtt.clientID)), protocolVersion: mqtt.protocolVersion,
             // An agent restarting resumes its session: QoS 2 kept across restarts needs it.
             cleanStart: false)
         c.clientCertificate = mqtt.clientCertificate
@@ -443,9 +277,9 @@ public struct AgentConfig: Sendable {
         c.tlsServerName = mqtt.tlsServerName
         c.allowPasswordWithoutTLS = mqtt.allowPasswordWithoutTLS
         c.failoverBrokers = mqtt.failover
-        c.brokerOrder = mqtt.brokerOrder == "random" ? .random : .inOrder
+        c.brokerOrder = mqtt.brokerOrder
         c.serverReferenceAllowList = mqtt.serverReferenceAllow
-        c.maxIncomingPacketSize = mqtt.maxIncomingPacketSize
+        c.maxIncomingPacketSize = incomingPacketLimit
         // Commands are all the agent receives: topic aliases towards it would save nothing, and
         // mosquitto 2.1 sends an alias alone after dropping the PUBLISH that set it as too large
         // for us (see MQTTConfig.topicAliasMaximum), a protocol error that would cost the link.
@@ -455,101 +289,23 @@ public struct AgentConfig: Sendable {
         if store.enabled {
             let syncPolicy: RingStore.SyncPolicy =
                 switch store.sync {
-                case "always": .always
-                case "none": .none
-                default: .interval(seconds: store.syncInterval, bytes: 1 << 20)
+                case .always: .always
+                case .none: .none
+                case .interval: .interval(seconds: store.syncInterval, bytes: 1 << 20)
                 }
             c.offlineStore = OfflineStoreConfig(
                 directory: store.directory, capacity: store.capacityMB << 20, sync: syncPolicy,
-                whenFull: store.whenFull == "reject_newest" ? .rejectNewest : .dropOldest,
-                persist: store.persist == "always" ? .always : .offline)
+                whenFull: store.whenFull, persist: store.persist)
             c.offlineStore?.maxRefusals = store.maxRefusals
         }
         return c
     }
 
     /// The effective configuration as YAML, secrets masked (for check-config and config/get).
-    public func rendered() -> String {
-        func q(_ s: String?) -> String { s.map(YAML.quote) ?? "null" }  // escaped: it must read back
-        func secret(_ s: String?) -> String { s == nil ? "null" : "\"********\"" }
-        func env(_ key: String) -> String {
-            fromCredential.contains(key)
-                ? "  # from the systemd credential \(Self.passwordCredential)"
-                : fromEnvironment.contains(key) ? "  # from the environment" : ""
-        }
-        var out = """
-            device_id: \(q(deviceID))
-            mqtt:
-              host: \(q(mqtt.host))\(env("mqtt.host"))
-              port: \(mqtt.port)\(env("mqtt.port"))
-              client_id: \(q(mqtt.clientID))  # \(YAML.quote(topic(mqtt.clientID)))
-              username: \(q(mqtt.username))\(env("mqtt.username"))
-              password: \(secret(mqtt.password))\(env("mqtt.password"))
-              ca_certs: \(q(mqtt.caCerts))
-              client_certificate: \(q(mqtt.clientCertificate))
-              client_key: \(q(mqtt.clientKey))
-              tls_server_name: \(q(mqtt.tlsServerName))
-              allow_password_without_tls: \(mqtt.allowPasswordWithoutTLS)
-              protocol_version: \(q(mqtt.protocolVersion))
-              keepalive: \(mqtt.keepalive)
-              timeout: \(mqtt.timeout)
-              session_expiry: \(mqtt.sessionExpiry)
-              reconnect_initial_delay: \(mqtt.reconnectInitialDelay)
-              reconnect_max_delay: \(mqtt.reconnectMaxDelay)
-              failover: [\(mqtt.failover.map { q($0.description) }.joined(separator: ", "))]
-              broker_order: \(q(mqtt.brokerOrder))
-              server_reference_allow: [\(mqtt.serverReferenceAllow.map { q($0) }.joined(separator: ", "))]
-              max_incoming_packet_size: \(mqtt.maxIncomingPacketSize)
-            topics:
-              status: \(q(topics.status))  # \(topic(topics.status))
-              info: \(q(topics.info))  # \(topic(topics.info))
-              events: \(q(topics.events))  # \(topic(topics.events))
-            events:
-              qos: \(eventsQoS)
-            status:
-              info_interval: \(infoInterval)
-            offline_store:
-              enabled: \(store.enabled)
-              directory: \(q(store.directory))
-              capacity_mb: \(store.capacityMB)
-              sync: \(store.sync)
-              sync_interval: \(store.syncInterval)
-              when_full: \(store.whenFull)
-              persist: \(store.persist)
-              max_refusals: \(store.maxRefusals)
-            led:
-              enabled: \(led.enabled)
-              driver: \(led.driver)
-              board: \(q(led.board))
-              chip: \(q(led.chip))
-              line: \(led.line)
-              active_low: \(led.activeLow)
-              required: \(led.required)
-              simulated_log: \(q(led.simulatedLog))
-              patterns:
+    public func rendered() -> String { Self.render(self, as: .effective) }
 
-            """
-        for s in AgentState.allCases { out += "    \(s.rawValue): \"\(led.patterns[s] ?? .off)\"\n" }
-        out += "sources:\n"
-        for s in sources {
-            out += "  - type: \(s.type)\n    name: \(q(s.name))\n"
-            switch s.type {
-            case "simulated":
-                out +=
-                    "    rate: \(s.rate)\n" + (s.labels.isEmpty ? "" : "    labels: [\(s.labels.map { q($0) }.joined(separator: ", "))]\n")
-            case "socket": out += "    path: \(q(s.path))\n    max_line_bytes: \(s.maxLineBytes)\n"
-            case "v4l2": out += "    directory: \(q(s.directory))\n    sysfs: \(q(s.sysfs))\n    poll_interval: \(s.pollInterval)\n"
-            default: out += "    path: \(q(s.path))\n"
-            }
-        }
-        out += "commands:\n  enabled: \(commands.enabled)\n  topic: \(q(commands.topic))  # \(topic(commands.topic))/<name>\n"
-        out += "  broadcast_topic: \(q(commands.broadcastTopic))\n  response_topic: \(q(commands.responseTopic))\n"
-        out += "  allow: [\(commands.allow.joined(separator: ", "))]\n  timeout: \(commands.timeout)\n"
-        out +=
-            "  max_payload_bytes: \(commands.maxPayloadBytes)\n  remember: \(commands.remember)\n  max_queued: \(commands.maxQueued)\n  reboot_command: \(q(commands.rebootCommand))\n"
-        out += "state_dir: \(q(stateDirectory))\nlog_level: \(logLevel)\nhardware_dir: \(q(hardwareDirectory))\n"
-        return out
-    }
+    /// `config/edge-agent.example.yaml`: every key with its default and its documentation.
+    public static func example() -> String { render(AgentConfig(), as: .example) }
 }
 
 /// What the agent is doing, as the LED and the status document show it.

@@ -155,13 +155,13 @@ final class ConfigTree {
         return def
     }
 
-    func choice(_ path: String, _ def: String, _ allowed: [String], in base: Value? = nil) -> String {
+    func choice<E: ConfigChoice>(_ path: String, _ def: E, in base: Value? = nil) -> E {
         guard let s = string(path, nil, in: base) else { return def }
-        guard allowed.contains(s) else {
-            problem("\(path): \"\(s)\" is not one of \(allowed.joined(separator: ", "))")
+        guard let e = E.choices.first(where: { $0.configName == s }) else {
+            problem("\(path): \"\(s)\" is not one of \(E.choices.map(\.configName).joined(separator: ", "))")
             return def
         }
-        return s
+        return e
     }
 
     func list(_ path: String) -> [Value] {
