@@ -379,8 +379,8 @@ struct ConnectionErrorTests {
     func keepConnecting() throws {
         let port = Broker.freePort()
         var config = MQTTConfig(brokerAddress: "127.0.0.1", port: port, timeout: 3, maxReconnectAttempts: 0, clientID: uniqueID("keep"))
-        config.reconnectInitialDelay = 0.1
-        config.reconnectMaxDelay = 0.3
+        config.reconnectInitialDelay = .seconds(0.1)
+        config.reconnectMaxDelay = .seconds(0.3)
         config.keepConnecting = true
         let mqtt = MQTTProtocol(config: config)
         defer { mqtt.disconnect() }

@@ -153,7 +153,7 @@ struct MQTT5Tests {
         let mqtt = client(broker.port) {
             $0.topicAliasMaximum = 4
             $0.maxReconnectAttempts = 1
-            $0.reconnectInitialDelay = 30
+            $0.reconnectInitialDelay = .seconds(30)
         }
         let inbox = Inbox()
         try mqtt.subscribe("cam/#", qos: 0) { m in inbox.add(m) }
@@ -190,7 +190,7 @@ struct MQTT5Tests {
         let mqtt = client(broker.port) {
             $0.maxPacketSize = 256
             $0.maxReconnectAttempts = 1
-            $0.reconnectInitialDelay = 30
+            $0.reconnectInitialDelay = .seconds(30)
         }
         try mqtt.connect()
         defer { mqtt.disconnect() }
@@ -213,8 +213,8 @@ struct MQTT5Tests {
         let topic = uniqueTopic("expiry")
         let dir = TestFiles.makeTempDir("expiry-store")
         let mqtt = client(broker.port) {
-            $0.reconnectInitialDelay = 0.2
-            $0.reconnectMaxDelay = 0.5
+            $0.reconnectInitialDelay = .seconds(0.2)
+            $0.reconnectMaxDelay = .seconds(0.5)
             $0.maxReconnectAttempts = 0
             if store { $0.offlineStore = OfflineStoreConfig(directory: dir.path, capacity: 4 << 20) }
         }
@@ -461,7 +461,7 @@ struct FailoverTests {
         // One moment's view: connected, to the live broker, after the dead one's error.
         let view = mqtt.snapshot
         #expect(view.state == .connected && view.broker.port == live.port && view.connectionInfo != nil && view.sessionPresent == false)
-        #expect(took < config.reconnectInitialDelay, "failover took \(took) s")
+        #expect(.seconds(took) < config.reconnectInitialDelay, "failover took \(took) s")
     }
 
     @Test("every broker dead: connect fails naming each one")

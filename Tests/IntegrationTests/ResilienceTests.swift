@@ -177,8 +177,8 @@ struct ResilienceTests {
         let mqtt = MQTTProtocol(
             config: fastReconnect(broker.port) {
                 $0.maxReconnectAttempts = 3
-                $0.reconnectInitialDelay = 0.1
-                $0.reconnectMaxDelay = 10
+                $0.reconnectInitialDelay = .seconds(0.1)
+                $0.reconnectMaxDelay = .seconds(10)
             })
         let delays = NIOLockedValueBox<[Double]>([])
         mqtt.onStateChange { s in if case .reconnecting(_, let d) = s { delays.withLockedValue { $0.append(d) } } }
@@ -203,8 +203,8 @@ struct ResilienceTests {
         let broker = try Broker.start()
         let mqtt = MQTTProtocol(
             config: fastReconnect(broker.port) {
-                $0.reconnectInitialDelay = 30
-                $0.reconnectMaxDelay = 60
+                $0.reconnectInitialDelay = .seconds(30)
+                $0.reconnectMaxDelay = .seconds(60)
             })
         try mqtt.connect()
         broker.kill9()

@@ -117,7 +117,7 @@ struct ScriptedBrokerTests {
         let mqtt = MQTTProtocol(
             config: config(broker.port) {
                 $0.maxReconnectAttempts = 1
-                $0.reconnectInitialDelay = 10
+                $0.reconnectInitialDelay = .seconds(10)
             })
         let states = NIOLockedValueBox<[ConnectionState]>([])
         mqtt.onStateChange { s in states.withLockedValue { $0.append(s) } }
@@ -200,7 +200,7 @@ struct ScriptedBrokerTests {
                 $0.keepalive = 1
                 $0.heartbeatCheckRatio = 0.5
                 $0.maxReconnectAttempts = 1
-                $0.reconnectInitialDelay = 30
+                $0.reconnectInitialDelay = .seconds(30)
             })
         let lostAt = NIOLockedValueBox<Date?>(nil)
         mqtt.onStateChange { s in
@@ -223,7 +223,7 @@ struct ScriptedBrokerTests {
             usleep(2_500_000)
             conn.close()
         }
-        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = 1 })
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = .seconds(1) })
         let e = #expect(throws: ProtocolConnectionError.self) { try mqtt.connect() }
         #expect(e?.message.contains("within 1.0 s") == true)
     }
@@ -304,7 +304,7 @@ struct ScriptedBrokerTests {
             _ = try conn.read(timeout: 5)  // never answers
             conn.close()
         }
-        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = 20 })
+        let mqtt = MQTTProtocol(config: config(broker.port) { $0.timeout = .seconds(20) })
         let outcome = NIOLockedValueBox<String?>(nil)
         Thread.detachNewThread {
             do {

@@ -42,7 +42,7 @@ extension ClientCore {
             machine.options.cleanStart = false
             machine.disconnect(now: now(), awaitClose: true, into: &actions)
             let thisAttempt = attempt
-            loop?.scheduleTask(in: .nanoseconds(Int64(min(1, config.timeout) * 1e9))) { [self] in
+            loop?.scheduleTask(in: min(.seconds(1), config.timeout).timeAmount) { [self] in
                 if attempt == thisAttempt { channel?.close(promise: nil) }
             }
         case .up:
@@ -102,11 +102,11 @@ extension ClientCore {
             logger.warning("TLS certificate verification is OFF (tls_insecure_skip_verify): the broker's identity is not checked")
         }
         attemptTimeout?.cancel()
-        attemptTimeout = loop.scheduleTask(in: .nanoseconds(Int64(config.timeout * 1e9))) { [self] in
+        attemptTimeout = loop.scheduleTask(in: config.timeout.timeAmount) { [self] in
             guard attempt == thisAttempt, case .connecting = connection.state else { return }
             fail(
                 ProtocolConnectionError(
-                    "no answer from \(current) within \(config.timeout) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up",
+                    "no answer from \(current) within \(config.timeout.inSeconds) s (TCP, TLS and CONNACK): check the address, the port and that the broker is up",
                     reason: .timeout))
         }
         dial(loop, current, machine.options.version, self, thisAttempt).whenComplete { [self] result in

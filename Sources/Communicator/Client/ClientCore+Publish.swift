@@ -10,10 +10,10 @@ extension ClientCore {
         return false
     }
 
-    /// Accepts a publish, waiting up to `seconds` for room in a full queue (a thread other than
+    /// Accepts a publish, waiting up to `wait` for room in a full queue (a thread other than
     /// the network thread: the network thread makes the room).
-    func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo seconds: Double) -> Bool {
-        let deadline = DispatchTime.now() + seconds
+    func submitPublish(_ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo wait: Duration) -> Bool {
+        let deadline = DispatchTime.now() + wait.inSeconds
         let ticket = inbox.newTicket()
         while true {
             let wake = DispatchSemaphore(value: 0)
@@ -26,9 +26,9 @@ extension ClientCore {
     }
 
     /// The async form: no thread waits. Each time room is given back the loop tries again (on the
-    /// loop), until `seconds` have passed; then `failed` runs.
+    /// loop), until `wait` has passed; then `failed` runs.
     func submitPublish(
-        _ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo seconds: Double, failed: @escaping @Sendable () -> Void
+        _ publish: MQTTPacket.Publish, _ completion: Completion, waitingUpTo wait: Duration, failed: @escaping @Sendable () -> Void
     ) {
         let ticket = inbox.newTicket()
         @Sendable func attempt() -> CommandInbox.Admission { admit(publish, completion, orWait: (ticket, .retry({ _ = attempt() }))) }
@@ -38,7 +38,7 @@ extension ClientCore {
             failed()
             return
         }
-        loop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [self] in
+        loop.scheduleTask(in: wait.timeAmount) { [self] in
             // Still waiting at the deadline (wakes and this run on the loop, one after the other).
             if inbox.withdraw(ticket) && !submitPublish(publish, completion) { failed() }
         }

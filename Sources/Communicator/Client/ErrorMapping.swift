@@ -95,7 +95,8 @@ struct ErrorMapping {
                 "cannot reach broker \(broker): \(cause). Is the broker running and listening there?", reason: .unreachable)
         }
         if error is ChannelError, case .connectTimeout = error as! ChannelError {
-            return ProtocolConnectionError("TCP connection to \(broker) timed out after \(config.timeout) s", reason: .unreachable)
+            return ProtocolConnectionError(
+                "TCP connection to \(broker) timed out after \(config.timeout.inSeconds) s", reason: .unreachable)
         }
         return ProtocolConnectionError("connection to \(broker) failed: \(error)", reason: .unreachable)
     }

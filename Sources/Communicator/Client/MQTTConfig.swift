@@ -42,8 +42,9 @@ public struct MQTTConfig: Sendable {
     public var brokerAddress: String
     /// 1883 plain, 8883 TLS.
     public var port: Int
-    /// Connection timeout: TCP, TLS and CONNACK together, and the wait of blocking calls.
-    public var timeout: Double
+    /// Connection timeout: TCP, TLS and CONNACK together, and the wait of blocking calls (the
+    /// seed's `timeout` seconds in the initialiser).
+    public var timeout: Duration
     /// Keep-alive interval; 0 disables keep-alive.
     public var keepalive: Int
     public var mode: Mode
@@ -66,8 +67,10 @@ public struct MQTTConfig: Sendable {
     /// own when the broker, or its password on the broker, is fixed. Off by default (the seed's
     /// behaviour: `connect()` fails and stays failed).
     public var keepConnecting = false
-    public var reconnectInitialDelay: Double
-    public var reconnectMaxDelay: Double
+    /// The back-off after a lost connection or a failed attempt: it starts here and doubles ...
+    public var reconnectInitialDelay: Duration
+    /// ... up to this (jittered by ±20 %).
+    public var reconnectMaxDelay: Duration
     /// A PINGREQ left unanswered for `keepalive × heartbeatCheckRatio` means the link is dead.
     public var heartbeatCheckRatio: Double
     /// Messages accepted and not yet completed (waiting or in flight) at most; beyond it publish
@@ -202,7 +205,7 @@ public struct MQTTConfig: Sendable {
     ) {
         self.brokerAddress = brokerAddress
         self.port = port
-        self.timeout = timeout
+        self.timeout = Duration(seedSeconds: timeout)
         self.keepalive = keepalive
         self.mode = mode
         self.username = username
@@ -211,8 +214,8 @@ public struct MQTTConfig: Sendable {
         self.tlsVersion = tlsVersion
         self.sessionExpiryInterval = sessionExpiryInterval
         self.maxReconnectAttempts = maxReconnectAttempts
-        self.reconnectInitialDelay = reconnectInitialDelay
-        self.reconnectMaxDelay = reconnectMaxDelay
+        self.reconnectInitialDelay = Duration(seedSeconds: reconnectInitialDelay)
+        self.reconnectMaxDelay = Duration(seedSeconds: reconnectMaxDelay)
         self.heartbeatCheckRatio = heartbeatCheckRatio
         self.publishQueueMaxsize = publishQueueMaxsize
         self.clientID = clientID
@@ -252,20 +255,22 @@ public struct MQTTConfig: Sendable {
             }
         }
         if !(1...65_535).contains(port) { p.append("port \(port) is out of range 1...65535 (1883 plain, 8883 TLS)") }
-        if !(timeout > 0) { p.append("timeout \(timeout) must be greater than 0 seconds") }
+        if !(timeout > .zero) { p.append("timeout \(timeout.inSeconds) must be greater than 0 seconds") }
         if !(0...65_535).contains(keepalive) { p.append("keepalive \(keepalive) is out of range 0...65535 seconds") }
         if !(heartbeatCheckRatio > 0 && heartbeatCheckRatio <= 10) {
             p.append("heartbeat_check_ratio \(heartbeatCheckRatio) must be in (0, 10]")
         }
         if publishQueueMaxsize < 1 { p.append("publish_queue_maxsize \(publishQueueMaxsize) must be at least 1") }
         if maxReconnectAttempts < 0 { p.append("max_reconnect_attempts \(maxReconnectAttempts) must be 0 (forever) or more") }
-        if !(reconnectInitialDelay >= 0.01) {
+        if !(reconnectInitialDelay >= .milliseconds(10)) {
             p.append(
-                "reconnect_initial_delay \(reconnectInitialDelay) must be at least 0.01 s: from 0 the back-off never grows, and a client would reconnect in a tight loop"
+                "reconnect_initial_delay \(reconnectInitialDelay.inSeconds) must be at least 0.01 s: from 0 the back-off never grows, and a client would reconnect in a tight loop"
             )
         }
         if !(reconnectMaxDelay >= reconnectInitialDelay) {
-            p.append("reconnect_max_delay \(reconnectMaxDelay) must be at least reconnect_initial_delay \(reconnectInitialDelay)")
+            p.append(
+                "reconnect_max_delay \(reconnectMaxDelay.inSeconds) must be at least reconnect_initial_delay \(reconnectInitialDelay.inSeconds)"
+            )
         }
         if !(16...268_435_460).contains(maxPacketSize) { p.append("max_packet_size \(maxPacketSize) must be in 16...268435460 bytes") }
         if let m = maxIncomingPacketSize, !(16...268_435_460).contains(m) {

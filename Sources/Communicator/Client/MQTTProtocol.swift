@@ -149,7 +149,7 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
             core.submit(.connect(.none))
             return
         }
-        try wait(timeout: config.timeout + 5) { done in core.submit(.connect(.done(done))) }
+        try wait(timeout: config.timeout + .seconds(5)) { done in core.submit(.connect(.done(done))) }
     }
 
     public func connect() async throws {
@@ -331,7 +331,8 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
     private func queueFull(_ topic: String, waited: Bool) -> ProtocolValidationError {
         ProtocolValidationError(
             "publish queue is full: \(config.publishQueueMaxsize) messages are waiting or in flight (publish_queue_maxsize)"
-                + (waited ? ", and none completed within \(config.timeout) s (timeout)" : "") + "; message on \"\(topic)\" refused",
+                + (waited ? ", and none completed within \(config.timeout.inSeconds) s (timeout)" : "")
+                + "; message on \"\(topic)\" refused",
             reason: .queueFull)
     }
 
@@ -501,7 +502,7 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
     }
 
     /// Runs `start` and blocks the calling thread until its callback fires or `timeout` passes.
-    private func wait(timeout: Double, _ start: (@escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) throws {
+    private func wait(timeout: Duration, _ start: (@escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) throws {
         if isOnNetworkThread {
             throw ProtocolValidationError(
                 "a blocking call was made on the network thread (inside a callback): use the async form", reason: .misuse)
@@ -512,8 +513,8 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
             result.withLockedValue { $0 = r }
             semaphore.signal()
         }
-        if semaphore.wait(timeout: .now() + timeout) == .timedOut {
-            throw ProtocolConnectionError("no result within \(timeout) s (timeout)", reason: .timeout)
+        if semaphore.wait(timeout: .now() + timeout.inSeconds) == .timedOut {
+            throw ProtocolConnectionError("no result within \(timeout.inSeconds) s (timeout)", reason: .timeout)
         }
         try result.withLockedValue { $0 }!.get()
     }

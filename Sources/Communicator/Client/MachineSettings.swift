@@ -6,8 +6,9 @@ extension ConnectionMachine.Settings {
     init(_ config: MQTTConfig) {
         self.init(
             brokers: config.brokers, order: config.brokerOrder, serverReferenceAllowList: config.serverReferenceAllowList,
-            maxReconnectAttempts: config.maxReconnectAttempts, reconnectInitialDelay: config.reconnectInitialDelay,
-            reconnectMaxDelay: config.reconnectMaxDelay, fallbackToV311: config.fallbackToV311, keepConnecting: config.keepConnecting,
+            maxReconnectAttempts: config.maxReconnectAttempts, reconnectInitialDelay: config.reconnectInitialDelay.inSeconds,
+            reconnectMaxDelay: config.reconnectMaxDelay.inSeconds, fallbackToV311: config.fallbackToV311,
+            keepConnecting: config.keepConnecting,
             version: config.protocolVersion, cleanStart: config.cleanStart, sessionExpiryInterval: config.sessionExpiryInterval)
     }
 }

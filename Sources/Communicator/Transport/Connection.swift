@@ -151,7 +151,7 @@ enum Transport {
         let tlsContext = core.tlsContext
         let serverName = config.tlsServerName ?? broker.host
         return ClientBootstrap(group: loop)
-            .connectTimeout(.nanoseconds(Int64(config.timeout * 1e9)))
+            .connectTimeout(config.timeout.timeAmount)
             // Small packets go out at once (no Nagle delay on acks and PINGREQ); batching is ours.
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
