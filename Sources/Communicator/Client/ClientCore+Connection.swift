@@ -54,7 +54,7 @@ extension ClientCore {
             listeners.notify(s)
         case .scheduleRetry(let delay):
             guard let loop else { return }
-            reconnectTask = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { [self] in
+            reconnectTask = loop.scheduleTask(in: Duration(seedSeconds: delay).timeAmount) { [self] in
                 reconnectTask = nil
                 lifecycle(.backoffElapsed)
                 runActions()
@@ -140,6 +140,7 @@ extension ClientCore {
         update {
             $0.sessionPresent = info.sessionPresent
             $0.connectionInfo = info
+            $0.clientID = machine.options.clientID  // the broker's, if it assigned one
         }
         cancelAttemptTimeout()
         startTicking()

@@ -71,7 +71,7 @@ final class ClientCore: @unchecked Sendable {
         inbox = CommandInbox(
             limit: config.queueFullPolicy == .reject ? config.publishQueueMaxsize : 2 * config.publishQueueMaxsize + 65_535)
         connection = ConnectionMachine(settings: .init(config), seed: UInt64.random(in: .min ... .max))
-        view = MQTTClientSnapshot(broker: config.brokers[0])
+        view = MQTTClientSnapshot(broker: config.brokers[0], clientID: clientID)
         published = NIOLockedValueBox(view)
         tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
         machine = SessionMachine(options: .init(config, clientID: clientID))
@@ -79,7 +79,6 @@ final class ClientCore: @unchecked Sendable {
         openStore()
     }
 
-    var clientID: String { machine.options.clientID }
     var currentLoop: EventLoop? { inbox.loop }
     /// The broker of the current (or last) connection attempt.
     var current: BrokerEndpoint { view.broker }

@@ -3,6 +3,9 @@
 /// `MQTTProtocol.snapshot` returns it; the single properties (`state`, `broker`, ...) read from it.
 public struct MQTTClientSnapshot: Sendable {
     public var state: ConnectionState = .idle
+    /// The client identifier: the configured one, or the one the broker assigned (5.0, empty
+    /// configured id) once it did.
+    public var clientID: String
     /// The broker of the current connection, or of the last attempt.
     public var broker: BrokerEndpoint
     /// Why the last attempt or connection ended (nil if none has failed).
@@ -20,5 +23,8 @@ public struct MQTTClientSnapshot: Sendable {
     /// Incoming messages skipped as larger than `maxIncomingPacketSize`.
     public var droppedIncomingMessages = 0
 
-    init(broker: BrokerEndpoint) { self.broker = broker }
+    init(broker: BrokerEndpoint, clientID: String) {
+        self.broker = broker
+        self.clientID = clientID
+    }
 }

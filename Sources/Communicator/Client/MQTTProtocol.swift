@@ -84,7 +84,7 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
     }
 
     /// The client identifier sent in CONNECT.
-    public var clientID: String { core.clientID }
+    public var clientID: String { core.read { $0.clientID } }
 
     /// What the broker granted in the last CONNACK (keep-alive, Receive Maximum, Maximum Packet
     /// Size, Maximum QoS, ...), nil before the first connection.

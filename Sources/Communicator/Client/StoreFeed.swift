@@ -49,7 +49,7 @@ struct StoreOpener {
     /// Whether a failed open is due to be tried again.
     var isDue: Bool {
         guard let failure, let config else { return false }
-        return clock() - failure.at >= .nanoseconds(Int64(config.retryInterval * 1e9))
+        return Double((clock() - failure.at).nanoseconds) / 1e9 >= config.retryInterval  // seconds: any retryInterval, no overflow
     }
 }
 

@@ -12,7 +12,19 @@ import Glibc
 
 extension AgentConfig {
     static var keys: [ConfigKey] {
-        mqttKeys + [
+        // Appended in parts: one expression of them all is too much for the type checker.
+        var keys = mqttKeys
+        keys += topicKeys
+        keys += storeKeys
+        keys += ledKeys
+        keys.append(sourcesKey)
+        keys += pathKeys
+        keys += commandKeys
+        return keys
+    }
+
+    private static var topicKeys: [ConfigKey] {
+        [
             .text(
                 "topics.status", \.topics.status, note: "retained \"online\" / \"offline\"; the Will says \"offline\"", check: topicProblem,
                 explain: { YAML.quote($0.topic($0.topics.status)) }),
@@ -26,12 +38,18 @@ extension AgentConfig {
             .seconds(
                 "status.info_interval", \.infoInterval, 1...86_400,
                 note: "seconds between info documents (also sent on every change of state)", remote: true),
-        ] + storeKeys + ledKeys + [
-            sourcesKey,
+        ]
+    }
+
+    private static var pathKeys: [ConfigKey] {
+        [
             .text("state_dir", \.stateDirectory, note: "the event sequence number and remembered answers live here"),
             .choice("log_level", \.logLevel, remote: true),
-            .text("hardware_dir", \.hardwareDirectory, note: "board profiles (led.board); default: ../hardware beside the file, else this"),
-        ] + commandKeys
+            // Read before the table (led.board needs it): here only shown.
+            ConfigKey(
+                path: "hardware_dir", note: "board profiles (led.board); default: ../hardware beside the file, else this",
+                read: { _, _ in }, show: { YAML.quote($0.hardwareDirectory) }),
+        ]
     }
 
     /// Comment lines above a mapping in the example file.
@@ -226,8 +244,9 @@ extension AgentConfig {
 
     private static func topicProblem(_ template: String, _ c: AgentConfig) -> String? {
         let expanded = template.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
-        if let p = Topic.nameProblem(expanded) { return p }
-        return expanded.contains("{") ? "only {device_id} may be used in a topic template" : nil
+        let problems = [Topic.nameProblem(expanded), expanded.contains("{") ? "only {device_id} may be used in a topic template" : nil]
+        let found = problems.compactMap { $0 }
+        return found.isEmpty ? nil : found.joined(separator: "; ")
     }
 
     private static func commandTopicProblem(_ template: String, _ c: AgentConfig) -> String? {
