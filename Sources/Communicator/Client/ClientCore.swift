@@ -22,7 +22,7 @@ final class ClientCore: @unchecked Sendable {
     /// One field of the snapshot, without copying the rest (the publish path reads the state).
     func read<T>(_ field: (inout MQTTClientSnapshot) -> T) -> T { published.withLockedValue { field(&$0) } }
 
-    // Owned by the loop (here and in ClientCore+Connection.swift):
+    // Owned by the loop (here and in the ClientCore+*.swift extensions):
     var loop: EventLoop?
     /// The loop's own copy of what the application sees (`update` publishes it).
     private(set) var view: MQTTClientSnapshot
