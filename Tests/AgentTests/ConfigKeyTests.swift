@@ -99,4 +99,31 @@ struct ConfigKeyTests {
             }
         }
     }
+
+    @Test("a bad list item, template or source type names its key and is refused; nothing else is taken from it")
+    func listAndTemplateProblems() {
+        do {
+            _ = try parse(
+                """
+                device_id: a
+                mqtt: {failover: ["b:99999", c], server_reference_allow: [""]}
+                topics: {status: "s/{device}/#"}
+                commands: {broadcast_topic: "fleet/+"}
+                sources: [{type: [socket]}, {name: x}]
+                """)
+            Issue.record("accepted")
+        } catch {
+            let text = "\(error)"
+            for needle in [
+                "mqtt.failover[0]: expected \"host\" or \"host:port\" (port 1...65535), found \"b:99999\"",
+                "mqtt.server_reference_allow[0]: expected a host name", "topics.status:",
+                "only {device_id} may be used in a topic template",
+                "commands.broadcast_topic:", "(the agent appends /<command name> itself)", "sources[0].type: expected a text value",
+                "sources[1].type: missing",
+            ] {
+                #expect(text.contains(needle), "no \"\(needle)\" in \(text)")
+            }
+            #expect(!text.contains("mqtt.failover[1]"), "a good item next to a bad one is taken")
+        }
+    }
 }

@@ -72,11 +72,9 @@ extension ClientCore {
         case .failQueued:
             machine.failAll(.connectionLost, into: &actions)
         case .connectSucceeded:
-            for w in connectWaiters { complete(w, .success(())) }
-            connectWaiters.removeAll()
+            finishConnectWaiters(.success(()))
         case .connectFailed(let error):
-            for w in connectWaiters { complete(w, .failure(error)) }
-            connectWaiters.removeAll()
+            finishConnectWaiters(.failure(error))
         case .disconnectFinished:
             closeStore()
             for w in disconnectWaiters { complete(w, .success(())) }
@@ -101,7 +99,7 @@ extension ClientCore {
         if config.tlsInsecureSkipVerify && tlsContext != nil {
             logger.warning("TLS certificate verification is OFF (tls_insecure_skip_verify): the broker's identity is not checked")
         }
-        attemptTimeout?.cancel()
+        cancelAttemptTimeout()
         attemptTimeout = loop.scheduleTask(in: config.timeout.timeAmount) { [self] in
             guard attempt == thisAttempt, case .connecting = connection.state else { return }
             fail(
@@ -122,6 +120,12 @@ extension ClientCore {
                 attemptEnded()
             }
         }
+    }
+
+    private func finishConnectWaiters(_ result: Result<Void, any Error>) {
+        let waiters = connectWaiters
+        connectWaiters.removeAll()
+        for w in waiters { complete(w, result) }
     }
 
     private func fail(_ error: any CommunicatorError) {

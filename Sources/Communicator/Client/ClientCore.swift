@@ -116,10 +116,10 @@ final class ClientCore: @unchecked Sendable {
 
     func closeStore() { outbox?.close() }
 
+    /// Blocking mode, after the disconnect (which closed the store): the loop goes away.
     func detach() {
         storeTickTask?.cancel()
         storeTickTask = nil
-        outbox?.close()
         inbox.detach()
         loop = nil
     }
@@ -387,7 +387,8 @@ final class ClientCore: @unchecked Sendable {
         switch completion {
         case .none, .restore, .stored: break
         case .done(let callback): callback(result)
-        case .granted: completion.finishSubscribe(result, granted: granted, version: machine.options.version)
+        case .granted(let filters, let callback):
+            callback(Completion.subscribeResult(result, filters: filters, granted: granted, version: machine.options.version))
         }
     }
 

@@ -28,26 +28,19 @@ enum Completion: Sendable {
         return false
     }
 
-    /// Tells the caller of a SUBSCRIBE (`.granted`), with SUBACK's codes: a refused filter fails
-    /// the request, naming the filter. Other completions: `ClientCore.complete`.
-    func finishSubscribe(_ result: Result<Void, any Error>, granted: [UInt8], version: MQTTVersion) {
-        switch self {
-        case .none, .restore, .stored, .done: break
-        case .granted(let filters, let cb):
-            switch result {
-            case .failure(let e): cb(.failure(e))
-            case .success:
-                if let (i, code) = granted.enumerated().first(where: { ReasonCode($0.element).isFailure }) {
-                    let filter = i < filters.count ? filters[i] : "?"
-                    cb(
-                        .failure(
-                            ProtocolValidationError(
-                                "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: version))): check the filter and the broker's ACL",
-                                code: code, reason: .refused(ReasonCode(code)))))
-                } else {
-                    cb(.success(granted))
-                }
-            }
-        }
+    /// What a SUBSCRIBE's caller is told, with SUBACK's codes: a refused filter fails the
+    /// request, naming the filter.
+    static func subscribeResult(
+        _ result: Result<Void, any Error>, filters: [String], granted: [UInt8], version: MQTTVersion
+    )
+        -> Result<[UInt8], any Error>
+    {
+        if case .failure(let e) = result { return .failure(e) }
+        guard let (i, code) = granted.enumerated().first(where: { ReasonCode($0.element).isFailure }) else { return .success(granted) }
+        let filter = i < filters.count ? filters[i] : "?"
+        return .failure(
+            ProtocolValidationError(
+                "broker refused the subscription to \"\(filter)\" (SUBACK \(ReasonCode.describe(code, version: version))): check the filter and the broker's ACL",
+                code: code, reason: .refused(ReasonCode(code))))
     }
 }

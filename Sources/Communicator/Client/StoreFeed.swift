@@ -8,7 +8,8 @@ struct StoreOpener {
     let config: OfflineStoreConfig?
     let logger: Logger
     let clock: @Sendable () -> NIODeadline
-    private var failure: (error: StoreError, at: NIODeadline)?
+    /// When the last open failed (nil: it did not).
+    private var failedAt: NIODeadline?
 
     init(config: OfflineStoreConfig?, logger: Logger, clock: @escaping @Sendable () -> NIODeadline) {
         self.config = config
@@ -31,15 +32,15 @@ struct StoreOpener {
         do {
             let o = try Outbox(config: config, logger: logger, clock: clock, report: report)
             for f in o.recoverFlows() { session.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq)) }
-            failure = nil
+            failedAt = nil
             return .opened(o)
         } catch {
-            if failure == nil {
+            if failedAt == nil {
                 logger.error(
                     "offline store \(config.directory) cannot be opened: \(error). Messages are kept in memory only (publish_queue_maxsize); trying again every \(config.retryInterval) s"
                 )
             }
-            failure = (error, clock())
+            failedAt = clock()
             return .failed(
                 OfflineStoreStatus(
                     directory: config.directory, pending: 0, fill: 0, dropped: 0, corruptSkipped: 0, held: 0, degraded: "\(error)"))
@@ -48,8 +49,8 @@ struct StoreOpener {
 
     /// Whether a failed open is due to be tried again.
     var isDue: Bool {
-        guard let failure, let config else { return false }
-        return Double((clock() - failure.at).nanoseconds) / 1e9 >= config.retryInterval  // seconds: any retryInterval, no overflow
+        guard let failedAt, let config else { return false }
+        return Double((clock() - failedAt).nanoseconds) / 1e9 >= config.retryInterval  // seconds: any retryInterval, no overflow
     }
 }
 

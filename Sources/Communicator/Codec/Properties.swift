@@ -293,114 +293,63 @@ extension MQTTProperties.Values {
     /// Writes the length-prefixed property list (§2.2.2.1), identifiers in ascending order.
     func write(to buffer: inout ByteBuffer) {
         VarInt.write(encodedLength, to: &buffer)
-        if let v = payloadFormatIndicator {
-            buffer.writeInteger(UInt8(0x01))
-            buffer.writeInteger(v)
-        }
-        if let v = messageExpiryInterval {
-            buffer.writeInteger(UInt8(0x02))
-            buffer.writeInteger(v)
-        }
-        if let v = contentType {
-            buffer.writeInteger(UInt8(0x03))
-            buffer.writeMQTTString(v)
-        }
-        if let v = responseTopic {
-            buffer.writeInteger(UInt8(0x08))
-            buffer.writeMQTTString(v)
-        }
-        if let v = correlationData {
-            buffer.writeInteger(UInt8(0x09))
-            buffer.writeMQTTBinary(v)
-        }
+        buffer.writeProperty(0x01, payloadFormatIndicator)
+        buffer.writeProperty(0x02, messageExpiryInterval)
+        buffer.writeProperty(0x03, string: contentType)
+        buffer.writeProperty(0x08, string: responseTopic)
+        buffer.writeProperty(0x09, binary: correlationData)
         for v in subscriptionIdentifiers {
             buffer.writeInteger(UInt8(0x0B))
             VarInt.write(Int(v), to: &buffer)
         }
-        if let v = sessionExpiryInterval {
-            buffer.writeInteger(UInt8(0x11))
-            buffer.writeInteger(v)
-        }
-        if let v = assignedClientIdentifier {
-            buffer.writeInteger(UInt8(0x12))
-            buffer.writeMQTTString(v)
-        }
-        if let v = serverKeepAlive {
-            buffer.writeInteger(UInt8(0x13))
-            buffer.writeInteger(v)
-        }
-        if let v = authenticationMethod {
-            buffer.writeInteger(UInt8(0x15))
-            buffer.writeMQTTString(v)
-        }
-        if let v = authenticationData {
-            buffer.writeInteger(UInt8(0x16))
-            buffer.writeMQTTBinary(v)
-        }
-        if let v = requestProblemInformation {
-            buffer.writeInteger(UInt8(0x17))
-            buffer.writeInteger(v)
-        }
-        if let v = willDelayInterval {
-            buffer.writeInteger(UInt8(0x18))
-            buffer.writeInteger(v)
-        }
-        if let v = requestResponseInformation {
-            buffer.writeInteger(UInt8(0x19))
-            buffer.writeInteger(v)
-        }
-        if let v = responseInformation {
-            buffer.writeInteger(UInt8(0x1A))
-            buffer.writeMQTTString(v)
-        }
-        if let v = serverReference {
-            buffer.writeInteger(UInt8(0x1C))
-            buffer.writeMQTTString(v)
-        }
-        if let v = reasonString {
-            buffer.writeInteger(UInt8(0x1F))
-            buffer.writeMQTTString(v)
-        }
-        if let v = receiveMaximum {
-            buffer.writeInteger(UInt8(0x21))
-            buffer.writeInteger(v)
-        }
-        if let v = topicAliasMaximum {
-            buffer.writeInteger(UInt8(0x22))
-            buffer.writeInteger(v)
-        }
-        if let v = topicAlias {
-            buffer.writeInteger(UInt8(0x23))
-            buffer.writeInteger(v)
-        }
-        if let v = maximumQoS {
-            buffer.writeInteger(UInt8(0x24))
-            buffer.writeInteger(v)
-        }
-        if let v = retainAvailable {
-            buffer.writeInteger(UInt8(0x25))
-            buffer.writeInteger(v)
-        }
+        buffer.writeProperty(0x11, sessionExpiryInterval)
+        buffer.writeProperty(0x12, string: assignedClientIdentifier)
+        buffer.writeProperty(0x13, serverKeepAlive)
+        buffer.writeProperty(0x15, string: authenticationMethod)
+        buffer.writeProperty(0x16, binary: authenticationData)
+        buffer.writeProperty(0x17, requestProblemInformation)
+        buffer.writeProperty(0x18, willDelayInterval)
+        buffer.writeProperty(0x19, requestResponseInformation)
+        buffer.writeProperty(0x1A, string: responseInformation)
+        buffer.writeProperty(0x1C, string: serverReference)
+        buffer.writeProperty(0x1F, string: reasonString)
+        buffer.writeProperty(0x21, receiveMaximum)
+        buffer.writeProperty(0x22, topicAliasMaximum)
+        buffer.writeProperty(0x23, topicAlias)
+        buffer.writeProperty(0x24, maximumQoS)
+        buffer.writeProperty(0x25, retainAvailable)
         for p in userProperties {
             buffer.writeInteger(UInt8(0x26))
             buffer.writeMQTTString(p.name)
             buffer.writeMQTTString(p.value)
         }
-        if let v = maximumPacketSize {
-            buffer.writeInteger(UInt8(0x27))
-            buffer.writeInteger(v)
-        }
-        if let v = wildcardSubscriptionAvailable {
-            buffer.writeInteger(UInt8(0x28))
-            buffer.writeInteger(v)
-        }
-        if let v = subscriptionIdentifierAvailable {
-            buffer.writeInteger(UInt8(0x29))
-            buffer.writeInteger(v)
-        }
-        if let v = sharedSubscriptionAvailable {
-            buffer.writeInteger(UInt8(0x2A))
-            buffer.writeInteger(v)
-        }
+        buffer.writeProperty(0x27, maximumPacketSize)
+        buffer.writeProperty(0x28, wildcardSubscriptionAvailable)
+        buffer.writeProperty(0x29, subscriptionIdentifierAvailable)
+        buffer.writeProperty(0x2A, sharedSubscriptionAvailable)
+    }
+}
+
+extension ByteBuffer {
+    /// One property: its identifier, then the value (nothing when the value is absent).
+    @inline(__always)
+    fileprivate mutating func writeProperty<T: FixedWidthInteger>(_ id: UInt8, _ value: T?) {
+        guard let value else { return }
+        writeInteger(id)
+        writeInteger(value)
+    }
+
+    @inline(__always)
+    fileprivate mutating func writeProperty(_ id: UInt8, string value: String?) {
+        guard let value else { return }
+        writeInteger(id)
+        writeMQTTString(value)
+    }
+
+    @inline(__always)
+    fileprivate mutating func writeProperty(_ id: UInt8, binary value: ByteBuffer?) {
+        guard let value else { return }
+        writeInteger(id)
+        writeMQTTBinary(value)
     }
 }

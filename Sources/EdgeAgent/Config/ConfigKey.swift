@@ -48,7 +48,6 @@ struct ConfigKey {
     var above: [String] = []
     /// May be changed remotely (`config/set`).
     var remote = false
-    var secret = false
     /// The YAML the example file shows instead of the default (nil: the default).
     var example: String?
     let read: (ConfigTree, inout AgentConfig) -> Void
@@ -72,18 +71,22 @@ struct ConfigKey {
             }, show: { YAML.quote($0[keyPath: key]) }, explain: explain)
     }
 
+    /// A text that may be absent (`null`). `secret`: shown masked; `readableFile`: names a file
+    /// this user must be able to read; `check` returns the problem with a value.
     static func optionalText(
         _ path: String, _ key: WritableKeyPath<AgentConfig, String?>, note: String = "", above: [String] = [], secret: Bool = false,
-        readableFile: Bool = false
+        readableFile: Bool = false, check: ((String, AgentConfig) -> String?)? = nil
     ) -> ConfigKey {
         ConfigKey(
-            path: path, note: note, above: above, secret: secret,
+            path: path, note: note, above: above,
             read: { t, c in
                 let v = t.string(path, c[keyPath: key])
                 c[keyPath: key] = v
-                if readableFile, let v, !FileManager.default.isReadableFile(atPath: v) {
+                guard let v else { return }
+                if readableFile && !FileManager.default.isReadableFile(atPath: v) {
                     t.problem("\(path): \(v) cannot be read (missing, or no permission for this user)")
                 }
+                if let problem = check?(v, c) { t.problem("\(path): \(problem)") }
             },
             show: { c in
                 guard let v = c[keyPath: key] else { return "null" }
@@ -125,25 +128,33 @@ struct ConfigKey {
             read: { t, c in c[keyPath: key] = t.choice(path, c[keyPath: key]) }, show: { YAML.quote($0[keyPath: key].configName) })
     }
 
-    /// A list of text items, each checked (`check` returns the problem).
-    static func texts(
-        _ path: String, _ key: WritableKeyPath<AgentConfig, [String]>, note: String = "", above: [String] = [],
-        expected: String, check: @escaping (String) -> Bool = { !$0.isEmpty }
+    /// A list of text items, each parsed (nil: not a valid item, named with `expected`).
+    static func list<Item>(
+        _ path: String, _ key: WritableKeyPath<AgentConfig, [Item]>, note: String = "", above: [String] = [], expected: String,
+        parse: @escaping (String, AgentConfig) -> Item?, show: @escaping (Item) -> String
     ) -> ConfigKey {
         ConfigKey(
             path: path, note: note, above: above,
             read: { t, c in
                 guard t.value(path) != nil else { return }
-                var items: [String] = []
-                for (i, item) in t.list(path).enumerated() {
-                    guard case .scalar(let s, _) = item, check(s) else {
-                        t.problem("\(path)[\(i)]: expected \(expected), found \(ConfigTree.show(item))")
+                var items: [Item] = []
+                for (i, node) in t.list(path).enumerated() {
+                    guard case .scalar(let s, _) = node, let item = parse(s, c) else {
+                        t.problem("\(path)[\(i)]: expected \(expected), found \(ConfigTree.show(node))")
                         continue
                     }
-                    items.append(s)
+                    items.append(item)
                 }
                 c[keyPath: key] = items
-            }, show: { "[" + $0[keyPath: key].map(YAML.quote).joined(separator: ", ") + "]" })
+            }, show: { "[" + $0[keyPath: key].map(show).joined(separator: ", ") + "]" })
+    }
+
+    /// A list of text items, each one accepted by `check`.
+    static func texts(
+        _ path: String, _ key: WritableKeyPath<AgentConfig, [String]>, note: String = "", above: [String] = [],
+        expected: String, check: @escaping (String) -> Bool = { !$0.isEmpty }
+    ) -> ConfigKey {
+        list(path, key, note: note, above: above, expected: expected, parse: { s, _ in check(s) ? s : nil }, show: YAML.quote)
     }
 
     /// Whole numbers without ".0", so that the file reads as written.

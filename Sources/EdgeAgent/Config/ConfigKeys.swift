@@ -115,23 +115,14 @@ extension AgentConfig {
             .seconds(
                 "mqtt.reconnect_max_delay", \.mqtt.reconnectMaxDelay, 0...86_400, note: "... up to this; the agent retries for ever",
                 remote: true),
-            ConfigKey(
-                path: "mqtt.failover", note: "e.g. [\"broker-b.example:8883\", \"10.0.0.12\"]",
+            .list(
+                "mqtt.failover", \.mqtt.failover, note: "e.g. [\"broker-b.example:8883\", \"10.0.0.12\"]",
                 above: [
                     "More brokers (a cluster or a standby), \"host\" or \"host:port\". A failed attempt moves on to the",
                     "next broker at once; the back-off above waits only after every broker failed. Each round",
                     "starts again with host:port above, so the agent returns to it once it is back.",
-                ],
-                read: { t, c in
-                    for (i, item) in t.list("mqtt.failover").enumerated() {
-                        guard case .scalar(let text, _) = item, let b = BrokerEndpoint(parsing: text, defaultPort: c.mqtt.port) else {
-                            t.problem(
-                                "mqtt.failover[\(i)]: expected \"host\" or \"host:port\" (port 1...65535), found \(ConfigTree.show(item))")
-                            continue
-                        }
-                        c.mqtt.failover.append(b)
-                    }
-                }, show: { "[" + $0.mqtt.failover.map { YAML.quote($0.description) }.joined(separator: ", ") + "]" }),
+                ], expected: "\"host\" or \"host:port\" (port 1...65535)",
+                parse: { text, c in BrokerEndpoint(parsing: text, defaultPort: c.mqtt.port) }, show: { YAML.quote($0.description) }),
             .choice("mqtt.broker_order", \.mqtt.brokerOrder, note: "in_order, or random (a new order each round, spreads a fleet)"),
             .texts(
                 "mqtt.server_reference_allow", \.mqtt.serverReferenceAllow,
@@ -220,12 +211,9 @@ extension AgentConfig {
             .text(
                 "commands.topic", \.commands.topic, note: "requests on <topic>/<name>", check: commandTopicProblem,
                 explain: { YAML.quote($0.topic($0.commands.topic) + "/<name>") }),
-            ConfigKey(
-                path: "commands.broadcast_topic", note: "e.g. fleet/commands: requests to every device",
-                read: { t, c in
-                    c.commands.broadcastTopic = t.string("commands.broadcast_topic", nil)
-                    if let v = c.commands.broadcastTopic, let p = commandTopicProblem(v, c) { t.problem("commands.broadcast_topic: \(p)") }
-                }, show: { $0.commands.broadcastTopic.map(YAML.quote) ?? "null" }),
+            .optionalText(
+                "commands.broadcast_topic", \.commands.broadcastTopic, note: "e.g. fleet/commands: requests to every device",
+                check: commandTopicProblem),
             .text(
                 "commands.response_topic", \.commands.responseTopic, note: "answers when the request names no response topic",
                 check: commandTopicProblem, explain: { YAML.quote($0.topic($0.commands.responseTopic)) }),
@@ -242,16 +230,20 @@ extension AgentConfig {
         ]
     }
 
+    /// A template as it is checked: `{device_id}` filled in (with a stand-in while it is missing).
+    private static func checkable(_ template: String, _ c: AgentConfig) -> String {
+        template.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+    }
+
     private static func topicProblem(_ template: String, _ c: AgentConfig) -> String? {
-        let expanded = template.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
+        let expanded = checkable(template, c)
         let problems = [Topic.nameProblem(expanded), expanded.contains("{") ? "only {device_id} may be used in a topic template" : nil]
         let found = problems.compactMap { $0 }
         return found.isEmpty ? nil : found.joined(separator: "; ")
     }
 
     private static func commandTopicProblem(_ template: String, _ c: AgentConfig) -> String? {
-        let expanded = template.replacing("{device_id}", with: c.deviceID.isEmpty ? "x" : c.deviceID)
-        return Topic.nameProblem(expanded).map { "\($0) (the agent appends /<command name> itself)" }
+        Topic.nameProblem(checkable(template, c)).map { "\($0) (the agent appends /<command name> itself)" }
     }
 
     private static func readDeviceID(_ t: ConfigTree, _ c: inout AgentConfig) {

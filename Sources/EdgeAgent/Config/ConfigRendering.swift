@@ -8,7 +8,6 @@ extension AgentConfig {
     }
 
     static func render(_ c: AgentConfig, as mode: Rendering) -> String {
-        let defaults = AgentConfig()
         var out = mode == .example ? exampleHeader : ""
         var open: [Substring] = []  // the mappings the last key was in
         var afterBlock = false  // the last value took several lines
@@ -25,7 +24,7 @@ extension AgentConfig {
                 out += indent(d) + parts[d] + ":\n"
             }
             open = parts
-            let value = mode == .example ? (key.example ?? key.show(defaults)) : key.show(c)
+            let value = (mode == .example ? key.example : nil) ?? key.show(c)
             if mode == .example { out += comments(key.above, indent: parts.count) }
             let comment = mode == .example ? key.note : c.origin(of: key)
             let first = indent(parts.count) + name + ":" + (value.hasPrefix("\n") ? "" : " " + value)

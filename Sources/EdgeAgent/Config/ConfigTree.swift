@@ -155,11 +155,14 @@ final class ConfigTree {
         return def
     }
 
-    func choice<E: ConfigChoice>(_ path: String, _ def: E, in base: Value? = nil) -> E {
-        guard let s = string(path, nil, in: base) else { return def }
+    func choice<E: ConfigChoice>(_ path: String, _ def: E, in base: Value? = nil) -> E { choice(path, in: base) ?? def }
+
+    /// nil when the key is absent or its value is not one of the choices (a problem then).
+    func choice<E: ConfigChoice>(_ path: String, in base: Value? = nil) -> E? {
+        guard let s = string(path, nil, in: base) else { return nil }
         guard let e = E.choices.first(where: { $0.configName == s }) else {
             problem("\(path): \"\(s)\" is not one of \(E.choices.map(\.configName).joined(separator: ", "))")
-            return def
+            return nil
         }
         return e
     }

@@ -108,11 +108,7 @@ extension AgentConfig {
                 t.problem("\(p).type: missing; one of \(SourceKind.choices.map(\.rawValue).joined(separator: ", "))")
                 continue
             }
-            let typeName = t.string("\(p).type", nil, in: item) ?? ""
-            guard let kind = SourceKind(rawValue: typeName) else {
-                t.problem("\(p).type: \"\(typeName)\" is not one of \(SourceKind.choices.map(\.rawValue).joined(separator: ", "))")
-                continue
-            }
+            guard let kind: SourceKind = t.choice("\(p).type", in: item) else { continue }
             var s = Source(type: kind, name: "")
             s.name = t.string("\(p).name", "\(kind.rawValue)\(i)", in: item) ?? ""
             if !names.insert(s.name).inserted { t.problem("\(p).name: \"\(s.name)\" is used by another source; names must be unique") }
