@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         // 4.x: imports FoundationEssentials, not Foundation (no ICU in the agent, issue 8).
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // The MQTT library: codec (pure), session state machine (pure), NIO transport, public API.
@@ -47,6 +48,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Hardware behind small protocols: the status LED (libgpiod or simulated), event sources.
@@ -125,7 +127,13 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["EdgeAgent", "DeviceAdapters", "FuzzTargets"],
+            dependencies: [
+                "EdgeAgent", "DeviceAdapters", "FuzzTargets",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             exclude: ["FuzzInputs"]
         ),
         .testTarget(

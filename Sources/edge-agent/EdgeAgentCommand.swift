@@ -11,7 +11,7 @@ func printError(_ line: String) {
 }
 
 @main
-struct EdgeAgentCommand: ParsableCommand {
+struct EdgeAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edge-agent",
         abstract: "Runs on a camera gateway: keeps an MQTT session, publishes vision events and device status, buffers offline.",

@@ -1,9 +1,7 @@
 import ArgumentParser
-import Dispatch
 import EdgeAgent
 import FoundationEssentials
 import Logging
-import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +13,7 @@ enum Exit {
     static let failure: Int32 = 1
 }
 
-struct RunCommand: ParsableCommand {
+struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Runs the agent until SIGTERM or SIGINT, then stops cleanly (status offline, DISCONNECT).",
@@ -27,7 +25,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The configuration file (YAML); see config/edge-agent.example.yaml.")
     var config: String = "/etc/edge-agent/config.yaml"
 
-    func run() throws {
+    func run() async throws {
         let cfg: AgentConfig
         do { cfg = try AgentConfig.load(path: config) } catch {
             printError("edge-agent: \(config): \(error)")
@@ -44,35 +42,11 @@ struct RunCommand: ParsableCommand {
         } else if cfg.fromEnvironment.contains("mqtt.password") {
             logger.notice("mqtt.password: from the environment; under systemd, a credential (LoadCredential=) keeps it from other users")
         }
-        let agent: Agent
-        do {
-            agent = try Agent(config: cfg, logger: logger, configPath: config)
-            try agent.start()
-        } catch {
+        let code: Int32
+        do { code = try await AgentRuntime.run(config: cfg, logger: logger, configPath: config) } catch {
             logger.critical("cannot run: \(error)")
             throw ExitCode(Exit.failure)
         }
-        let stop = DispatchSemaphore(value: 0)
-        let exitCode = NIOLockedValueBox<Int32>(0)
-        agent.onExitRequest = { code in
-            exitCode.withLockedValue { $0 = code }
-            stop.signal()
-        }
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                logger.info("\(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
-                stop.signal()
-            }
-            s.resume()
-            sources.append(s)
-        }
-        stop.wait()
-        agent.stop()
-        _ = sources
-        let code = exitCode.withLockedValue { $0 }
         if code != 0 {
             logger.notice("exiting with \(code) (restart requested)")
             throw ExitCode(code)

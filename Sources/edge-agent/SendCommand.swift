@@ -1,16 +1,14 @@
 import ArgumentParser
 import Communicator
 import DeviceAdapters
-import Dispatch
 import EdgeAgent
 import FoundationEssentials
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 
 /// `edge-agent send`: an operator's request to one device's command topic, answered through MQTT
 /// 5.0 request/response (Response Topic + Correlation Data, `MQTTProtocol.request`).
-struct SendCommand: ParsableCommand {
+struct SendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
         abstract: "Sends a command to a device and prints its answer (docs/COMMANDS.md).",
@@ -35,7 +33,7 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the answer.")
     var timeout: Double = 15
 
-    func run() throws {
+    func run() async throws {
         let agentConfig: AgentConfig
         do {
             agentConfig = try AgentConfig.load(path: config)
@@ -69,22 +67,15 @@ struct SendCommand: ParsableCommand {
         encoder.outputFormatting = [.sortedKeys]
         let payload = Array(try encoder.encode(JSONValue.object(request)))
 
-        let outcome = NIOLockedValueBox<Result<MQTTMessage, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let wait = timeout
-        Task {
-            do {
-                try await client.connect()
-                let answer = try await client.request(topic, ByteBuffer(bytes: payload), qos: 1, timeout: wait)
-                outcome.withLockedValue { $0 = .success(answer) }
-            } catch {
-                outcome.withLockedValue { $0 = .failure(error) }
-            }
-            await client.disconnect()
-            done.signal()
+        let outcome: Result<MQTTMessage, any Error>
+        do {
+            try await client.connect()
+            outcome = .success(try await client.request(topic, ByteBuffer(bytes: payload), qos: 1, timeout: timeout))
+        } catch {
+            outcome = .failure(error)
         }
-        done.wait()
-        switch outcome.withLockedValue({ $0 })! {
+        await client.disconnect()
+        switch outcome {
         case .failure(let error):
             printError("edge-agent: no answer from \(device) on \(topic): \((error as? any CommunicatorError)?.message ?? "\(error)")")
             throw ExitCode.failure

@@ -1,5 +1,6 @@
 import DeviceAdapters
 import Foundation
+import NIOPosix
 import Testing
 
 @testable import EdgeAgent
@@ -261,206 +262,6 @@ struct ConfigTests {
     }
 }
 
-@Suite("Status light")
-struct LightTests {
-    @Test("patterns parse from the configuration's words, and bad ones say what is accepted")
-    func parsing() throws {
-        #expect(try LightPattern(parsing: "on") == .on)
-        #expect(try LightPattern(parsing: " OFF ") == .off)
-        #expect(try LightPattern(parsing: "blink 100/300") == .blink(100, 300))
-        #expect(try LightPattern(parsing: "pattern 100/100/100/700").steps == [100, 100, 100, 700])
-        for bad in ["blink", "blink 100", "blink 5/5", "pattern 100/100/100", "strobe 1/1", "blink 100/100/100/100"] {
-            #expect(throws: LightError.self, "\(bad)") { try LightPattern(parsing: bad) }
-        }
-    }
-
-    /// The durations between transitions after `from` transitions.
-    func gaps(_ t: [SimulatedLight.Transition]) -> [Double] { zip(t, t.dropFirst()).map { $1.at - $0.at } }
-
-    func median(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.sorted()[xs.count / 2] }
-
-    /// Pattern shapes, with wide bounds: the machine may be loaded (these are not speed tests).
-    @Test("each agent state plays its pattern on the light; a new state takes over at once")
-    func statesOnTheLight() throws {
-        let light = SimulatedLight()
-        let player = LightPlayer(light: light)
-        defer { player.stop() }
-        let p = AgentState.defaultPatterns
-        player.play(p[.connected]!)
-        usleep(300_000)
-        let solid = light.transitions
-        #expect(solid.last?.on == true, "connected: on")
-        usleep(300_000)
-        #expect(light.transitions.count == solid.count, "connected: solid, no blinking")
-        player.play(p[.connecting]!)
-        usleep(1_000_000)
-        let fast = Array(light.transitions.dropFirst(solid.count))
-        #expect(fast.count >= 4, "connecting: fast blink, got \(fast.count) transitions")
-        #expect((0.05...0.3).contains(median(gaps(fast))), "fast blink: \(gaps(fast))")
-        let before = light.transitions.count
-        player.play(p[.offline]!)
-        usleep(3_300_000)
-        let slow = Array(light.transitions.dropFirst(before))
-        #expect(slow.count >= 2 && slow.count <= 5, "offline: slow blink, got \(slow.map(\.at))")
-        #expect((0.7...1.6).contains(median(gaps(slow))), "slow blink: \(gaps(slow))")
-        let mark = light.transitions.count
-        player.play(p[.error]!)
-        usleep(2_500_000)
-        let err = Array(light.transitions.dropFirst(mark))
-        // Three short flashes, then a long pause: the distinct error pattern.
-        let g = gaps(err)
-        #expect(err.count >= 6, "error pattern: \(err.map(\.at))")
-        #expect(g.contains { $0 > 0.7 } && g.filter { $0 < 0.4 }.count >= 4, "\(g)")
-        player.play(p[.stopped]!)
-        usleep(300_000)
-        #expect(light.isOn == false)
-    }
-}
-
-@Suite("Event sources")
-struct SourceTests {
-    final class Collected: @unchecked Sendable {
-        private let lock = NSLock()
-        private var items: [SourceEvent] = []
-        func add(_ e: SourceEvent) {
-            lock.lock()
-            items.append(e)
-            lock.unlock()
-        }
-        var all: [SourceEvent] {
-            lock.lock()
-            defer { lock.unlock() }
-            return items
-        }
-    }
-
-    func waitFor(_ what: String, timeout: Double = 10, _ ok: () -> Bool) throws {
-        let end = Date().addingTimeInterval(timeout)
-        while Date() < end {
-            if ok() { return }
-            usleep(10_000)
-        }
-        if !ok() { Issue.record("timed out waiting for \(what)") }
-    }
-
-    @Test("the socket takes many writers at once; garbage, non-objects and over-long lines are counted and never stop it")
-    func socketManyWriters() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("src-\(getpid()).sock").path
-        let logged = Collected()
-        let source = SocketSource(name: "s", path: path, maxLineBytes: 256) { logged.add(SourceEvent(type: $0)) }
-        let got = Collected()
-        try source.start { got.add($0) }
-        defer { source.stop() }
-        DispatchQueue.concurrentPerform(iterations: 8) { w in
-            let fd = Self.dial(path)
-            var text = ""
-            for i in 0..<50 { text += "{\"type\":\"t\",\"writer\":\(w),\"i\":\(i)}\n" }
-            text += "garbage \(w)\n" + String(repeating: "z", count: 1000) + "\n\"just a string\"\n"
-            _ = text.withCString { send(fd, $0, strlen($0), 0) }
-            close(fd)
-        }
-        try waitFor("400 events") { got.all.count >= 400 && source.counters["rejected_not_object"] == 8 }
-        #expect(got.all.count == 400)
-        #expect(
-            source.counters["accepted"] == 400 && source.counters["rejected_invalid_json"] == 8
-                && source.counters["rejected_too_large"] == 8)
-        for w in 0..<8 {
-            let mine = got.all.filter { $0.fields["writer"] == .int(w) }.compactMap {
-                if case .int(let i) = $0.fields["i"] { i } else { nil }
-            }
-            #expect(mine == Array(0..<50), "writer \(w) out of order")
-        }
-        #expect(logged.all.contains { $0.type.contains("line longer than 256 bytes") })
-        // A stale socket file from an earlier run is replaced; a regular file is refused.
-        source.stop()
-        let plain = path + ".txt"
-        _ = FileManager.default.createFile(atPath: plain, contents: Data("x".utf8))
-        #expect(throws: LightError.self) { try SocketSource(name: "f", path: plain).start { _ in } }
-    }
-
-    static func dial(_ path: String) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-        _ = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        return fd
-    }
-
-    static func sendText(_ fd: Int32, _ text: String) {
-        _ = text.withCString { Glibc.send(fd, $0, strlen($0), 0) }
-    }
-
-    @Test(
-        "the socket source bounds its writers: past max_connections a writer is closed at once, one over max_lines_per_second is cut down while another goes on, and the log escapes what it shows of a line"
-    )
-    func socketBounds() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bounds-\(getpid()).sock").path
-        let logged = Collected()
-        let source = SocketSource(name: "s", path: path, maxLineBytes: 256, maxConnections: 2, maxLinesPerSecond: 50) {
-            logged.add(SourceEvent(type: $0))
-        }
-        let got = Collected()
-        try source.start { got.add($0) }
-        defer { source.stop() }
-        let flooder = Self.dial(path)
-        let polite = Self.dial(path)
-        defer {
-            close(flooder)
-            close(polite)
-        }
-        usleep(200_000)  // both admitted before the third
-        let third = Self.dial(path)
-        defer { close(third) }
-        var byte: UInt8 = 0
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(third, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        #expect(recv(third, &byte, 1, 0) == 0, "the third writer is closed at once")
-        #expect(source.counters["rejected_connection_limit"] == 1)
-        // 2,000 lines at once from one writer; 10 from the other, a little later.
-        let started = ProcessInfo.processInfo.systemUptime
-        Self.sendText(flooder, (0..<2000).map { "{\"type\":\"flood\",\"i\":\($0)}\n" }.joined())
-        usleep(300_000)
-        for i in 0..<10 {
-            Self.sendText(polite, "{\"type\":\"polite\",\"i\":\(i)}\n")
-            usleep(30_000)
-        }
-        try waitFor("the polite writer's lines") { got.all.filter { $0.type == "polite" }.count == 10 }
-        let flood = got.all.filter { $0.type == "flood" }.count
-        // The bucket's bound: one second's worth at once, then the rate for the time it took.
-        let bound = 50 + Int(50 * (ProcessInfo.processInfo.systemUptime - started)) + 1
-        #expect(flood >= 50 && flood <= bound, "the flood cut to its burst and rate: \(flood) of 2000 (at most \(bound))")
-        #expect(source.counters["rejected_rate"] == 2000 - flood)
-        #expect(logged.all.filter { $0.type.contains("max_lines_per_second") }.count <= 2, "logged at most once a second")
-        // A line with terminal escapes and a line break is logged escaped.
-        usleep(1_100_000)
-        Self.sendText(polite, "\u{1b}[2J\u{7}not json\r\n")
-        try waitFor("the rejection") { source.counters["rejected_invalid_json"] == 1 }
-        let line = try #require(logged.all.first { $0.type.contains("not valid JSON") }?.type)
-        #expect(line.contains("\\x1b[2J\\x07not json") && !line.contains("\u{1b}"), "\(line)")
-    }
-
-    @Test("the directory source reports complete files once, with size and SHA-256; temporary names are skipped")
-    func directory() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("snap-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let source = DirectoryWatcher(name: "d", path: dir)
-        let got = Collected()
-        try source.start { got.add($0) }
-        defer { source.stop() }
-        try Data("abc".utf8).write(to: URL(fileURLWithPath: dir + "/a.jpg"))
-        try Data("partial".utf8).write(to: URL(fileURLWithPath: dir + "/b.part"))
-        try waitFor("one snapshot") { got.all.count >= 1 }
-        usleep(200_000)
-        #expect(got.all.count == 1, "\(got.all)")
-        #expect(got.all.first?.fields["sha256"] == .string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
-        #expect(got.all.first?.fields["size"] == .int(3) && got.all.first?.fields["path"] == .string(dir + "/a.jpg"))
-        #expect(throws: LightError.self) { try DirectoryWatcher(name: "x", path: dir + "/missing").start { _ in } }
-    }
-}
-
 @Suite("Event sequence")
 struct SequenceCounterTests {
     static func dir() -> String {
@@ -516,14 +317,18 @@ struct SequenceCounterTests {
 
 @Suite("Remembered command answers")
 struct RecentRequestsTests {
+    static func recent(_ path: String, capacity: Int) -> RecentRequests<String> {
+        RecentRequests(path: path, capacity: capacity, threadPool: .singleton, loop: MultiThreadedEventLoopGroup.singleton.next())
+    }
+
     @Test("a file with an id twice keeps the later answer and never traps; answers from many threads at once leave a valid file")
-    func duplicatesAndConcurrency() throws {
+    func duplicatesAndConcurrency() async throws {
         let dir = SequenceCounterTests.dir()
         let path = dir + "/command-answers.json"
         // Hand-written or damaged: "a" twice.
         try #"[{"id":"z","response":"0"},{"id":"b","response":"2"},{"id":"a","response":"1"},{"id":"a","response":"3"}]"#
             .write(toFile: path, atomically: true, encoding: .utf8)
-        let recent = RecentRequests<String>(path: path, capacity: 3)
+        let recent = Self.recent(path, capacity: 3)
         guard case .answered(let a) = recent.begin("a", waiter: "r") else {
             Issue.record("a forgotten")
             return
@@ -531,15 +336,15 @@ struct RecentRequestsTests {
         #expect(a == "3", "the later answer")
         #expect({ if case .answered("2") = recent.begin("b", waiter: "r") { true } else { false } }())
         // Before the fix, evicting the first "a" left the second without an answer: a trap.
-        for i in 0..<5 { recent.finish("x\(i)", response: "\(i)", durable: false) }
+        for i in 0..<5 { recent.finish("x\(i)", response: "\(i)") }
         // Many threads answering at once: one write at a time, the newest state last.
-        DispatchQueue.concurrentPerform(iterations: 64) { i in recent.finish("t\(i)", response: "\(i)", durable: i % 2 == 0) }
-        recent.flush()
+        DispatchQueue.concurrentPerform(iterations: 64) { i in recent.finish("t\(i)", response: "\(i)") }
+        await recent.flush()
         let saved = try JSONDecoder().decode([RecentRequests<String>.Entry].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(saved.count == 3 && Set(saved.map(\.id)).count == 3, "\(saved.map(\.id))")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".new") }
         #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
-        let reopened = RecentRequests<String>(path: path, capacity: 3)
+        let reopened = Self.recent(path, capacity: 3)
         #expect(saved.allSatisfy { e in if case .answered(e.response) = reopened.begin(e.id, waiter: "r") { true } else { false } })
     }
 
@@ -548,19 +353,19 @@ struct RecentRequestsTests {
     @Test("a repeat while running: the same requester is answered once, another requester gets the answer too; busy is not remembered")
     func repeatsWhileRunning() throws {
         let path = SequenceCounterTests.dir() + "/command-answers.json"
-        let recent = RecentRequests<String>(path: path, capacity: 10)
+        let recent = Self.recent(path, capacity: 10)
         #expect({ if case .new = recent.begin("r1", waiter: "topic-a") { true } else { false } }())
         #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-a") { true } else { false } }())
         #expect({ if case .running(waits: true) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
         #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
-        #expect(recent.finish("r1", response: "done", durable: false) == ["topic-b"])
+        #expect(recent.finish("r1", response: "done").waiters == ["topic-b"])
         #expect({ if case .answered("done") = recent.begin("r1", waiter: "topic-c") { true } else { false } }())
         // Bounded: beyond maxWaiters further requesters are not queued.
         _ = recent.begin("r2", waiter: "w0")
         var waiting = 0
         for i in 1...20 { if case .running(waits: true) = recent.begin("r2", waiter: "w\(i)") { waiting += 1 } }
         #expect(waiting == RecentRequests<String>.maxWaiters)
-        #expect(recent.finish("r2", response: "x", durable: false).count == RecentRequests<String>.maxWaiters)
+        #expect(recent.finish("r2", response: "x").waiters.count == RecentRequests<String>.maxWaiters)
         // Refused as busy: forgotten, so the same id runs when sent again.
         _ = recent.begin("r3", waiter: "a")
         _ = recent.begin("r3", waiter: "b")

@@ -216,7 +216,14 @@ struct AgentEndToEndTests {
         _ = try late.waitForLines(1)
         #expect(late.lines.first == "1|offline", "retained status after a clean stop")
         #expect(layout.led.last?.on == false)
-        #expect(agent.output.contains("SIGTERM: stopping") && agent.output.contains("stopped"))
+        // The clean stop's order (AgentRuntime): sources, then the connection, then the LED.
+        let log = agent.output
+        let order = [
+            "stopping: SIGTERM or SIGINT", "source pipeline (socket) stopped", "MQTT disconnected", "state: stopped",
+            "info edge-agent: stopped",
+        ]
+        let at = order.map { log.range(of: $0)?.lowerBound }
+        #expect(at.allSatisfy { $0 != nil } && zip(at, at.dropFirst()).allSatisfy { $0! < $1! }, "the stop's log lines in order: \(order)")
 
         // The sequence goes on after a clean restart: never reused, and without a gap.
         let beforeRestart = Self.events(events).count

@@ -228,6 +228,43 @@ struct ClockStepTests {
         }
         #expect(
             found.isEmpty,
-            "wall-clock scheduling (use NIODeadline, NIO scheduled tasks or Condition.wait(seconds:)):\n\(found.joined(separator: "\n"))")
+            "wall-clock scheduling (use NIODeadline, NIO scheduled tasks or EventLoop.sleep(until:)):\n\(found.joined(separator: "\n"))")
+    }
+
+    @Test(
+        "the agent's runtime is services on one event-loop group: no thread, Dispatch queue, sleep or loop group of its own in Sources/EdgeAgent, Sources/DeviceAdapters or Sources/edge-agent; at most three @unchecked Sendable, each saying why"
+    )
+    func runtimeShape() throws {
+        let forbidden = [
+            #"\bThread\b"#, #"pthread_create"#, #"import Dispatch"#, #"Dispatch(Queue|Semaphore|Source|Group)"#, #"\busleep\("#,
+            #"^\s*[^/]*\bsleep\(\d"#, #"Task\.sleep"#, #"MultiThreadedEventLoopGroup\(numberOfThreads"#, #"NIOThreadPool\(numberOfThreads"#,
+        ]
+        let root = OfflineStoreIntegrationTests.packageRoot.appendingPathComponent("Sources").path
+        var found: [String] = []
+        var unchecked: [String] = []
+        for folder in ["EdgeAgent", "DeviceAdapters", "edge-agent"] {
+            let files = try #require(FileManager.default.enumerator(atPath: root + "/" + folder)).compactMap { $0 as? String }.filter {
+                $0.hasSuffix(".swift")
+            }
+            #expect(!files.isEmpty, "\(folder): the scan found its sources")
+            for file in files {
+                let path = "\(folder)/\(file)"
+                let lines = try String(contentsOfFile: root + "/" + path, encoding: .utf8).split(
+                    separator: "\n", omittingEmptySubsequences: false)
+                for (n, line) in lines.enumerated() where !line.trimmingCharacters(in: .whitespaces).hasPrefix("//") {
+                    // The one group and the one pool are made where the runtime is built.
+                    let allowed = path == "EdgeAgent/Runtime/AgentRuntime.swift" && line.contains("(numberOfThreads: 1)")
+                    if !allowed && forbidden.contains(where: { line.range(of: $0, options: .regularExpression) != nil }) {
+                        found.append("Sources/\(path):\(n + 1): \(line.trimmingCharacters(in: .whitespaces))")
+                    }
+                    if line.contains("@unchecked Sendable") {
+                        let said = lines[..<n].suffix(4).contains { $0.contains("`@unchecked Sendable`:") }
+                        unchecked.append("Sources/\(path):\(n + 1)\(said ? "" : " (no comment above says why)")")
+                    }
+                }
+            }
+        }
+        #expect(found.isEmpty, "hand-made threads, Dispatch or sleeps in the agent's runtime:\n\(found.joined(separator: "\n"))")
+        #expect(unchecked.count <= 3 && unchecked.allSatisfy { !$0.contains("no comment") }, "\(unchecked)")
     }
 }

@@ -130,6 +130,66 @@ struct CommandTests {
         #expect(try Self.answer(replies, id: "v-1").body["status"] as? String == "ok")
     }
 
+    /// The process's open descriptors and threads, from /proc.
+    static func resources(_ pid: pid_t) -> (fds: Int, threads: Int) {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let threads = status.split(separator: "\n").first { $0.hasPrefix("Threads:") }.flatMap {
+            Int($0.dropFirst(8).trimmingCharacters(in: .whitespaces))
+        }
+        return (fds, threads ?? -1)
+    }
+
+    @Test("source/restart 100 times in a row for each kind of source leaks no thread and no file descriptor; each comes back running")
+    func hundredRestarts() throws {
+        let broker = try Broker.start()
+        defer { broker.stop() }
+        let layout = try Layout()
+        try layout.write(port: broker.port, extra: "commands:\n  timeout: 10\n")
+        let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
+        let agent = try layout.start()
+        defer { agent.stop() }
+        try waitUntil(timeout: 30, "agent online") { status.lines.contains("online") }
+        try waitUntil(timeout: 10, "sources started") { agent.output.contains("source snapshots (directory) started") }
+        let replies = try ExternalSubscriber(broker: broker, topic: "op/restarts", qos: 1, format: "%p", extraArgs: ["-V", "mqttv5"])
+        let names = ["cam0", "pipeline", "cameras", "snapshots"]
+        var answered = 0
+        /// One request per source in one mosquitto_pub, then all four answers.
+        func restartAll(_ round: Int) throws {
+            let batch = TestFiles.makeTempDir("batch").appendingPathComponent("lines").path
+            try names.map { #"{"id":"r-\#(round)-\#($0)","args":{"name":"\#($0)"}}"# }.joined(separator: "\n").appending("\n")
+                .write(toFile: batch, atomically: true, encoding: .utf8)
+            let pub = try Child.spawn(
+                "/usr/bin/mosquitto_pub",
+                [
+                    "-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-V", "mqttv5", "-t",
+                    "devices/\(layout.device)/commands/source/restart",
+                    "-D", "publish", "response-topic", "op/restarts", "-l",
+                ],
+                output: batch + ".out", stdin: batch)
+            #expect(try pub.wait() == 0)
+            answered += names.count
+            try waitUntil(timeout: 20, "answers of round \(round)") { replies.lines.count >= answered }
+        }
+        try restartAll(0)  // every part of the runtime has run once
+        let before = Self.resources(agent.pid)
+        for round in 1...100 { try restartAll(round) }
+        let after = Self.resources(agent.pid)
+        let bodies = replies.lines.map(Self.json)
+        let results = bodies.compactMap { $0["result"] as? [String: Any] }
+        #expect(
+            results.count == 404 && results.allSatisfy { $0["running"] as? Bool == true },
+            "\(bodies.filter { $0["status"] as? String != "ok" }.prefix(3))")
+        #expect(Set(results.suffix(4).compactMap { $0["restarts"] as? Int }) == [101], "\(results.suffix(4))")
+        #expect(after.fds == before.fds, "file descriptors before and after 400 restarts: \(before.fds) → \(after.fds)")
+        #expect(after.threads <= before.threads, "threads before and after: \(before.threads) → \(after.threads)")
+        print("100 restarts of 4 sources: fds \(before.fds) → \(after.fds), threads \(before.threads) → \(after.threads)")
+        // And the sources still work: a line on the socket is an event.
+        let events = try ExternalSubscriber(broker: broker, topic: layout.eventsTopic, qos: 1, format: "%p")
+        try AgentEndToEndTests.writeSocket(layout.socket, [#"{"type":"after_restarts"}"#])
+        try waitUntil(timeout: 10, "an event after the restarts") { events.lines.contains { $0.contains("after_restarts") } }
+    }
+
     @Test("forbidden, unknown, malformed and oversized requests get a precise error, a log line and a counter; the agent goes on")
     func badRequests() throws {
         let broker = try Broker.start()

@@ -32,7 +32,12 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
     let core: ClientCore
     private let group: MultiThreadedEventLoopGroup?
 
-    public init(config: MQTTConfig, logger: Logger = Logger(label: "communicator.mqtt")) {
+    /// `eventLoopGroup`: in `.nonBlocking` mode, run on one of this group's loops (an application's
+    /// one group for all its network and timer work) instead of a thread of the client's own; the
+    /// group stays the application's to shut down, after the client is disconnected.
+    public init(
+        config: MQTTConfig, logger: Logger = Logger(label: "communicator.mqtt"), eventLoopGroup: (any EventLoopGroup)? = nil
+    ) {
         self.config = config
         let problems = config.problems()
         if !problems.isEmpty {
@@ -53,9 +58,15 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
         let own = clientID.isEmpty ? "assigned-" + String(UInt64.random(in: 0...UInt64.max), radix: 36) : clientID
         requester = Requester(responseTopic: config.responseTopic ?? "responses/" + own)
         if config.mode == .nonBlocking {
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            self.group = group
-            let loop = group.next()
+            let loop: any EventLoop
+            if let eventLoopGroup {
+                group = nil
+                loop = eventLoopGroup.next()
+            } else {
+                let own = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+                group = own
+                loop = own.next()
+            }
             let core = self.core
             loop.execute { core.attach(loop) }
         } else {
@@ -117,6 +128,12 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
         let done = DispatchSemaphore(value: 0)
         core.submit(.probe({ done.signal() }))
         return done.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// Calls `then` once the network thread has taken a no-op through the queue of publishes (for
+    /// an application's own watchdog, which gives it the time it allows).
+    public func probe(then: @escaping @Sendable () -> Void) {
+        core.submit(.probe(then))
     }
 
     /// The offline store's fill, counters and degraded state (nil without a store).

@@ -1,11 +1,6 @@
 import FoundationEssentials
+import NIOConcurrencyHelpers
 import NIOCore
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
 /// A repeating LED pattern: alternating on / off durations, starting with on.
 /// Written in configuration as `on`, `off`, `blink ON_MS/OFF_MS` or `pattern A/B/C/D...`.
@@ -57,82 +52,69 @@ public struct LightPattern: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Plays patterns on a light, on a thread of its own. A new pattern takes over at once.
-public final class LightPlayer: @unchecked Sendable {
-    public let light: StatusLight
-    private let condition = Condition()
-    private var pattern: LightPattern = .off
-    private var generation = 0
-    private var running = true
-    private var thread: BackgroundThread?
+/// Plays patterns on a light: each step is a task scheduled on an event loop, on its monotonic
+/// clock; the light's driver only sets the line. A new pattern takes over at once. What plays, and
+/// the next step's timer, belong to the loop; `current` is a copy other threads can read.
+public final class LightPlayer: Sendable {
+    public let light: any StatusLight
+    private let loop: any EventLoop
     private let onError: @Sendable (String) -> Void
+    private let playing: NIOLoopBoundBox<Playing>
+    private let shown = NIOLockedValueBox<LightPattern>(.off)
 
-    public init(light: StatusLight, onError: @escaping @Sendable (String) -> Void = { _ in }) {
+    struct Playing {
+        var pattern: LightPattern?
+        var timer: Scheduled<Void>?
+        var stopped = false
+    }
+
+    public init(light: any StatusLight, loop: any EventLoop, onError: @escaping @Sendable (String) -> Void = { _ in }) {
         self.light = light
+        self.loop = loop
         self.onError = onError
-        let t = BackgroundThread(name: "status-light") { [self] in run() }
-        thread = t
-        t.start()
+        playing = .makeBoxSendingValue(Playing(), eventLoop: loop)
     }
 
-    public var current: LightPattern {
-        condition.lock()
-        defer { condition.unlock() }
-        return pattern
-    }
+    public var current: LightPattern { shown.withLockedValue { $0 } }
 
     public func play(_ p: LightPattern) {
-        condition.lock()
-        if p != pattern {
-            pattern = p
-            generation += 1
-            condition.broadcast()
-        }
-        condition.unlock()
+        loop.execute { self.start(p) }
     }
 
-    /// Turns the light off and ends the thread.
-    public func stop() {
-        condition.lock()
-        pattern = .off
-        running = false
-        generation += 1
-        condition.broadcast()
-        condition.unlock()
-        var spins = 0
-        while thread?.isFinished == false && spins < 200 {
-            usleep(5_000)
-            spins += 1
+    /// Turns the light off; later patterns are ignored.
+    public func stop() -> EventLoopFuture<Void> {
+        loop.submit {
+            self.playing.value.timer?.cancel()
+            self.playing.value = Playing(stopped: true)
+            self.shown.withLockedValue { $0 = .off }
+            self.set(false)
         }
-        try? light.set(false)
+    }
+
+    private func start(_ p: LightPattern) {
+        guard !playing.value.stopped, playing.value.pattern != p else { return }
+        playing.value.timer?.cancel()
+        playing.value.timer = nil
+        playing.value.pattern = p
+        shown.withLockedValue { $0 = p }
+        if p.steps.isEmpty { set(p.solid) } else { step(0, of: p, at: loop.now) }
+    }
+
+    /// Shows step `i` (even: on) and schedules the next at the end of its duration, counted from
+    /// when this one was due, so the rhythm does not drift; a loop that was held up for more than
+    /// a second (a suspended board) starts again from now instead of catching up.
+    private func step(_ i: Int, of p: LightPattern, at due: NIODeadline) {
+        set(i % 2 == 0)
+        let now = loop.now
+        let from = now - due > .seconds(1) ? now : due
+        let next = from + .milliseconds(Int64(p.steps[i]))
+        playing.value.timer = loop.scheduleTask(deadline: next) { [self] in
+            guard playing.value.pattern == p else { return }
+            step((i + 1) % p.steps.count, of: p, at: next)
+        }
     }
 
     private func set(_ on: Bool) {
         do { try light.set(on) } catch { onError("\(error)") }
-    }
-
-    private func run() {
-        condition.lock()
-        while running {
-            let p = pattern
-            let gen = generation
-            if p.steps.isEmpty {
-                condition.unlock()
-                set(p.solid)
-                condition.lock()
-                while running && generation == gen { condition.wait() }
-                continue
-            }
-            var i = 0
-            while running && generation == gen {
-                condition.unlock()
-                set(i % 2 == 0)
-                condition.lock()
-                let until = NIODeadline.now() + .milliseconds(Int64(p.steps[i]))
-                while running && generation == gen && NIODeadline.now() < until { _ = condition.wait(until: until) }
-                i = (i + 1) % p.steps.count
-            }
-        }
-        condition.unlock()
     }
 }

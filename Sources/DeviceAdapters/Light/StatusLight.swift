@@ -21,6 +21,8 @@ public struct LightError: Error, CustomStringConvertible, Sendable {
 }
 
 /// A GPIO output line through libgpiod (1.x or 2.x, loaded at run time; see Sources/CGPIOShim).
+/// `@unchecked Sendable`: the line is an opaque C handle, which Swift cannot see is safe to share;
+/// it is set only under `lock`, and freed once, in `deinit`.
 public final class GPIOLight: StatusLight, @unchecked Sendable {
     public let name: String
     private let line: OpaquePointer
@@ -59,7 +61,7 @@ public final class GPIOLight: StatusLight, @unchecked Sendable {
 
 /// A light in memory: records every transition with its time, and (if given a path) appends
 /// "<ms since start> on|off" lines to a file, so tests and people can watch a running agent.
-public final class SimulatedLight: StatusLight, @unchecked Sendable {
+public final class SimulatedLight: StatusLight {
     public struct Transition: Sendable, Equatable {
         public var at: Double
         public var on: Bool

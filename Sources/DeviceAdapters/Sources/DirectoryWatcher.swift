@@ -1,5 +1,7 @@
 import Crypto
 import FoundationEssentials
+import NIOConcurrencyHelpers
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -15,12 +17,11 @@ import Glibc
 /// without `sha256`). Each refusal is counted by reason. When the kernel's event queue overflows,
 /// the folder is scanned for files changed since the last one reported; when the folder is
 /// removed or moved away, the source watches for it to come back and then scans it.
-public final class DirectoryWatcher: EventSource, @unchecked Sendable {
+public final class DirectoryWatcher: EventSource {
     public let name: String
     public let kind = "directory"
     public let path: String
     public let maxHashBytes: Int
-    private let worker = Worker()
     private let counts = Counters()
 
     public init(name: String, path: String, maxHashBytes: Int = 64 << 20) {
@@ -33,63 +34,40 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
 
     static let watchMask = UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF)
 
-    public func start(_ sink: @escaping EventSink) throws {
-        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard fd >= 0 else {
-            throw LightError(description: "directory source \(name): inotify_init1 failed: \(String(cString: strerror(errno)))")
-        }
-        guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else {
-            let e = errno
-            close(fd)
-            throw LightError(
-                description: "directory source \(name): cannot watch \(path): \(String(cString: strerror(e))) (sources[].path)")
-        }
-        worker.start(name: "source-\(name)") { [self] w in
-            defer { close(fd) }
-            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// Watches until cancelled. Files are hashed on the context's thread pool, one at a time, in
+    /// the order the kernel reported them.
+    public func run(_ context: SourceContext) async throws {
+        try await Inotify.withDescriptor(on: context.loop, source: name) { fd, reads in
+            guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else {
+                throw SourceError(name, .badPath, "cannot watch \(path): \(String(cString: strerror(errno))) (sources[].path)")
+            }
+            context.ready()
             var since = timespec()  // the change time of the newest file reported: what a scan goes by
-            var watching = true
-            while !w.isStopped {
-                if !watching {
-                    // The folder went away: look for it again each second, then catch up.
-                    guard w.sleep(1) else { break }
-                    guard inotify_add_watch(fd, path, Self.watchMask) >= 0 else { continue }
-                    watching = true
-                    counts.add("folder_back")
-                    scan(since: &since, sink)
-                    continue
-                }
-                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&pfd, 1, 100) > 0 else { continue }
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                guard n > 0 else { continue }
-                var offset = 0
+            for try await chunk in reads {
                 var overflowed = false
-                while offset + 16 <= n {
-                    let (mask, len, nameBytes): (UInt32, Int, [UInt8]) = buffer.withUnsafeBytes { raw in
-                        let mask = raw.load(fromByteOffset: offset + 4, as: UInt32.self)
-                        let len = Int(raw.load(fromByteOffset: offset + 12, as: UInt32.self))
-                        return (mask, len, Array(raw[(offset + 16)..<min(n, offset + 16 + len)]))
-                    }
-                    offset += 16 + len
-                    if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                var gone = false
+                for event in InotifyEvent.parse(chunk) {
+                    if event.has(IN_Q_OVERFLOW) {
                         overflowed = true
-                        continue
+                    } else if event.has(IN_DELETE_SELF) || event.has(IN_MOVE_SELF) || event.has(IN_IGNORED) {
+                        gone = true
+                    } else if Self.isCandidate(event.name) {
+                        try await report(path + "/" + event.name, since: &since, context)
                     }
-                    if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF) | UInt32(IN_IGNORED)) != 0 {
-                        if watching { counts.add("folder_gone") }
-                        watching = false
-                        continue
-                    }
-                    let file = String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self)
-                    guard Self.isCandidate(file) else { continue }
-                    report(path + "/" + file, since: &since, sink)
                 }
-                if overflowed {
+                if gone {
+                    // The folder went away: look for it again each second, then catch up.
+                    counts.add("folder_gone")
+                    while inotify_add_watch(fd, path, Self.watchMask) < 0 { try await context.loop.sleep(for: .seconds(1)) }
+                    counts.add("folder_back")
+                    try await scan(since: &since, context)
+                } else if overflowed {
                     counts.add("queue_overflow")
-                    scan(since: &since, sink)
+                    try await scan(since: &since, context)
                 }
             }
+            try Task.checkCancellation()
+            throw SourceError(name, .ended, "the inotify descriptor was closed")
         }
     }
 
@@ -101,7 +79,7 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
     /// the folder came back), oldest first. At, not only after: file times are coarse (a clock
     /// tick), so files written together share one; the newest one reported before may come again
     /// (at least once, never lost).
-    private func scan(since: inout timespec, _ sink: EventSink) {
+    private func scan(since: inout timespec, _ context: SourceContext) async throws {
         guard let dir = opendir(path) else { return }
         var found: [(time: timespec, file: String)] = []
         while let entry = readdir(dir) {
@@ -112,14 +90,14 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
             found.append((st.st_ctim, file))
         }
         closedir(dir)
-        for f in found.sorted(by: { Self.after($1.time, $0.time) }) { report(path + "/" + f.file, since: &since, sink) }
+        for f in found.sorted(by: { Self.after($1.time, $0.time) }) { try await report(path + "/" + f.file, since: &since, context) }
     }
 
     static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
 
     static func after(_ a: timespec, _ b: timespec) -> Bool { a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec }
 
-    private func report(_ file: String, since: inout timespec, _ sink: EventSink) {
+    private func report(_ file: String, since: inout timespec, _ context: SourceContext) async throws {
         let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else {
             counts.add(errno == ELOOP ? "symlink" : "unreadable")
@@ -136,22 +114,33 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
         if Int(st.st_size) > maxHashBytes {
             fields["hash_skipped"] = .string("larger than \(maxHashBytes) bytes (sources[].max_hash_bytes)")
             counts.add("hash_skipped")
-        } else if let digest = hash(fd, limit: maxHashBytes) {
+        } else if let digest = try await Self.hash(fd, limit: maxHashBytes, on: context.threadPool) {
             fields["sha256"] = .string(digest)
         } else {
             counts.add("unreadable")
             return
         }
-        sink(SourceEvent(type: "snapshot", fields: fields))
+        context.sink(SourceEvent(type: "snapshot", fields: fields))
         counts.add("snapshots")
     }
 
-    /// SHA-256 of at most `limit` bytes (a file still growing is not read without end); nil on a read error.
-    private func hash(_ fd: Int32, limit: Int) -> String? {
+    /// SHA-256 of at most `limit` bytes (a file still growing is not read without end), on the
+    /// thread pool; nil on a read error. Cancelling the task stops it at the next 256 KiB.
+    static func hash(_ fd: Int32, limit: Int, on pool: NIOThreadPool) async throws -> String? {
+        let cancelled = NIOLockedValueBox(false)
+        return try await withTaskCancellationHandler {
+            try await pool.runIfActive { try hash(fd, limit: limit, cancelled: cancelled) }
+        } onCancel: {
+            cancelled.withLockedValue { $0 = true }
+        }
+    }
+
+    private static func hash(_ fd: Int32, limit: Int, cancelled: NIOLockedValueBox<Bool>) throws -> String? {
         var hasher = SHA256()
         var done = 0
         var chunk = [UInt8](repeating: 0, count: 256 * 1024)
         while done < limit {
+            if cancelled.withLockedValue({ $0 }) { throw CancellationError() }
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - done)) }
             if n < 0 && errno == EINTR { continue }
             if n < 0 { return nil }
@@ -162,6 +151,4 @@ public final class DirectoryWatcher: EventSource, @unchecked Sendable {
         let hex = Array("0123456789abcdef".utf8)
         return String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
     }
-
-    public func stop() { worker.stop() }
 }

@@ -1,12 +1,6 @@
-import FoundationEssentials
 import NIOConcurrencyHelpers
 import NIOCore
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import NIOPosix
 
 /// Something on the device that produces events (a camera pipeline, a device folder, ...).
 /// The agent gives each event its identity, sequence number and time; a source says what
@@ -23,61 +17,65 @@ public struct SourceEvent: Sendable, Equatable {
 
 public typealias EventSink = @Sendable (SourceEvent) -> Void
 
-public protocol EventSource: AnyObject, Sendable {
+/// What a running source is given: where its events go, the event loop its I/O and timers run on
+/// (the agent's one group), the thread pool for blocking work (hashing a file), and whom to tell
+/// that it is set up.
+public struct SourceContext: Sendable {
+    public var loop: any EventLoop
+    public var threadPool: NIOThreadPool
+    public var sink: EventSink
+    /// Called once the source listens or watches (its supervisor reports it running).
+    public var ready: @Sendable () -> Void
+
+    public init(loop: any EventLoop, threadPool: NIOThreadPool, sink: @escaping EventSink, ready: @escaping @Sendable () -> Void = {}) {
+        self.loop = loop
+        self.threadPool = threadPool
+        self.sink = sink
+        self.ready = ready
+    }
+}
+
+public protocol EventSource: Sendable {
     /// The configured name (unique per agent), e.g. "cam0".
     var name: String { get }
     /// The kind: simulated, socket, v4l2, directory.
     var kind: String { get }
-    /// Starts producing events into `sink`; throws with a clear reason if it cannot.
-    func start(_ sink: @escaping EventSink) throws
-    func stop()
+    /// Produces events until its task is cancelled, then returns or throws `CancellationError`,
+    /// having closed everything it opened. Throws a `SourceError` when it cannot run (its
+    /// supervisor restarts it later).
+    func run(_ context: SourceContext) async throws
     /// Counters for the status document (accepted, rejected by reason, ...).
     var counters: [String: Int] { get }
 }
 
-/// Thread-safe counters for sources.
-public final class Counters: @unchecked Sendable {
+/// Why a source cannot run, with the configuration key to look at.
+public struct SourceError: Error, Sendable, CustomStringConvertible, Equatable {
+    public enum Reason: Sendable, Equatable {
+        /// `sources[].path` or `.directory` names something of the wrong kind, or nothing.
+        case badPath
+        /// Listening or watching failed (permissions, a full inotify table).
+        case system
+        /// It stopped by itself (its socket or descriptor was closed under it).
+        case ended
+    }
+
+    public let source: String
+    public let reason: Reason
+    public let message: String
+
+    public init(_ source: String, _ reason: Reason, _ message: String) {
+        self.source = source
+        self.reason = reason
+        self.message = message
+    }
+
+    public var description: String { "source \(source): \(message)" }
+}
+
+/// Counters shared by a source's runs and read by the status document.
+public final class Counters: Sendable {
     private let box = NIOLockedValueBox<[String: Int]>([:])
     public init() {}
     public func add(_ key: String, _ n: Int = 1) { box.withLockedValue { $0[key, default: 0] += n } }
     public var all: [String: Int] { box.withLockedValue { $0 } }
-}
-
-/// A loop on a thread of its own that can be stopped.
-final class Worker: @unchecked Sendable {
-    private let stopped = NIOLockedValueBox(false)
-    private var thread: BackgroundThread?
-
-    var isStopped: Bool { stopped.withLockedValue { $0 } }
-
-    func start(name: String, _ body: @escaping @Sendable (Worker) -> Void) {
-        stopped.withLockedValue { $0 = false }  // a stopped source can start again
-        let t = BackgroundThread(name: name) { [self] in body(self) }
-        thread = t
-        t.start()
-    }
-
-    func stop() {
-        stopped.withLockedValue { $0 = true }
-        var spins = 0
-        while thread?.isFinished == false && spins < 400 {
-            usleep(5_000)
-            spins += 1
-        }
-    }
-
-    /// Sleeps up to `seconds` (monotonic clock), waking early when stopped. Returns false once stopped.
-    func sleep(_ seconds: Double) -> Bool {
-        sleep(until: .now() + .nanoseconds(Int64(max(0, seconds) * 1e9)))
-    }
-
-    /// Sleeps until `deadline` (monotonic clock), waking early when stopped. Returns false once stopped.
-    func sleep(until deadline: NIODeadline) -> Bool {
-        while NIODeadline.now() < deadline {
-            if isStopped { return false }
-            let left = Double((deadline - .now()).nanoseconds) / 1e9
-            usleep(UInt32(min(0.05, max(0.001, left)) * 1e6))
-        }
-        return !isStopped
-    }
 }

@@ -11,7 +11,7 @@ import NIOPosix
 /// writer at most `maxLinesPerSecond` (a token bucket on the monotonic clock: one flooding writer
 /// cannot crowd the others' events out of the queue and the store). What is logged of a line is
 /// escaped.
-public final class SocketSource: EventSource, @unchecked Sendable {
+public final class SocketSource: EventSource {
     public let name: String
     public let kind = "socket"
     public let path: String
@@ -20,8 +20,6 @@ public final class SocketSource: EventSource, @unchecked Sendable {
     public let maxLinesPerSecond: Int
     private let counts = Counters()
     private let log: @Sendable (String) -> Void
-    private var group: MultiThreadedEventLoopGroup?
-    private var channel: Channel?
 
     public init(
         name: String, path: String, maxLineBytes: Int = 65_536, maxConnections: Int = 64, maxLinesPerSecond: Int = 1000,
@@ -37,26 +35,28 @@ public final class SocketSource: EventSource, @unchecked Sendable {
 
     public var counters: [String: Int] { counts.all }
 
-    public func start(_ sink: @escaping EventSink) throws {
+    /// Listens on the context's loop until cancelled; then closes the listener and every writer's
+    /// connection and removes the socket file.
+    public func run(_ context: SourceContext) async throws {
         // A socket file left by an earlier run is replaced; anything else at the path is not.
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-                throw LightError(description: "socket source \(name): \(path) exists and is not a socket (sources[].path)")
+                throw SourceError(name, .badPath, "\(path) exists and is not a socket (sources[].path)")
             }
             unlink(path)
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (name, max, counts, log) = (self.name, maxLineBytes, self.counts, self.log)
+        let (name, max, counts, log, sink) = (self.name, maxLineBytes, self.counts, self.log, context.sink)
         let (maxConnections, rate) = (self.maxConnections, maxLinesPerSecond)
-        let open = NIOLockedValueBox(0)  // writers connected now
+        let writers = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])  // connected now
+        let server: any Channel
         do {
-            channel = try ServerBootstrap(group: group)
+            server = try await ServerBootstrap(group: context.loop)
                 .serverChannelOption(.backlog, value: 64)
                 .childChannelInitializer { ch in
-                    let admitted = open.withLockedValue { n -> Bool in
-                        guard n < maxConnections else { return false }
-                        n += 1
+                    let admitted = writers.withLockedValue { w -> Bool in
+                        guard w.count < maxConnections else { return false }
+                        w[ObjectIdentifier(ch)] = ch
                         return true
                     }
                     guard admitted else {
@@ -64,29 +64,29 @@ public final class SocketSource: EventSource, @unchecked Sendable {
                         log("socket source \(name): refused a writer: \(maxConnections) are connected (max_connections)")
                         return ch.close()
                     }
+                    counts.add("connections")
                     return ch.eventLoop.makeCompletedFuture {
                         try ch.pipeline.syncOperations.addHandler(
                             LineHandler(
                                 source: name, maxLineBytes: max, maxLinesPerSecond: rate, counts: counts, log: log, sink: sink,
-                                closed: { open.withLockedValue { $0 -= 1 } }))
+                                closed: { _ = writers.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(ch)) } }))
                     }
                 }
-                .bind(unixDomainSocketPath: path).wait()
-            chmod(path, 0o660)
-            self.group = group
+                .bind(unixDomainSocketPath: path).get()
         } catch {
-            try? group.syncShutdownGracefully()
-            throw LightError(description: "socket source \(name): cannot listen on \(path): \(error)")
+            throw SourceError(name, .system, "cannot listen on \(path): \(error) (sources[].path)")
         }
-    }
-
-    public func stop() {
-        guard let group else { return }
-        try? channel?.close().wait()
-        channel = nil
-        try? group.syncShutdownGracefully()
-        self.group = nil
+        chmod(path, 0o660)
+        context.ready()
+        await withTaskCancellationHandler {
+            try? await server.closeFuture.get()
+        } onCancel: {
+            server.close(promise: nil)
+        }
+        for writer in writers.withLockedValue({ Array($0.values) }) { try? await writer.close() }
         unlink(path)
+        try Task.checkCancellation()
+        throw SourceError(name, .ended, "the listening socket \(path) was closed")
     }
 }
 

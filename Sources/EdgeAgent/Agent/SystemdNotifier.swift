@@ -6,7 +6,7 @@ import Glibc
 
 /// The systemd notify protocol (sd_notify(3)) without libsystemd: datagrams to `$NOTIFY_SOCKET`
 /// (a path, or an abstract socket when it starts with "@"). Does nothing when not under systemd.
-public final class SystemdNotifier: @unchecked Sendable {
+public final class SystemdNotifier: Sendable {
     let socketPath: String?
     /// Half of `$WATCHDOG_USEC` (when meant for this process), the interval to send WATCHDOG=1.
     public let watchdogInterval: Double?

@@ -1,10 +1,10 @@
 import Communicator
 import DeviceAdapters
-import Dispatch
 import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -17,19 +17,21 @@ import Musl
 /// request gets exactly one answer `{"id", "status": "ok"|"error", "result" | "error": {"code",
 /// "message"}}`, on the request's MQTT 5 Response Topic with its Correlation Data, else on the
 /// `response_topic` of the JSON (3.1.1), else on `commands.response_topic`.
-/// Commands run one at a time per name, off the network thread, with a timeout; at most
-/// `commands.max_queued` per name wait or run, more are refused as `busy`.
-final class CommandServer: @unchecked Sendable {
-    unowned let agent: Agent
+/// Commands run one at a time per name, off the network thread, with a timeout: each name has a
+/// lane, a child task of this service reading that name's queue; at most `commands.max_queued`
+/// per name wait or run, more are refused as `busy`. At the shutdown the lanes finish what they
+/// hold and the remembered answers are written out.
+final class CommandServer: Service {
+    typealias Job = @Sendable () async -> Void
+    let agent: Agent
     let logger: Logger
     let prefix: String
     let broadcastPrefix: String?
     let defaultResponseTopic: String
     let recent: RecentRequests<ReplyTo>
-    private let queues = NIOLockedValueBox<[String: DispatchQueue]>([:])
+    private let lanes: [String: (jobs: AsyncStream<Job>, add: AsyncStream<Job>.Continuation)]
     /// Requests per name waiting or running (bounded by commands.max_queued).
     private let queued = NIOLockedValueBox<[String: Int]>([:])
-    private let counts = NIOLockedValueBox<[String: Int]>([:])
     let allow: NIOLockedValueBox<Set<String>>
 
     init(agent: Agent) {
@@ -39,13 +41,31 @@ final class CommandServer: @unchecked Sendable {
         prefix = c.topic(c.commands.topic)
         broadcastPrefix = c.commands.broadcastTopic.map { c.topic($0) }
         defaultResponseTopic = c.topic(c.commands.responseTopic)
-        recent = RecentRequests(path: c.stateDirectory + "/command-answers.json", capacity: c.commands.remember)
+        recent = RecentRequests(
+            path: c.stateDirectory + "/command-answers.json", capacity: c.commands.remember, threadPool: agent.threadPool,
+            loop: agent.loop)
         allow = NIOLockedValueBox(Set(c.commands.allow))
+        lanes = Dictionary(
+            uniqueKeysWithValues: AgentConfig.knownCommands.map { name in
+                let (jobs, add) = AsyncStream.makeStream(of: Job.self)
+                return (name, (jobs: jobs, add: add))
+            })
     }
 
-    var counters: [String: Int] { counts.withLockedValue { $0 } }
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            for lane in lanes.values {
+                group.addTask {
+                    for await job in lane.jobs { await job() }
+                }
+            }
+            try? await gracefulShutdown()
+            for lane in lanes.values { lane.add.finish() }
+        }
+        await recent.flush()
+    }
 
-    func start() throws {
+    func subscribe() throws {
         // Subscribed before the first connect: the client restores subscriptions on every connect.
         for p in [prefix] + (broadcastPrefix.map { [$0] } ?? []) {
             try agent.mqtt.subscribe(p + "/#", qos: 1) { [weak self] m in self?.received(m, prefix: p) }
@@ -67,7 +87,7 @@ final class CommandServer: @unchecked Sendable {
         var jsonCorrelation: JSONValue?
     }
 
-    private func count(_ key: String) { counts.withLockedValue { $0[key, default: 0] += 1 } }
+    private func count(_ key: String) { agent.commandCounts.withLockedValue { $0[key, default: 0] += 1 } }
 
     func received(_ m: MQTTMessage, prefix: String) {
         let name = String(m.topic.dropFirst(prefix.count + 1))
@@ -138,15 +158,9 @@ final class CommandServer: @unchecked Sendable {
                 remember: false)
             return
         }
-        let queue = queues.withLockedValue { q in
-            if let existing = q[name] { return existing }
-            let n = DispatchQueue(label: "edge-agent.command.\(name)")
-            q[name] = n
-            return n
-        }
         let answered = NIOLockedValueBox(false)
         let timeout = agent.config.commands.timeout
-        agent.timers.scheduleTask(in: .nanoseconds(Int64(timeout * 1e9))) { [self] in
+        agent.loop.scheduleTask(in: TimeAmount(seconds: timeout)) { [self] in
             guard
                 answered.withLockedValue({ a in
                     defer { a = true }
@@ -157,10 +171,10 @@ final class CommandServer: @unchecked Sendable {
                 id: id, name: name, reply,
                 .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
         }
-        queue.async { [self] in
+        let job: Job = { [self] in
             defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
             let result: Result<JSONValue, Failure>
-            do { result = .success(try execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
+            do { result = .success(try await execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
                 result = .failure(Failure(code: "failed", message: "\(error)"))
             }
             guard
@@ -172,7 +186,7 @@ final class CommandServer: @unchecked Sendable {
                 logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
                 return
             }
-            respond(id: id, name: name, reply, result, durable: true)
+            await respondDurably(id: id, name: name, reply, result)
             if case .success = result,
                 let after = afterAnswer.withLockedValue({ a in
                     defer { a = nil }
@@ -181,6 +195,10 @@ final class CommandServer: @unchecked Sendable {
             {
                 after()
             }
+        }
+        if case .terminated = lanes[name]?.add.yield(job) {
+            queued.withLockedValue { $0[name, default: 1] -= 1 }
+            logger.warning("command \(name) id \(id) not run: the agent is stopping")
         }
     }
 
@@ -211,35 +229,58 @@ final class CommandServer: @unchecked Sendable {
         }
     }
 
-    /// `durable`: the remembered answer is on the disk before the answer goes out (for commands
-    /// that ran; not on the network thread). `remember: false`: a refusal that the same id sent
-    /// again should not get (busy). Requesters of the same id that waited are answered as well.
-    private func respond(
-        id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, durable: Bool = false, remember: Bool = true
-    ) {
-        var r = Response(id: id, status: "ok")
-        switch result {
-        case .success(let v):
-            r.result = v
-            count("ok")
-            logger.info("command \(name) id \(id ?? "-"): ok")
-        case .failure(let f):
-            r.status = "error"
-            r.error = .init(code: f.code, message: f.message)
-            count(f.code)
-            logger.warning("command \(name.isEmpty ? "(none)" : name) id \(id ?? "-"): \(f.code): \(f.message)")
+    /// Answers at once (refusals, timeouts: also on the network thread); the remembered answer
+    /// is written behind it. `remember: false`: a refusal that the same id sent again should not
+    /// get (busy). Requesters of the same id that waited are answered as well.
+    private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, remember: Bool = true) {
+        let answer = Answer(self, id: id, name: name, result)
+        var others: [ReplyTo] = []
+        if let id { others = remember ? recent.finish(id, response: answer.text(for: reply)).waiters : recent.abandon(id) }
+        answer.send(to: reply, others)
+    }
+
+    /// For commands that ran: the remembered answer is on the disk before the answer goes out, so
+    /// that a crash in between cannot make the command run twice.
+    private func respondDurably(id: String, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>) async {
+        let answer = Answer(self, id: id, name: name, result)
+        let (others, saved) = recent.finish(id, response: answer.text(for: reply))
+        try? await saved.get()
+        answer.send(to: reply, others)
+    }
+
+    /// One answer, counted and logged once, encoded for each requester (their correlation data).
+    private struct Answer {
+        let server: CommandServer
+        var response: Response
+
+        init(_ server: CommandServer, id: String?, name: String, _ result: Result<JSONValue, Failure>) {
+            self.server = server
+            response = Response(id: id, status: "ok")
+            switch result {
+            case .success(let v):
+                response.result = v
+                server.count("ok")
+                server.logger.info("command \(name) id \(id ?? "-"): ok")
+            case .failure(let f):
+                response.status = "error"
+                response.error = .init(code: f.code, message: f.message)
+                server.count(f.code)
+                server.logger.warning("command \(name.isEmpty ? "(none)" : name) id \(id ?? "-"): \(f.code): \(f.message)")
+            }
         }
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+
         func text(for reply: ReplyTo) -> String {
+            var r = response
             r.correlation_data = reply.jsonCorrelation
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             return (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         }
-        let first = text(for: reply)
-        var others: [ReplyTo] = []
-        if let id { others = remember ? recent.finish(id, response: first, durable: durable) : recent.abandon(id) }
-        publish(first, reply)
-        for o in others { publish(text(for: o), o) }
+
+        func send(to reply: ReplyTo, _ others: [ReplyTo]) {
+            server.publish(text(for: reply), reply)
+            for o in others { server.publish(text(for: o), o) }
+        }
     }
 
     private func publish(_ text: String, _ reply: ReplyTo) {
@@ -259,7 +300,7 @@ final class CommandServer: @unchecked Sendable {
         return s
     }
 
-    private func source(_ args: [String: JSONValue]) throws(Failure) -> EventSource {
+    private func source(_ args: [String: JSONValue]) throws(Failure) -> SourceService {
         let name = try string(args, "name")
         guard let s = agent.sources.first(where: { $0.name == name }) else {
             throw Failure(
@@ -273,7 +314,7 @@ final class CommandServer: @unchecked Sendable {
         return v
     }
 
-    func execute(_ name: String, id: String, _ args: [String: JSONValue]) throws -> JSONValue {
+    func execute(_ name: String, id: String, _ args: [String: JSONValue]) async throws -> JSONValue {
         switch name {
         case "ping":
             return .object(["pong": .bool(true), "device_id": .string(agent.config.deviceID), "version": .string(EdgeAgentVersion.current)])
@@ -290,7 +331,9 @@ final class CommandServer: @unchecked Sendable {
         case "config/get":
             return .object(["config": .string(agent.effective.withLockedValue { $0 }.rendered())])
         case "config/set":
-            return try ConfigUpdate(agent: agent).apply(args)
+            // Validates and writes the file (fsync): on the thread pool.
+            let agent = self.agent
+            return try await agent.threadPool.runIfActive { try ConfigUpdate(agent: agent).apply(args) }
         case "led/set":
             if args["auto"] == .bool(true) {
                 agent.overrideLED(nil, seconds: 0)
@@ -312,14 +355,18 @@ final class CommandServer: @unchecked Sendable {
             return .object(["led": .string("\(pattern)"), "seconds": .number(seconds)])
         case "source/enable", "source/disable", "source/restart":
             let s = try source(args)
-            let running = agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false }
-            if name != "source/enable" && running { agent.stopSource(s) }
-            if name != "source/disable" && (name == "source/restart" || !running) {
-                do { try agent.startSource(s) } catch { throw Failure(code: "failed", message: "source \(s.name) cannot start: \(error)") }
+            let status: SourceStatus
+            switch name {
+            case "source/enable": status = await s.control { .enable($0) }
+            case "source/disable": status = await s.control { .disable($0) }
+            default: status = await s.control { .restart($0) }
             }
-            return .object([
-                "source": .string(s.name), "running": .bool(agent.runtime.withLockedValue { $0.sourceRunning[s.name] ?? false }),
-            ])
+            if name != "source/disable" && !status.running {
+                throw Failure(
+                    code: "failed",
+                    message: "source \(s.name) cannot start: \(status.lastError ?? status.state); it is tried again with back-off")
+            }
+            return .object(["source": .string(s.name), "running": .bool(status.running), "restarts": .int(status.restarts)])
         case "log/level":
             let text = try string(args, "level")
             guard let level = Logger.Level(rawValue: text) else {
@@ -331,20 +378,17 @@ final class CommandServer: @unchecked Sendable {
         case "agent/restart":
             let agent = self.agent
             afterAnswer.withLockedValue {
-                $0 = {
-                    agent.timers.scheduleTask(in: .milliseconds(300)) {
-                        DispatchQueue.global().async { agent.onExitRequest?(Agent.restartExitCode) }
-                    }
-                }
+                $0 = { agent.loop.scheduleTask(in: .milliseconds(300)) { agent.requestExit(Agent.restartExitCode) } }
             }
             return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
         case "reboot":
             let request = try RebootRequest(command: agent.config.commands.rebootCommand, environment: ProcessInfo.processInfo.environment)
-            let (logger, timers) = (self.logger, agent.timers)
+            let (logger, loop, pool) = (self.logger, agent.loop, agent.threadPool)
             afterAnswer.withLockedValue {
                 $0 = {
-                    timers.scheduleTask(in: .milliseconds(300)) {
-                        DispatchQueue.global().async { request.perform(id: id, logger: logger, timers: timers) }
+                    loop.scheduleTask(in: .milliseconds(300)) {
+                        // The command may take its time (a shell): on the pool, not the loop.
+                        pool.submit { _ in request.perform(id: id, logger: logger, timers: loop) }
                     }
                 }
             }

@@ -1,17 +1,18 @@
-import Dispatch
 import FoundationEssentials
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 
 /// The answers to the last `capacity` request ids, kept across restarts, so that a request the
 /// broker delivers twice (QoS 1 does, now and then) is answered with its first answer instead of
 /// running twice. A repeat that arrives while the first is still running waits for that run's
 /// answer; one that asks for the answer somewhere else (another response topic or correlation
 /// data: another requester) gets it there too, at most `maxWaiters` of them per id. Written
-/// atomically (temporary file, fsync, rename) after each new answer, on a queue of its own: one
+/// atomically (temporary file, fsync, rename) after each new answer, on the thread pool: one
 /// write at a time, only the newest state when answers come faster than the disk. The answer of a
 /// command that ran waits for its write (it is on the disk before it is sent: a crash in between
 /// cannot make it run twice); early refusals, answered on the network thread, do not wait.
-final class RecentRequests<Waiter: Sendable & Equatable>: @unchecked Sendable {
+final class RecentRequests<Waiter: Sendable & Equatable>: Sendable {
     struct Entry: Codable {
         var id: String
         var response: String
@@ -20,28 +21,39 @@ final class RecentRequests<Waiter: Sendable & Equatable>: @unchecked Sendable {
     /// Requesters of one running id answered besides the first.
     static var maxWaiters: Int { 8 }
 
+    struct State {
+        var order: [String] = []
+        var answers: [String: String] = [:]
+        /// Requests being run now, with where each requester wants the answer (the first's first).
+        var running: [String: [Waiter]] = [:]
+        /// Of the answers; a save writes only the newest.
+        var generation = 0
+        /// The last save asked for: the next one follows it.
+        var lastSave: EventLoopFuture<Void>
+    }
+
     let path: String
     let capacity: Int
-    private let lock = NIOLock()
-    private var order: [String] = []
-    private var answers: [String: String] = [:]
-    /// Requests being run now, with where each requester wants the answer (the first's first).
-    private var running: [String: [Waiter]] = [:]
-    private let saver = DispatchQueue(label: "edge-agent.command-answers")
-    private var generation = 0  // of the answers; the saver writes only the newest
+    private let threadPool: NIOThreadPool
+    private let loop: any EventLoop
+    private let state: NIOLockedValueBox<State>
 
-    init(path: String, capacity: Int) {
+    init(path: String, capacity: Int, threadPool: NIOThreadPool, loop: any EventLoop) {
         self.path = path
         self.capacity = capacity
+        self.threadPool = threadPool
+        self.loop = loop
+        var s = State(lastSave: loop.makeSucceededVoidFuture())
         if let data = FileManager.default.contents(atPath: path), let entries = try? JSONDecoder().decode([Entry].self, from: data) {
             // A file with an id twice (written by hand, or damaged) keeps the later answer.
             for e in entries {
-                if answers[e.id] != nil { order.removeAll { $0 == e.id } }
-                order.append(e.id)
-                answers[e.id] = e.response
+                if s.answers[e.id] != nil { s.order.removeAll { $0 == e.id } }
+                s.order.append(e.id)
+                s.answers[e.id] = e.response
             }
-            while order.count > capacity { answers[order.removeFirst()] = nil }
+            while s.order.count > capacity { s.answers[s.order.removeFirst()] = nil }
         }
+        state = NIOLockedValueBox(s)
     }
 
     enum Seen {
@@ -54,48 +66,53 @@ final class RecentRequests<Waiter: Sendable & Equatable>: @unchecked Sendable {
 
     /// Looks the id up, and marks a new one as running for `waiter`.
     func begin(_ id: String, waiter: Waiter) -> Seen {
-        lock.lock()
-        defer { lock.unlock() }
-        if let a = answers[id] { return .answered(a) }
-        if var waiters = running[id] {
-            guard !waiters.contains(waiter), waiters.count <= Self.maxWaiters else { return .running(waits: false) }
-            waiters.append(waiter)
-            running[id] = waiters
-            return .running(waits: true)
+        state.withLockedValue { s in
+            if let a = s.answers[id] { return .answered(a) }
+            if var waiters = s.running[id] {
+                guard !waiters.contains(waiter), waiters.count <= Self.maxWaiters else { return .running(waits: false) }
+                waiters.append(waiter)
+                s.running[id] = waiters
+                return .running(waits: true)
+            }
+            s.running[id] = [waiter]
+            return .new
         }
-        running[id] = [waiter]
-        return .new
     }
 
-    /// Remembers the answer; returns the requesters besides the first, still to be answered.
+    /// Remembers the answer; returns the requesters besides the first, still to be answered, and
+    /// the save that puts it on the disk.
     @discardableResult
-    func finish(_ id: String, response: String, durable: Bool) -> [Waiter] {
-        lock.lock()
-        let waiters = running.removeValue(forKey: id) ?? []
-        if answers[id] == nil { order.append(id) }
-        answers[id] = response
-        while order.count > capacity { answers[order.removeFirst()] = nil }
-        generation += 1
-        let mine = generation
-        lock.unlock()
-        saver.async { [self] in
-            let entries: [Entry]? = lock.withLock {
-                guard generation == mine else { return nil }  // a newer answer's save follows
-                return order.compactMap { id in answers[id].map { Entry(id: id, response: $0) } }
+    func finish(_ id: String, response: String) -> (waiters: [Waiter], saved: EventLoopFuture<Void>) {
+        state.withLockedValue { s in
+            let waiters = s.running.removeValue(forKey: id) ?? []
+            if s.answers[id] == nil { s.order.append(id) }
+            s.answers[id] = response
+            while s.order.count > capacity { s.answers[s.order.removeFirst()] = nil }
+            s.generation += 1
+            let mine = s.generation
+            let (pool, loop, path, state) = (threadPool, self.loop, self.path, self.state)
+            s.lastSave = s.lastSave.recover { _ in }.flatMap {
+                pool.runIfActive(eventLoop: loop) {
+                    let entries: [Entry]? = state.withLockedValue { s in
+                        guard s.generation == mine else { return nil }  // a newer answer's save follows
+                        return s.order.compactMap { id in s.answers[id].map { Entry(id: id, response: $0) } }
+                    }
+                    guard let entries, let data = try? JSONEncoder().encode(entries) else { return }
+                    try? AtomicFile.write(Array(data), to: path)
+                }
             }
-            guard let entries, let data = try? JSONEncoder().encode(entries) else { return }
-            try? AtomicFile.write(Array(data), to: path)
+            return (Array(waiters.dropFirst()), s.lastSave)
         }
-        if durable { saver.sync {} }
-        return Array(waiters.dropFirst())
     }
 
     /// Forgets a run without remembering an answer (it was refused as `busy`: the same id sent
     /// again later runs); returns the requesters besides the first.
     func abandon(_ id: String) -> [Waiter] {
-        lock.withLock { Array((running.removeValue(forKey: id) ?? []).dropFirst()) }
+        state.withLockedValue { Array(($0.running.removeValue(forKey: id) ?? []).dropFirst()) }
     }
 
     /// Waits until what was answered so far is on the disk (a clean stop, tests).
-    func flush() { saver.sync {} }
+    func flush() async {
+        try? await state.withLockedValue { $0.lastSave }.get()
+    }
 }

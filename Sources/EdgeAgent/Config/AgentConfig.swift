@@ -130,6 +130,13 @@ public struct AgentConfig: Sendable {
         public var rebootCommand = ""
     }
 
+    /// How a source that failed is started again: a back-off from `initialDelay`, doubling up
+    /// to `maxDelay` seconds.
+    public struct SourceRestart: Sendable {
+        public var initialDelay = 1.0
+        public var maxDelay = 60.0
+    }
+
     public static let knownCommands = [
         "ping", "status", "config/get", "config/set", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats",
         "log/level", "agent/restart", "reboot",
@@ -144,6 +151,7 @@ public struct AgentConfig: Sendable {
     public var store = Store()
     public var led = LED()
     public var sources: [Source] = []
+    public var sourceRestart = SourceRestart()
     public var stateDirectory = "/var/lib/edge-agent"
     public var logLevel = Logger.Level.info
     public var hardwareDirectory = "/usr/share/edge-agent/hardware"
@@ -201,6 +209,9 @@ public struct AgentConfig: Sendable {
         var p: [String] = []
         if mqtt.reconnectMaxDelay < mqtt.reconnectInitialDelay {
             p.append("mqtt.reconnect_max_delay: \(mqtt.reconnectMaxDelay) is below reconnect_initial_delay \(mqtt.reconnectInitialDelay)")
+        }
+        if sourceRestart.maxDelay < sourceRestart.initialDelay {
+            p.append("source_restart.max_delay: \(sourceRestart.maxDelay) is below initial_delay \(sourceRestart.initialDelay)")
         }
         if (mqtt.clientCertificate == nil) != (mqtt.clientKey == nil) {
             p.append("mqtt.client_certificate and mqtt.client_key go together for mutual TLS: set both or neither")

@@ -18,6 +18,7 @@ extension AgentConfig {
         keys += storeKeys
         keys += ledKeys
         keys.append(sourcesKey)
+        keys += sourceRestartKeys
         keys += pathKeys
         keys += commandKeys
         return keys
@@ -38,6 +39,16 @@ extension AgentConfig {
             .seconds(
                 "status.info_interval", \.infoInterval, 1...86_400,
                 note: "seconds between info documents (also sent on every change of state)", remote: true),
+        ]
+    }
+
+    private static var sourceRestartKeys: [ConfigKey] {
+        [
+            .seconds(
+                "source_restart.initial_delay", \.sourceRestart.initialDelay, 0.1...3600,
+                note: "a source that failed is started again after this, doubling with each failure in a row"),
+            .seconds(
+                "source_restart.max_delay", \.sourceRestart.maxDelay, 0.1...86_400, note: "the longest wait between a source's restarts"),
         ]
     }
 

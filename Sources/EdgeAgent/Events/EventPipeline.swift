@@ -5,7 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 
 /// Turns source events into the documented JSON (docs/EVENTS.md) and publishes them.
-public final class EventPipeline: @unchecked Sendable {
+public final class EventPipeline: Sendable {
     let mqtt: MQTTProtocol
     let topic: String
     let qos: Int
@@ -55,15 +55,15 @@ public final class EventPipeline: @unchecked Sendable {
         return e
     }
 
-    /// Sources publish from threads of their own: taking the sequence number and handing the
+    /// Sources publish from tasks of their own: taking the sequence number and handing the
     /// message to the client happen under one lock, so events leave in sequence order.
     private let order = NIOLock()
 
-    func publish(_ event: SourceEvent, from source: EventSource) {
+    func publish(_ event: SourceEvent, from source: any EventSource) {
         order.withLock { publishInOrder(event, from: source) }
     }
 
-    private func publishInOrder(_ event: SourceEvent, from source: EventSource) {
+    private func publishInOrder(_ event: SourceEvent, from source: any EventSource) {
         let seq: UInt64
         do { seq = try sequence.take() } catch {
             logger.error("event from \(source.name) not published: \(error)")

@@ -1,5 +1,4 @@
 import DeviceAdapters
-import Dispatch
 import FoundationEssentials
 import Glibc
 import NIOConcurrencyHelpers
@@ -12,14 +11,13 @@ import NIOConcurrencyHelpers
 /// begins. After a crash the count resumes at the lease's end: numbers are never reused, and a
 /// gap downstream shows that events may have been lost. A clean stop (`close`) writes the next
 /// unused number instead, so the count goes on without a gap.
-public final class SequenceCounter: @unchecked Sendable {
+public final class SequenceCounter: Sendable {
     public let path: String
     private let lease: UInt64
-    private let lock = NIOLock()
-    private var next: UInt64
-    private var leaseEnd: UInt64
+    /// The next number and the end of the lease on the disk.
+    private let counter: NIOLockedValueBox<(next: UInt64, leaseEnd: UInt64)>
     /// What the start had to do about a damaged file, for the log (nil: nothing).
-    public private(set) var recovery: String?
+    public let recovery: String?
 
     /// The lease is written twice (`event-sequence`, then `event-sequence.bak`), so that a file
     /// damaged on the disk (or emptied, or edited by hand) never stops the agent and never makes
@@ -32,6 +30,7 @@ public final class SequenceCounter: @unchecked Sendable {
         path = directory + "/event-sequence"
         self.lease = lease
         var start: UInt64 = 1
+        var recovery: String?
         let read = { (p: String) -> String? in (try? String(contentsOfFile: p, encoding: .utf8)) }
         if let text = read(path) {
             if let v = UInt64(text.trimmed), v > 0 {
@@ -49,37 +48,34 @@ public final class SequenceCounter: @unchecked Sendable {
                     : "event sequence file \(path) and its backup are damaged and the clock is not trusted: counting again from 1 (event ids may repeat)"
             }
         }
-        next = start
-        leaseEnd = start
-        try extend()
+        self.recovery = recovery
+        try Self.save(start + lease, to: path)
+        counter = NIOLockedValueBox((start, start + lease))
     }
 
     /// The next sequence number.
     public func take() throws -> UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        if next >= leaseEnd { try extend() }
-        defer { next += 1 }
-        return next
+        try counter.withLockedValue { c in
+            if c.next >= c.leaseEnd {
+                try Self.save(c.next + lease, to: path)
+                c.leaseEnd = c.next + lease
+            }
+            defer { c.next += 1 }
+            return c.next
+        }
     }
 
     /// A clean stop, after the last `take`: the next start continues at the next unused number.
     /// If the write fails the lease stays as it was (a gap downstream, never a reused number).
     public func close() throws {
-        lock.lock()
-        defer { lock.unlock() }
-        guard next < leaseEnd else { return }
-        try save(next)
-        leaseEnd = next
+        try counter.withLockedValue { c in
+            guard c.next < c.leaseEnd else { return }
+            try Self.save(c.next, to: path)
+            c.leaseEnd = c.next
+        }
     }
 
-    private func extend() throws {
-        let end = next + lease
-        try save(end)
-        leaseEnd = end
-    }
-
-    private func save(_ value: UInt64) throws {
+    private static func save(_ value: UInt64, to path: String) throws {
         let text = Array("\(value)\n".utf8)
         do {
             try AtomicFile.write(text, to: path)
