@@ -358,14 +358,14 @@ struct RecentRequestsTests {
         #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-a") { true } else { false } }())
         #expect({ if case .running(waits: true) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
         #expect({ if case .running(waits: false) = recent.begin("r1", waiter: "topic-b") { true } else { false } }())
-        #expect(recent.finish("r1", response: "done").waiters == ["topic-b"])
+        #expect(recent.finish("r1", response: "done") == ["topic-b"])
         #expect({ if case .answered("done") = recent.begin("r1", waiter: "topic-c") { true } else { false } }())
         // Bounded: beyond maxWaiters further requesters are not queued.
         _ = recent.begin("r2", waiter: "w0")
         var waiting = 0
         for i in 1...20 { if case .running(waits: true) = recent.begin("r2", waiter: "w\(i)") { waiting += 1 } }
         #expect(waiting == RecentRequests<String>.maxWaiters)
-        #expect(recent.finish("r2", response: "x").waiters.count == RecentRequests<String>.maxWaiters)
+        #expect(recent.finish("r2", response: "x").count == RecentRequests<String>.maxWaiters)
         // Refused as busy: forgotten, so the same id runs when sent again.
         _ = recent.begin("r3", waiter: "a")
         _ = recent.begin("r3", waiter: "b")

@@ -34,7 +34,7 @@ struct SourceSupervisorTests {
         #expect(m.status.errors == 6 && m.status.restarts == 6)
         // Up for 30 s, then a failure: the first delay again.
         #expect(m.handle(.ready(run: run, at: t0)) == [])
-        let after = m.handle(.ended(run: run, error: nil, at: t0 + .seconds(31)))
+        let after = m.handle(.ended(run: run, error: "it stopped by itself", at: t0 + .seconds(31)))
         #expect(after.first == .failed(run: run, error: "it stopped by itself", retryIn: .seconds(1)))
     }
 
@@ -57,6 +57,10 @@ struct SourceSupervisorTests {
         #expect(m.handle(.enable(9)) == [.start(run: 3)])
         #expect(m.handle(.ended(run: 3, error: "no such folder", at: t0)).last == .answer(count: 1), "a failed start answers too")
         #expect(m.takeAnswered(1) == [9] && m.status.state == "backing_off" && m.status.lastError == "no such folder")
+        // Cancelled from outside (the shutdown): not a failure.
+        _ = m.handle(.retryDue(run: 4))
+        _ = m.handle(.ready(run: 4, at: t0))
+        #expect(m.handle(.ended(run: 4, error: nil, at: t0)) == [] && m.status.errors == 1)
     }
 
     @Test("during a back-off, enable and restart start at once and the timer's end is ignored; disable stops the retries")

@@ -283,6 +283,19 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
             try makePublish(topic, payload, qos: qos, retain: retain, properties: properties), completion.map { .done($0) } ?? .none)
     }
 
+    /// Queues the message like `publish(_:_:qos:retain:properties:completion:)`, but with
+    /// `waitForRoom: false` never waits for room: a full queue (`publishQueueMaxsize`) throws
+    /// `.queueFull` at once, wherever it is called. For code that must not hold up its thread: an
+    /// event loop's, or a task on Swift's cooperative pool (the agent's event sources).
+    public func publish(
+        _ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties? = nil,
+        waitForRoom: Bool, completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil
+    ) throws {
+        try enqueue(
+            try makePublish(topic, payload, qos: qos, retain: retain, properties: properties), completion.map { .done($0) } ?? .none,
+            wait: waitForRoom)
+    }
+
     /// Publishes with 5.0 properties and waits until the message is complete.
     public func publish(_ topic: String, _ payload: ByteBuffer, qos: Int = 1, retain: Bool = false, properties: MQTTProperties) async throws
     {

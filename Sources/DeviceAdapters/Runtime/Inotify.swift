@@ -59,7 +59,8 @@ public enum Inotify {
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel) }
                 }
         } catch {
-            close(fd)
+            // Not closed here: what fails in the bootstrap fails after NIO took the descriptor
+            // (registering it, the channel's set-up), and NIO closes it then.
             throw SourceError(source, .system, "cannot read inotify events: \(error)")
         }
         return try await channel.executeThenClose { reads, _ in try await body(fd, reads) }

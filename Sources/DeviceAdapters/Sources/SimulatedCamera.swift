@@ -1,7 +1,7 @@
 import NIOCore
 
 /// A synthetic camera: detection and motion events at a steady rate (the default source for
-/// development on x86). Deterministic per seed, so tests can expect its fields.
+/// development on x86): random labels, scores and boxes of a fixed shape.
 public final class SimulatedCamera: EventSource {
     public let name: String
     public let kind = "simulated"

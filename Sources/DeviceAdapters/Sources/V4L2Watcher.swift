@@ -38,18 +38,11 @@ public final class V4L2Watcher: EventSource {
             throw SourceError(name, .badPath, "\(directory) is not a directory (sources[].directory)")
         }
         var known: Set<String> = []
-        let watched = try await Inotify.withDescriptor(on: context.loop, source: name) { fd, reads -> Bool in
-            guard inotify_add_watch(fd, directory, Self.watchMask) >= 0 else { return false }
-            rescan(&known, context.sink)
-            context.ready()
-            for try await chunk in reads {
-                let events = InotifyEvent.parse(chunk)
-                if events.contains(where: { $0.has(IN_DELETE_SELF) }) {
-                    throw SourceError(name, .badPath, "\(directory) was removed (sources[].directory)")
-                }
-                if events.contains(where: { $0.has(IN_Q_OVERFLOW) || Self.isDevice($0.name) }) { rescan(&known, context.sink) }
-            }
-            return true
+        var watched = false
+        do {
+            watched = try await watch(context, &known)
+        } catch let error as SourceError where error.reason == .system {
+            counts.add("no_inotify")  // no descriptor to be had (fs.inotify.max_user_instances): the listing below
         }
         if watched {
             try Task.checkCancellation()
@@ -62,6 +55,24 @@ public final class V4L2Watcher: EventSource {
         while true {
             try await context.loop.sleep(for: .nanoseconds(Int64(pollInterval * 1e9)))
             rescan(&known, context.sink)
+        }
+    }
+
+    /// Watches the folder through inotify until cancelled; false when inotify cannot watch it.
+    /// Throws `SourceError.system` only when no inotify descriptor could be had.
+    private func watch(_ context: SourceContext, _ known: inout Set<String>) async throws -> Bool {
+        try await Inotify.withDescriptor(on: context.loop, source: name) { fd, reads -> Bool in
+            guard inotify_add_watch(fd, directory, Self.watchMask) >= 0 else { return false }
+            rescan(&known, context.sink)
+            context.ready()
+            for try await chunk in reads {
+                let events = InotifyEvent.parse(chunk)
+                if events.contains(where: { $0.has(IN_DELETE_SELF) }) {
+                    throw SourceError(name, .badPath, "\(directory) was removed (sources[].directory)")
+                }
+                if events.contains(where: { $0.has(IN_Q_OVERFLOW) || Self.isDevice($0.name) }) { rescan(&known, context.sink) }
+            }
+            return true
         }
     }
 

@@ -25,14 +25,13 @@ public final class Agent: Sendable {
         (current: AgentState, connectedSince: Date?, reconnects: Int, everConnected: Bool, stopping: Bool)
     >(
         (.connecting, nil, 0, false, false))
-    /// Settings a command may change while running.
-    struct Runtime {
-        var infoInterval: Double
+    /// What the LED shows, as commands may change it while running (`config/set`, `led/set`).
+    struct LEDChoice {
         var patterns: [AgentState: LightPattern]
         /// A pattern set by `led/set` and when it ends.
-        var ledOverride: (pattern: LightPattern, until: NIODeadline)?
+        var override: (pattern: LightPattern, until: NIODeadline)?
     }
-    let runtime: NIOLockedValueBox<Runtime>
+    let ledChoice: NIOLockedValueBox<LEDChoice>
     /// The configuration as last validated (changed by `config/set`).
     let effective: NIOLockedValueBox<AgentConfig>
     /// The configuration file (for `config/set`), if the agent was started from one.
@@ -43,7 +42,7 @@ public final class Agent: Sendable {
     private let readySent = NIOLockedValueBox(false)
     /// The exit code asked for (`agent/restart`) and how to stop the service group.
     private let exit = NIOLockedValueBox<(code: Int32, stop: (@Sendable () -> Void)?)>((0, nil))
-    /// Reschedules the info document (set by `InfoService`).
+    /// The info document's timer (started by `InfoService`, rescheduled by `config/set`).
     let infoTimer: InfoPublisher
 
     public var currentState: AgentState { state.withLockedValue { $0.current } }
@@ -62,7 +61,7 @@ public final class Agent: Sendable {
         let loop = group.next()
         self.loop = loop
         self.threadPool = threadPool
-        runtime = NIOLockedValueBox(Runtime(infoInterval: config.infoInterval, patterns: config.led.patterns))
+        ledChoice = NIOLockedValueBox(LEDChoice(patterns: config.led.patterns))
         effective = NIOLockedValueBox(config)
         var mqttLogger = logger
         mqttLogger[metadataKey: "part"] = "mqtt"
@@ -134,14 +133,16 @@ public final class Agent: Sendable {
 
     /// The first step of a clean stop (a signal or `agent/restart`): systemd hears STOPPING, and
     /// the connection's coming loss no longer changes the state.
-    func beginStopping() {
+    func beginStopping(cancelled: Bool = false) {
         guard
             state.withLockedValue({ st in
                 defer { st.stopping = true }
                 return !st.stopping
             })
         else { return }
-        logger.info(exitCode == 0 ? "stopping: SIGTERM or SIGINT" : "stopping: restart requested")
+        logger.info(
+            cancelled
+                ? "stopping: a service failed (see above)" : exitCode == 0 ? "stopping: SIGTERM or SIGINT" : "stopping: restart requested")
         notifier.notify("STOPPING=1")
     }
 
@@ -149,7 +150,7 @@ public final class Agent: Sendable {
 
     /// `led/set`: a pattern for `seconds` (nil: back to the agent's state).
     func overrideLED(_ pattern: LightPattern?, seconds: Double) {
-        runtime.withLockedValue { $0.ledOverride = pattern.map { ($0, NIODeadline.now() + TimeAmount(seconds: seconds)) } }
+        ledChoice.withLockedValue { $0.override = pattern.map { ($0, NIODeadline.now() + TimeAmount(seconds: seconds)) } }
         refreshLED()
         if pattern != nil {
             loop.scheduleTask(in: TimeAmount(seconds: seconds + 0.01)) { [weak self] in self?.refreshLED() }
@@ -158,8 +159,8 @@ public final class Agent: Sendable {
 
     func refreshLED() {
         guard let player else { return }
-        let (r, s) = (runtime.withLockedValue { $0 }, currentState)
-        if let o = r.ledOverride, o.until > .now() { player.play(o.pattern) } else if let p = r.patterns[s] { player.play(p) }
+        let (r, s) = (ledChoice.withLockedValue { $0 }, currentState)
+        if let o = r.override, o.until > .now() { player.play(o.pattern) } else if let p = r.patterns[s] { player.play(p) }
     }
 
     var ledDescription: String? { player.map { "\($0.light.name): \($0.current)" } }
@@ -167,7 +168,7 @@ public final class Agent: Sendable {
     /// READY=1 after the first connection attempt, whatever its outcome: the agent is up and
     /// buffering; a broker that is down is not a failed start.
     func sendReady() {
-        guard
+        guard !state.withLockedValue({ $0.stopping }),
             readySent.withLockedValue({ r in
                 defer { r = true }
                 return !r
@@ -191,7 +192,9 @@ public final class Agent: Sendable {
             }
             setState(.connected)
             logger.info("\(first ? "connected" : "reconnected") to \(config.mqtt.host):\(config.mqtt.port) as \(mqtt.clientID)")
-            do { try mqtt.publish(config.topic(config.topics.status), "online", qos: 1, retain: true) } catch {
+            do {
+                try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "online"), qos: 1, retain: true, waitForRoom: false)
+            } catch {
                 logger.error("status online not published: \(error)")
             }
             loop.execute { [weak self] in self?.publishInfo() }

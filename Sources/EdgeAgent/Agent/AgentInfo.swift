@@ -1,5 +1,6 @@
 import Communicator
 import FoundationEssentials
+import NIOCore
 
 /// The retained info document (docs/EVENTS.md): what the agent is doing, as one JSON value.
 extension Agent {
@@ -86,7 +87,9 @@ extension Agent {
 
     func publishInfo() {
         guard mqtt.state == .connected else { return }
-        do { try mqtt.publish(config.topic(config.topics.info), infoJSON(), qos: 1, retain: true) } catch {
+        do {
+            try mqtt.publish(config.topic(config.topics.info), ByteBuffer(string: infoJSON()), qos: 1, retain: true, waitForRoom: false)
+        } catch {
             logger.warning("info not published: \(error)")
         }
     }

@@ -158,52 +158,51 @@ final class CommandServer: Service {
                 remember: false)
             return
         }
-        let answered = NIOLockedValueBox(false)
+        // Answered once: by the run, or by the timeout (which the run's answer cancels).
+        let answer = NIOLockedValueBox<(given: Bool, timer: Scheduled<Void>?)>((false, nil))
+        @Sendable func claim() -> Bool {
+            answer.withLockedValue { a in
+                defer { a = (true, nil) }
+                a.timer?.cancel()
+                return !a.given
+            }
+        }
         let timeout = agent.config.commands.timeout
-        agent.loop.scheduleTask(in: TimeAmount(seconds: timeout)) { [self] in
-            guard
-                answered.withLockedValue({ a in
-                    defer { a = true }
-                    return !a
-                })
-            else { return }
+        let timer = agent.loop.scheduleTask(in: TimeAmount(seconds: timeout)) { [self] in
+            guard claim() else { return }
             respond(
                 id: id, name: name, reply,
                 .failure(Failure(code: "timeout", message: "command \"\(name)\" did not finish within \(timeout) s (commands.timeout)")))
         }
+        answer.withLockedValue { if !$0.given { $0.timer = timer } }
         let job: Job = { [self] in
             defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
+            let after = AfterAnswer(nil)
             let result: Result<JSONValue, Failure>
-            do { result = .success(try await execute(name, id: id, args)) } catch let f as Failure { result = .failure(f) } catch {
+            do { result = .success(try await execute(name, id: id, args, after: after)) } catch let f as Failure {
+                result = .failure(f)
+            } catch {
                 result = .failure(Failure(code: "failed", message: "\(error)"))
             }
-            guard
-                answered.withLockedValue({ a in
-                    defer { a = true }
-                    return !a
-                })
-            else {
+            guard claim() else {
                 logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
                 return
             }
             await respondDurably(id: id, name: name, reply, result)
-            if case .success = result,
-                let after = afterAnswer.withLockedValue({ a in
-                    defer { a = nil }
-                    return a
-                })
-            {
-                after()
-            }
+            if case .success = result, let then = after.withLockedValue({ $0 }) { then() }
         }
         if case .terminated = lanes[name]?.add.yield(job) {
             queued.withLockedValue { $0[name, default: 1] -= 1 }
-            logger.warning("command \(name) id \(id) not run: the agent is stopping")
+            guard claim() else { return }
+            respond(
+                id: id, name: name, reply,
+                .failure(Failure(code: "unavailable", message: "the agent is stopping: command \"\(name)\" not run; send it again later")),
+                remember: false)
         }
     }
 
-    /// Work to do once the answer is out (a restart).
-    private let afterAnswer = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    /// Work a command leaves for after its answer is out (a restart, a reboot).
+    typealias AfterAnswer = NIOLockedValueBox<(@Sendable () -> Void)?>
 
     struct Response: Encodable {
         var id: String?
@@ -235,7 +234,7 @@ final class CommandServer: Service {
     private func respond(id: String?, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>, remember: Bool = true) {
         let answer = Answer(self, id: id, name: name, result)
         var others: [ReplyTo] = []
-        if let id { others = remember ? recent.finish(id, response: answer.text(for: reply)).waiters : recent.abandon(id) }
+        if let id { others = remember ? recent.finish(id, response: answer.text(for: reply)) : recent.abandon(id) }
         answer.send(to: reply, others)
     }
 
@@ -243,8 +242,10 @@ final class CommandServer: Service {
     /// that a crash in between cannot make the command run twice.
     private func respondDurably(id: String, name: String, _ reply: ReplyTo, _ result: Result<JSONValue, Failure>) async {
         let answer = Answer(self, id: id, name: name, result)
-        let (others, saved) = recent.finish(id, response: answer.text(for: reply))
-        try? await saved.get()
+        let others = recent.finish(id, response: answer.text(for: reply))
+        // The newest save holds this answer (an older save that a newer answer overtook writes
+        // nothing: the newer one writes both).
+        await recent.flush()
         answer.send(to: reply, others)
     }
 
@@ -287,7 +288,7 @@ final class CommandServer: Service {
         var props = MQTTProperties()
         props.correlationData = reply.correlation
         props.contentType = "application/json"
-        do { try agent.mqtt.publish(reply.topic, ByteBuffer(string: text), qos: 1, properties: props) } catch {
+        do { try agent.mqtt.publish(reply.topic, ByteBuffer(string: text), qos: 1, properties: props, waitForRoom: false) } catch {
             logger.error("command answer to \(reply.topic) not sent: \(error)")
         }
     }
@@ -314,7 +315,7 @@ final class CommandServer: Service {
         return v
     }
 
-    func execute(_ name: String, id: String, _ args: [String: JSONValue]) async throws -> JSONValue {
+    func execute(_ name: String, id: String, _ args: [String: JSONValue], after: AfterAnswer) async throws -> JSONValue {
         switch name {
         case "ping":
             return .object(["pong": .bool(true), "device_id": .string(agent.config.deviceID), "version": .string(EdgeAgentVersion.current)])
@@ -377,14 +378,14 @@ final class CommandServer: Service {
             return .object(["level": .string(text)])
         case "agent/restart":
             let agent = self.agent
-            afterAnswer.withLockedValue {
+            after.withLockedValue {
                 $0 = { agent.loop.scheduleTask(in: .milliseconds(300)) { agent.requestExit(Agent.restartExitCode) } }
             }
             return .object(["restarting": .bool(true), "exit_code": .int(Int(Agent.restartExitCode))])
         case "reboot":
             let request = try RebootRequest(command: agent.config.commands.rebootCommand, environment: ProcessInfo.processInfo.environment)
             let (logger, loop, pool) = (self.logger, agent.loop, agent.threadPool)
-            afterAnswer.withLockedValue {
+            after.withLockedValue {
                 $0 = {
                     loop.scheduleTask(in: .milliseconds(300)) {
                         // The command may take its time (a shell): on the pool, not the loop.

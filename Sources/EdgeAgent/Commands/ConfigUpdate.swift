@@ -87,14 +87,13 @@ struct ConfigUpdate {
         for key in changes.map(\.key) {
             switch key {
             case "status.info_interval":
-                agent.runtime.withLockedValue { $0.infoInterval = updated.infoInterval }
                 agent.scheduleInfo(every: updated.infoInterval)
                 applied.append(key)
             case "log_level":
                 AgentLogHandler.level.withLockedValue { $0 = updated.logLevel }
                 applied.append(key)
             case _ where key.hasPrefix("led.patterns."):
-                agent.runtime.withLockedValue { $0.patterns = updated.led.patterns }
+                agent.ledChoice.withLockedValue { $0.patterns = updated.led.patterns }
                 agent.refreshLED()
                 applied.append(key)
             default:

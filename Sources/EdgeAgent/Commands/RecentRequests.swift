@@ -79,10 +79,10 @@ final class RecentRequests<Waiter: Sendable & Equatable>: Sendable {
         }
     }
 
-    /// Remembers the answer; returns the requesters besides the first, still to be answered, and
-    /// the save that puts it on the disk.
+    /// Remembers the answer and saves it on the pool (`flush` waits for it); returns the
+    /// requesters besides the first, still to be answered.
     @discardableResult
-    func finish(_ id: String, response: String) -> (waiters: [Waiter], saved: EventLoopFuture<Void>) {
+    func finish(_ id: String, response: String) -> [Waiter] {
         state.withLockedValue { s in
             let waiters = s.running.removeValue(forKey: id) ?? []
             if s.answers[id] == nil { s.order.append(id) }
@@ -101,7 +101,7 @@ final class RecentRequests<Waiter: Sendable & Equatable>: Sendable {
                     try? AtomicFile.write(Array(data), to: path)
                 }
             }
-            return (Array(waiters.dropFirst()), s.lastSave)
+            return Array(waiters.dropFirst())
         }
     }
 

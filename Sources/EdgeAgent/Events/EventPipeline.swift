@@ -3,6 +3,7 @@ import DeviceAdapters
 import FoundationEssentials
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// Turns source events into the documented JSON (docs/EVENTS.md) and publishes them.
 public final class EventPipeline: Sendable {
@@ -55,8 +56,10 @@ public final class EventPipeline: Sendable {
         return e
     }
 
-    /// Sources publish from tasks of their own: taking the sequence number and handing the
-    /// message to the client happen under one lock, so events leave in sequence order.
+    /// Sources publish from tasks of their own and from the event loop: taking the sequence number
+    /// and handing the message to the client happen under one lock, so events leave in sequence
+    /// order. The hand-over never waits (a full publish queue fails the event at once, counted and
+    /// logged): nothing waits while holding the lock, and the loop is never held up.
     private let order = NIOLock()
 
     func publish(_ event: SourceEvent, from source: any EventSource) {
@@ -77,7 +80,7 @@ public final class EventPipeline: Sendable {
             uptime_ms: BootClock.millis(), boot_id: BootClock.id, data: event.fields)
         guard let json = try? Self.encoder.encode(envelope) else { return }
         do {
-            try mqtt.publish(topic, Array(json), qos: qos)
+            try mqtt.publish(topic, ByteBuffer(bytes: json), qos: qos, waitForRoom: false)
             counts.withLockedValue {
                 $0.published += 1
                 $0.lastSeq = seq

@@ -4,7 +4,8 @@ import NIOPosix
 import ServiceLifecycle
 
 /// The running agent: one event-loop group (one thread) for all network and timer work, one
-/// thread pool for blocking work (hashing a snapshot, writing state files), and the services in
+/// thread pool for blocking work (hashing a snapshot, writing state files, a reboot command: two
+/// threads, so that a slow reboot command cannot hold up the rest), and the services in
 /// one `ServiceGroup`, which starts them together and stops them in reverse order on SIGTERM or
 /// SIGINT or `agent/restart`:
 ///
@@ -21,7 +22,7 @@ public enum AgentRuntime {
     /// Runs the agent until it is stopped; returns the exit code (0, or `Agent.restartExitCode`).
     public static func run(config: AgentConfig, logger: Logger, configPath: String?) async throws -> Int32 {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         do {
             let code = try await run(config: config, logger: logger, configPath: configPath, group: group, threadPool: threadPool)

@@ -36,8 +36,9 @@ struct ConnectionService: Service {
         if mqtt.state == .connected {
             do {
                 let acknowledged = try await calledBack(within: .seconds(3), on: agent.loop) { done in
-                    try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "offline"), qos: 1, retain: true) { _ in done()
-                    }
+                    try mqtt.publish(
+                        config.topic(config.topics.status), ByteBuffer(string: "offline"), qos: 1, retain: true, waitForRoom: false
+                    ) { _ in done() }
                 }
                 if !acknowledged { logger.warning("status offline not acknowledged within 3 s") }
             } catch {

@@ -19,7 +19,8 @@ struct SourceSupervisor<Reply> {
         case restart(Reply?)
         /// Run `run` is set up (listening, watching).
         case ready(run: Int, at: NIODeadline)
-        /// Run `run` returned or threw (`error`: why, nil when cancelled as asked).
+        /// Run `run` returned or threw (`error`: why; nil when it was cancelled, as asked or by the
+        /// shutdown).
         case ended(run: Int, error: String?, at: NIODeadline)
         /// The back-off before run `run` is over.
         case retryDue(run: Int)
@@ -134,6 +135,8 @@ struct SourceSupervisor<Reply> {
                 if thenStart { return startNew() }
                 phase = .disabled
                 return answerAll()
+            case .starting(run) where error == nil, .running(run, _) where error == nil:
+                return []  // cancelled from outside: the service is shutting down
             case .starting(run):
                 return failed(run, error, stayedUp: false)
             case .running(run, let since):

@@ -1,9 +1,10 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
 /// systemd's side of the agent (sd_notify): the first service told of a shutdown (it says
 /// STOPPING=1), and the watchdog. WATCHDOG=1 goes out every half `WatchdogSec` only while every
-/// health probe answers within that half: the agent's event loop, the MQTT client's queue (the
+/// health probe answers within a quarter of it: the agent's event loop, the MQTT client's queue (the
 /// same one publishes go through) and each source's supervisor. A stuck part stops feeding the
 /// watchdog and systemd restarts the agent. (A stuck loop also holds up the probes' own timeout,
 /// which runs on it: then nothing is logged, and still no WATCHDOG=1 goes out.)
@@ -18,25 +19,39 @@ struct SystemdService: Service {
         } else {
             try? await gracefulShutdown()
         }
-        agent.beginStopping()
+        agent.beginStopping(cancelled: Task.isCancelled)
     }
 
+    /// Every `interval` (half `WatchdogSec`): all probes at once, each given half the interval.
     private func watch(every interval: Double) async {
         let budget = TimeAmount(seconds: max(0.05, interval / 2))
+        var round = agent.loop.now
         while !Task.isCancelled {
             if agent.isReady {
-                var stuck: [String] = []
-                for p in probes where (try? await calledBack(within: budget, on: agent.loop, { p.probe($0) })) != true {
-                    stuck.append(p.name)
-                }
-                if stuck.isEmpty {
+                let answered = NIOLockedValueBox<Set<String>>([])
+                let all =
+                    (try? await calledBack(within: budget, on: agent.loop) { done in
+                        for p in probes {
+                            p.probe {
+                                let complete = answered.withLockedValue { a in
+                                    a.insert(p.name)
+                                    return a.count == probes.count
+                                }
+                                if complete { done() }
+                            }
+                        }
+                    }) ?? false
+                if all {
                     agent.notifier.notify("WATCHDOG=1")
                 } else {
+                    let stuck = probes.map(\.name).filter { !answered.withLockedValue { $0 }.contains($0) }
                     agent.logger.error(
                         "watchdog not fed: no answer within \(Double(budget.nanoseconds) / 1e9) s from \(stuck.joined(separator: ", "))")
                 }
             }
-            guard (try? await agent.loop.sleep(for: TimeAmount(seconds: interval))) != nil else { return }
+            round = round + TimeAmount(seconds: interval)
+            if agent.loop.now - round > TimeAmount(seconds: interval) { round = agent.loop.now }  // held up: no burst
+            guard (try? await agent.loop.sleep(until: round)) != nil else { return }
         }
     }
 }
