@@ -15,7 +15,9 @@ struct EdgeAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edge-agent",
         abstract: "Runs on a camera gateway: keeps an MQTT session, publishes vision events and device status, buffers offline.",
-        subcommands: [RunCommand.self, CheckConfigCommand.self, SendCommand.self, BufferCommand.self, VersionCommand.self])
+        subcommands: [
+            RunCommand.self, CheckConfigCommand.self, SendCommand.self, BufferCommand.self, HomeAssistantCommand.self, VersionCommand.self,
+        ])
 }
 
 struct VersionCommand: ParsableCommand {

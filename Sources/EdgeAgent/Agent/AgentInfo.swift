@@ -37,6 +37,8 @@ extension Agent {
             var published: Int
             var failed: Int
             var last_seq: UInt64
+            /// When the last event was published (the wall clock's, as its timestamp).
+            var last_at: String?
         }
         var device_id: String
         var version: String
@@ -75,7 +77,9 @@ extension Agent {
                 if status.errors > 0 { c["errors"] = status.errors }
                 return .init(name: s.name, type: s.source.kind, state: status.state, last_error: status.lastError, counters: c)
             },
-            events: .init(published: ev.published, failed: ev.failed, last_seq: ev.lastSeq),
+            events: .init(
+                published: ev.published, failed: ev.failed, last_seq: ev.lastSeq,
+                last_at: ev.lastAt.map { EventPipeline.timestamp(Date(timeIntervalSince1970: Double($0) / 1000)) }),
             led: ledDescription, commands: config.commands.enabled ? commandCounts.withLockedValue { $0 } : nil)
     }
 

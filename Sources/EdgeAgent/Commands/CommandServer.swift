@@ -65,6 +65,10 @@ final class CommandServer: Service {
         await recent.flush()
     }
 
+    /// `led/identify`: a fast blink for a while, to find the board in a rack.
+    static let identify = LightPattern.blink(150, 150)
+    static let identifySeconds = 10.0
+
     func subscribe() throws {
         // Subscribed before the first connect: the client restores subscriptions on every connect.
         for p in [prefix] + (broadcastPrefix.map { [$0] } ?? []) {
@@ -91,6 +95,7 @@ final class CommandServer: Service {
 
     func received(_ m: MQTTMessage, prefix: String) {
         let name = String(m.topic.dropFirst(prefix.count + 1))
+        if name.hasPrefix(Self.pressPrefix) { return pressed(String(name.dropFirst(Self.pressPrefix.count))) }
         var reply = ReplyTo(topic: defaultResponseTopic, correlation: m.properties.correlationData)
         if let t = m.properties.responseTopic, Topic.nameProblem(t) == nil { reply.topic = t }
         let request = CommandRequest(
@@ -198,6 +203,59 @@ final class CommandServer: Service {
                 id: id, name: name, reply,
                 .failure(Failure(code: "unavailable", message: "the agent is stopping: command \"\(name)\" not run; send it again later")),
                 remember: false)
+        }
+    }
+
+    /// Home Assistant's buttons send a fixed plain payload to `<commands.topic>/press/<command>`.
+    static let pressPrefix = "press/"
+    /// What a button may run: commands without arguments.
+    static let pressable: Set<String> = ["ping", "led/identify", "agent/restart"]
+
+    /// A button's press: runs each time (a press is not a redelivery: no JSON, no id, nothing
+    /// remembered) and is not answered (a button reads no answer), under the same allow-list,
+    /// lanes, log and counters as a request.
+    private func pressed(_ name: String) {
+        guard Self.pressable.contains(name) else {
+            count("unknown_command")
+            logger.warning("button press \(name): not a command a button can run (\(Self.pressable.sorted().joined(separator: ", ")))")
+            return
+        }
+        guard allow.withLockedValue({ $0.contains(name) }) else {
+            count("forbidden")
+            logger.warning("button press \(name): command \"\(name)\" is not allowed on this device (commands.allow)")
+            return
+        }
+        let limit = agent.config.commands.maxQueued
+        guard
+            queued.withLockedValue({ q in
+                guard q[name, default: 0] < limit else { return false }
+                q[name, default: 0] += 1
+                return true
+            })
+        else {
+            count("busy")
+            logger.warning("button press \(name): \(limit) requests are waiting or running (commands.max_queued): not run")
+            return
+        }
+        let job: Job = { [self] in
+            defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
+            let after = AfterAnswer(nil)
+            do {
+                _ = try await execute(name, id: "press", [:], after: after)
+                count("ok")
+                logger.info("button press \(name): ok")
+                after.withLockedValue { $0 }?()
+            } catch let f as Failure {
+                count(f.code)
+                logger.warning("button press \(name): \(f.code): \(f.message)")
+            } catch {
+                count("failed")
+                logger.warning("button press \(name): failed: \(error)")
+            }
+        }
+        if case .terminated = lanes[name]?.add.yield(job) {
+            queued.withLockedValue { $0[name, default: 1] -= 1 }
+            logger.warning("button press \(name): the agent is stopping: not run")
         }
     }
 
@@ -354,6 +412,10 @@ final class CommandServer: Service {
             guard agent.player != nil else { throw Failure(code: "unavailable", message: "this agent runs without a status LED") }
             agent.overrideLED(pattern, seconds: seconds)
             return .object(["led": .string("\(pattern)"), "seconds": .number(seconds)])
+        case "led/identify":
+            guard agent.player != nil else { throw Failure(code: "unavailable", message: "this agent runs without a status LED") }
+            agent.overrideLED(Self.identify, seconds: Self.identifySeconds)
+            return .object(["led": .string("\(Self.identify)"), "seconds": .number(Self.identifySeconds)])
         case "source/enable", "source/disable", "source/restart":
             let s = try source(args)
             let status: SourceStatus

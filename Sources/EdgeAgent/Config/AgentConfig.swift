@@ -99,6 +99,8 @@ public struct AgentConfig: Sendable {
         public var pollInterval = 2.0
         /// Directory source: the largest file that is hashed (a larger one is reported without sha256).
         public var maxHashBytes = 64 << 20
+        /// Socket source: the event types its writers send (Home Assistant's event entity lists them).
+        public var eventTypes = ["external"]
 
         /// A socket source listens on /run/edge-agent/events.sock unless `path` says otherwise; a
         /// directory source needs its path.
@@ -119,7 +121,8 @@ public struct AgentConfig: Sendable {
         /// Where answers go when the request names no response topic.
         public var responseTopic = "devices/{device_id}/response"
         public var allow: [String] = [
-            "ping", "status", "config/get", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats", "log/level",
+            "ping", "status", "config/get", "led/set", "led/identify", "source/enable", "source/disable", "source/restart", "buffer/stats",
+            "log/level",
         ]
         public var timeout = 10.0
         public var maxPayloadBytes = 65_536
@@ -137,9 +140,17 @@ public struct AgentConfig: Sendable {
         public var maxDelay = 60.0
     }
 
+    /// Home Assistant's MQTT discovery (docs/HOME_ASSISTANT.md).
+    public struct HomeAssistant: Sendable {
+        public var enabled = false
+        public var discoveryPrefix = "homeassistant"
+        /// The longest random wait before answering Home Assistant's `online`.
+        public var republishDelay = 5.0
+    }
+
     public static let knownCommands = [
-        "ping", "status", "config/get", "config/set", "led/set", "source/enable", "source/disable", "source/restart", "buffer/stats",
-        "log/level", "agent/restart", "reboot",
+        "ping", "status", "config/get", "config/set", "led/set", "led/identify", "source/enable", "source/disable", "source/restart",
+        "buffer/stats", "log/level", "agent/restart", "reboot",
     ]
 
     public var deviceID = ""
@@ -152,6 +163,7 @@ public struct AgentConfig: Sendable {
     public var led = LED()
     public var sources: [Source] = []
     public var sourceRestart = SourceRestart()
+    public var homeAssistant = HomeAssistant()
     public var stateDirectory = "/var/lib/edge-agent"
     public var logLevel = Logger.Level.info
     public var hardwareDirectory = "/usr/share/edge-agent/hardware"

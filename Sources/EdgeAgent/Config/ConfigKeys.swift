@@ -19,6 +19,7 @@ extension AgentConfig {
         keys += ledKeys
         keys.append(sourcesKey)
         keys += sourceRestartKeys
+        keys += homeAssistantKeys
         keys += pathKeys
         keys += commandKeys
         return keys
@@ -49,6 +50,18 @@ extension AgentConfig {
                 note: "a source that failed is started again after this, doubling with each failure in a row"),
             .seconds(
                 "source_restart.max_delay", \.sourceRestart.maxDelay, 0.1...86_400, note: "the longest wait between a source's restarts"),
+        ]
+    }
+
+    private static var homeAssistantKeys: [ConfigKey] {
+        [
+            .flag("home_assistant.enabled", \.homeAssistant.enabled, note: "publish MQTT discovery configs for Home Assistant"),
+            .text(
+                "home_assistant.discovery_prefix", \.homeAssistant.discoveryPrefix, note: "Home Assistant's discovery prefix",
+                check: { v, _ in v.isEmpty || v.contains("+") || v.contains("#") ? "a topic prefix without wildcards" : nil }),
+            .seconds(
+                "home_assistant.republish_delay", \.homeAssistant.republishDelay, 0.1...600,
+                note: "at most this long (at random) before answering Home Assistant's online"),
         ]
     }
 

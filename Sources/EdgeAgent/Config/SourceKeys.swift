@@ -77,6 +77,14 @@ extension AgentConfig.Source {
                 read: { t, p, item, s in s.pollInterval = t.double(p, s.pollInterval, 0.05...3600, in: item) },
                 show: { ConfigKey.number($0.pollInterval) }),
             .int("max_hash_bytes", \.maxHashBytes, 4096...(1 << 36), [.directory], note: "a larger file is reported without sha256"),
+            SourceKey(
+                name: "event_types", kinds: [.socket], note: "the types its writers send (Home Assistant's event entity)",
+                read: { t, p, item, s in
+                    guard let types = item.child("event_types") else { return }
+                    guard case .sequence(let ts) = types else { return t.problem("\(p): expected a list of event types") }
+                    s.eventTypes = ts.compactMap { if case .scalar(let v, _) = $0, !v.isEmpty { v } else { nil } }
+                    if s.eventTypes.count != ts.count { t.problem("\(p): every event type is a non-empty text") }
+                }, show: { "[" + $0.eventTypes.map(YAML.quote).joined(separator: ", ") + "]" }),
         ]
     }
 

@@ -13,7 +13,7 @@ public final class EventPipeline: Sendable {
     let deviceID: String
     let sequence: SequenceCounter
     let logger: Logger
-    private let counts = NIOLockedValueBox<(published: Int, failed: Int, lastSeq: UInt64)>((0, 0, 0))
+    private let counts = NIOLockedValueBox<(published: Int, failed: Int, lastSeq: UInt64, lastAt: UInt64?)>((0, 0, 0, nil))
 
     /// Before this time the clock is not trusted (a board without a battery starts in 1970).
     static let clockFloorMillis: UInt64 = 1_735_689_600_000  // 2025-01-01
@@ -28,7 +28,8 @@ public final class EventPipeline: Sendable {
         self.logger = logger
     }
 
-    var figures: (published: Int, failed: Int, lastSeq: UInt64) { counts.withLockedValue { $0 } }
+    /// `lastAt`: the wall clock's milliseconds when the last event was handed to the client.
+    var figures: (published: Int, failed: Int, lastSeq: UInt64, lastAt: UInt64?) { counts.withLockedValue { $0 } }
 
     struct Envelope: Encodable {
         var event_id: String
@@ -36,6 +37,8 @@ public final class EventPipeline: Sendable {
         var source: String
         var source_type: String
         var type: String
+        /// `type` again, under the name Home Assistant's event entity reads.
+        var event_type: String
         var seq: UInt64
         var timestamp: String
         var clock_trusted: Bool
@@ -75,7 +78,8 @@ public final class EventPipeline: Sendable {
         }
         let wall = BootClock.wallMillis()
         let envelope = Envelope(
-            event_id: "\(deviceID)-\(seq)", device_id: deviceID, source: source.name, source_type: source.kind, type: event.type, seq: seq,
+            event_id: "\(deviceID)-\(seq)", device_id: deviceID, source: source.name, source_type: source.kind, type: event.type,
+            event_type: event.type, seq: seq,
             timestamp: Self.timestamp(Date(timeIntervalSince1970: Double(wall) / 1000)), clock_trusted: wall >= Self.clockFloorMillis,
             uptime_ms: BootClock.millis(), boot_id: BootClock.id, data: event.fields)
         guard let json = try? Self.encoder.encode(envelope) else { return }
@@ -84,6 +88,7 @@ public final class EventPipeline: Sendable {
             counts.withLockedValue {
                 $0.published += 1
                 $0.lastSeq = seq
+                $0.lastAt = wall
             }
         } catch {
             counts.withLockedValue { $0.failed += 1 }

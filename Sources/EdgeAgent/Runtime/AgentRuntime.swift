@@ -43,6 +43,8 @@ public enum AgentRuntime {
         let commands = config.commands.enabled ? CommandServer(agent: agent) : nil
         // Subscribed before the first connect: the client restores subscriptions on every connect.
         try commands?.subscribe()
+        let homeAssistant = config.homeAssistant.enabled ? HomeAssistantService(agent: agent) : nil
+        try homeAssistant?.subscribe()
         let loop = agent.loop
         var probes: [(name: String, probe: @Sendable (@escaping @Sendable () -> Void) -> Void)] = [
             ("the event loop", { done in loop.execute(done) }),
@@ -50,6 +52,7 @@ public enum AgentRuntime {
         ]
         for s in agent.sources { probes.append(("source \(s.name)", { done in s.probe(done) })) }
         var services: [any Service] = [StatusLEDService(agent: agent), ConnectionService(agent: agent), InfoService(agent: agent)]
+        if let homeAssistant { services.append(homeAssistant) }
         services += agent.sources as [any Service]
         if let commands { services.append(commands) }
         services.append(SystemdService(agent: agent, probes: probes))
