@@ -173,12 +173,16 @@ sources:
     name: pipeline
     path: {work}/events.sock
     event_types: [seen]
+  - type: directory
+    name: snaps
+    path: {work}/snapshots
 state_dir: {work}/state
 home_assistant:
   enabled: true
   republish_delay: 1
 """
     )
+os.makedirs(f"{work}/snapshots")
 agent = start([agent_bin, "run", "--config", f"{work}/agent.yaml"], f"{work}/agent.log")
 
 
@@ -189,6 +193,7 @@ def states():
 expected = [
     f"binary_sensor.{slug}_connectivity", f"event.{slug}_cam0_events", f"event.{slug}_pipeline_events",
     f"sensor.{slug}_uptime", f"sensor.{slug}_buffered_messages", f"sensor.{slug}_cam0_source", f"button.{slug}_identify",
+    f"image.{slug}_snapshot",
 ]
 found = wait_for("the entities", 60, lambda: all(e in states() for e in expected) and states())
 mine = sorted(e for e in (found or states()) if slug in e)
@@ -214,6 +219,21 @@ event = wait_for(
     lambda: (s := states()[f"event.{slug}_pipeline_events"])["state"] != before and s["attributes"].get("event_type") == "seen" and s,
 )
 check("an event reaches the event entity", event, json.dumps(event["attributes"])[:200] if event else "")
+
+# A snapshot in the folder: the image entity shows it, the same bytes.
+jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(i % 251 for i in range(3000))
+with open(f"{work}/snapshots/cam-1.jpg", "wb") as f:
+    f.write(jpeg)
+
+
+def image_bytes():
+    req = urllib.request.Request(f"{base}/api/image_proxy/image.{slug}_snapshot", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read(), r.headers.get("Content-Type")
+
+
+shown = wait_for("the image", 20, lambda: image_bytes()[0] == jpeg and image_bytes())
+check("the snapshot image reaches the image entity", shown, f"{len(shown[0])} bytes, {shown[1]}" if shown else "")
 
 # The identify button blinks the LED (150/150 ms).
 def led_transitions():

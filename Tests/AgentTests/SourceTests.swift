@@ -189,7 +189,7 @@ struct SourceTests {
     func directory() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("snap-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let source = DirectoryWatcher(name: "d", path: dir)
+        let source = DirectoryWatcher(name: "d", path: dir, maxImageBytes: 4096)
         let got = Collected()
         let run = try await Running.start(source) { got.add($0) }
         try Data("abc".utf8).write(to: URL(fileURLWithPath: dir + "/a.jpg"))
@@ -199,12 +199,24 @@ struct SourceTests {
         #expect(got.all.count == 1, "\(got.all)")
         #expect(got.all.first?.fields["sha256"] == .string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
         #expect(got.all.first?.fields["size"] == .int(3) && got.all.first?.fields["path"] == .string(dir + "/a.jpg"))
+        #expect(got.all.first?.image == nil && got.all.first?.fields["content_type"] == nil, "not an image by its bytes, whatever its name")
+        // A PNG comes with its bytes; a JPEG over max_image_bytes only as its event.
+        let png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + Array(repeating: 7, count: 100)
+        try Data(png).write(to: URL(fileURLWithPath: dir + "/b.png"))
+        try await waitFor("the PNG") { got.all.count >= 2 }
+        #expect(
+            got.all.last?.image == SourceImage(bytes: png, contentType: "image/png")
+                && got.all.last?.fields["content_type"] == .string("image/png"))
+        try Data([0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 1, count: 5000)).write(to: URL(fileURLWithPath: dir + "/big.jpg"))
+        try await waitFor("the large JPEG") { got.all.count >= 3 }
+        #expect(got.all.last?.image == nil && got.all.last?.fields["image_skipped"] != nil && source.counters["image_skipped"] == 1)
+        #expect(source.counters["images"] == 1)
         // The folder removed and made again: a scan catches up on what was written meanwhile.
         try FileManager.default.removeItem(atPath: dir)
         try await waitFor("the folder gone") { source.counters["folder_gone"] == 1 }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Data("later".utf8).write(to: URL(fileURLWithPath: dir + "/c.png"))
-        try await waitFor("the folder back, and its file") { got.all.count == 2 }
+        try await waitFor("the folder back, and its file") { got.all.count == 4 }
         #expect(got.all.last?.fields["path"] == .string(dir + "/c.png") && source.counters["folder_back"] == 1)
         await run.stop()
         await #expect(throws: SourceError.self) {

@@ -21,7 +21,8 @@ struct HomeAssistantTests {
         try layout.write(
             port: broker.port, extra: "home_assistant:\n  enabled: true\n  republish_delay: 1\n",
             sources: CommandTests.quietSources
-                + "\n  - type: socket\n    name: pipeline\n    path: \(layout.socket)\n    event_types: [seen]")
+                + "\n  - type: socket\n    name: pipeline\n    path: \(layout.socket)\n    event_types: [seen]"
+                + "\n  - type: directory\n    name: snaps\n    path: \(layout.snapshots)")
         let configs = try ExternalSubscriber(broker: broker, topic: "homeassistant/#", qos: 1, format: "%r|%t|%p")
         let status = try ExternalSubscriber(broker: broker, topic: layout.statusTopic, qos: 1, format: "%p")
         let agent = try layout.start()
@@ -44,6 +45,7 @@ struct HomeAssistantTests {
         #expect(first.count == topics.count, "each config once per connect")
         for t in [
             "binary_sensor/\(node)/connectivity", "event/\(node)/events_cam0", "event/\(node)/events_pipeline", "button/\(node)/identify",
+            "image/\(node)/snapshot",
         ] {
             #expect(topics.contains("homeassistant/\(t)/config"), "\(t) in \(topics.sorted())")
         }
@@ -62,6 +64,17 @@ struct HomeAssistantTests {
         try waitUntil(timeout: 10, "the socket's event") { events.lines.contains { $0.contains("a fox") } }
         let event = try #require(AgentEndToEndTests.events(events).first { ($0["data"] as? [String: Any])?["what"] as? String == "a fox" })
         #expect(event["event_type"] as? String == "seen" && event["type"] as? String == "seen" && event["source"] as? String == "pipeline")
+        // A snapshot: the image itself, retained with its content type, beside its event.
+        let jpeg = [UInt8]([0xFF, 0xD8, 0xFF, 0xE0]) + (0..<2000).map { UInt8($0 % 251) }
+        try Data(jpeg).write(to: URL(fileURLWithPath: layout.snapshots + "/cam-1.jpg"))
+        try waitUntil(timeout: 10, "the snapshot's event") {
+            events.lines.contains { $0.contains("cam-1.jpg") && $0.contains("image/jpeg") }
+        }
+        let image = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/snapshot", qos: 1, format: "%r|%C|%l|%x", extraArgs: ["-V", "mqttv5"])
+        let hex = jpeg.map { String(format: "%02x", $0) }.joined()
+        try waitUntil(timeout: 10, "the retained image") { !image.lines.isEmpty }
+        #expect(image.lines.first == "1|image/jpeg|\(jpeg.count)|\(hex)", "\(image.lines.first?.prefix(60) ?? "none")")
         // The identify button: a plain PRESS, each press runs, the LED blinks 150/150.
         let press = "devices/\(layout.device)/commands/press/"
         try CommandTests.send(broker, press + "led/identify", "PRESS")

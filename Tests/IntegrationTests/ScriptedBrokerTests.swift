@@ -9,7 +9,10 @@ import Testing
 @Suite("Against a scripted broker")
 struct ScriptedBrokerTests {
     func config(_ port: Int, _ version: MQTTVersion = .v5_0, configure: (inout MQTTConfig) -> Void = { _ in }) -> MQTTConfig {
-        var c = MQTTConfig(brokerAddress: "127.0.0.1", port: port, timeout: 3, clientID: uniqueID("scripted"), protocolVersion: version)
+        // A CONNACK from a broker on this machine, also when the whole suite loads its two cores.
+        var c = MQTTConfig(
+            brokerAddress: "127.0.0.1", port: port, timeout: 10 * TestTiming.scale, clientID: uniqueID("scripted"), protocolVersion: version
+        )
         // One connection per scenario: no 3.1.1 clean-then-persistent hop (tested on its own below).
         c.sessionExpiryInterval = 0
         configure(&c)

@@ -10,6 +10,8 @@ import Glibc
 /// Watches a snapshot folder (inotify) and reports each new image file once it is complete
 /// (closed after writing, or renamed into the folder), with its path, size and SHA-256. Names
 /// starting with "." or ending in ".tmp" / ".part" are writers' temporary files and are skipped.
+/// A JPEG or PNG (by its first bytes) of at most `maxImageBytes` comes with its bytes, for the
+/// agent to publish as the newest snapshot image (`content_type` in the event says which).
 ///
 /// What else can be put into a folder is met without harm: only regular files are read, opened
 /// with `O_NOFOLLOW | O_NONBLOCK` (a symlink is not followed, a FIFO does not block the source),
@@ -22,12 +24,15 @@ public final class DirectoryWatcher: EventSource {
     public let kind = "directory"
     public let path: String
     public let maxHashBytes: Int
+    /// A JPEG or PNG file up to this size comes with its bytes (`SourceEvent.image`); 0: never.
+    public let maxImageBytes: Int
     private let counts = Counters()
 
-    public init(name: String, path: String, maxHashBytes: Int = 64 << 20) {
+    public init(name: String, path: String, maxHashBytes: Int = 64 << 20, maxImageBytes: Int = 2 << 20) {
         self.name = name
         self.path = path
         self.maxHashBytes = maxHashBytes
+        self.maxImageBytes = maxImageBytes
     }
 
     public var counters: [String: Int] { counts.all }
@@ -110,33 +115,52 @@ public final class DirectoryWatcher: EventSource {
             return
         }
         if Self.after(st.st_ctim, since) { since = st.st_ctim }
-        var fields: [String: JSONValue] = ["path": .string(file), "size": .int(Int(st.st_size))]
-        if Int(st.st_size) > maxHashBytes {
+        let size = Int(st.st_size)
+        var fields: [String: JSONValue] = ["path": .string(file), "size": .int(size)]
+        var image: SourceImage?
+        if size > maxHashBytes {
             fields["hash_skipped"] = .string("larger than \(maxHashBytes) bytes (sources[].max_hash_bytes)")
             counts.add("hash_skipped")
-        } else if let digest = try await Self.hash(fd, limit: maxHashBytes, on: context.threadPool) {
-            fields["sha256"] = .string(digest)
+        } else if let read = try await Self.hash(fd, limit: maxHashBytes, keep: size <= maxImageBytes ? size : 8, on: context.threadPool) {
+            fields["sha256"] = .string(read.digest)
+            if let type = SourceImage.contentType(of: read.head) {
+                fields["content_type"] = .string(type)
+                if size <= maxImageBytes && read.head.count == size {
+                    image = SourceImage(bytes: read.head, contentType: type)
+                    counts.add("images")
+                } else {
+                    fields["image_skipped"] = .string("larger than \(maxImageBytes) bytes (sources[].max_image_bytes)")
+                    counts.add("image_skipped")
+                }
+            }
         } else {
             counts.add("unreadable")
             return
         }
-        context.sink(SourceEvent(type: "snapshot", fields: fields))
+        context.sink(SourceEvent(type: "snapshot", fields: fields, image: image))
         counts.add("snapshots")
     }
 
-    /// SHA-256 of at most `limit` bytes (a file still growing is not read without end), on the
-    /// thread pool; nil on a read error. Cancelling the task stops it at the next 256 KiB.
-    static func hash(_ fd: Int32, limit: Int, on pool: NIOThreadPool) async throws -> String? {
+    /// SHA-256 of at most `limit` bytes (a file still growing is not read without end), and the
+    /// first `keep` bytes, on the thread pool; nil on a read error. Cancelling the task stops it
+    /// at the next 256 KiB.
+    static func hash(_ fd: Int32, limit: Int, keep: Int, on pool: NIOThreadPool) async throws -> (digest: String, head: [UInt8])? {
         let cancelled = NIOLockedValueBox(false)
         return try await withTaskCancellationHandler {
-            try await pool.runIfActive { try hash(fd, limit: limit, cancelled: cancelled) }
+            try await pool.runIfActive { try hash(fd, limit: limit, keep: keep, cancelled: cancelled) }
         } onCancel: {
             cancelled.withLockedValue { $0 = true }
         }
     }
 
-    private static func hash(_ fd: Int32, limit: Int, cancelled: NIOLockedValueBox<Bool>) throws -> String? {
+    private static func hash(
+        _ fd: Int32, limit: Int, keep: Int, cancelled: NIOLockedValueBox<Bool>
+    ) throws -> (
+        digest: String, head: [UInt8]
+    )? {
         var hasher = SHA256()
+        var head: [UInt8] = []
+        head.reserveCapacity(min(keep, limit))
         var done = 0
         var chunk = [UInt8](repeating: 0, count: 256 * 1024)
         while done < limit {
@@ -146,9 +170,10 @@ public final class DirectoryWatcher: EventSource {
             if n < 0 { return nil }
             if n == 0 { break }
             chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            if head.count < keep { head += chunk[..<min(n, keep - head.count)] }
             done += n
         }
         let hex = Array("0123456789abcdef".utf8)
-        return String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
+        return (String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self), head)
     }
 }

@@ -8,10 +8,31 @@ import NIOPosix
 public struct SourceEvent: Sendable, Equatable {
     public var type: String
     public var fields: [String: JSONValue]
+    /// An image that came with the event (a snapshot): published on its own topic, not in the event.
+    public var image: SourceImage?
 
-    public init(type: String, fields: [String: JSONValue] = [:]) {
+    public init(type: String, fields: [String: JSONValue] = [:], image: SourceImage? = nil) {
         self.type = type
         self.fields = fields
+        self.image = image
+    }
+}
+
+/// An image's bytes and what they are, recognised by their first bytes (not by the file's name).
+public struct SourceImage: Sendable, Equatable {
+    public var bytes: [UInt8]
+    public var contentType: String
+
+    public init(bytes: [UInt8], contentType: String) {
+        self.bytes = bytes
+        self.contentType = contentType
+    }
+
+    /// `image/jpeg` or `image/png` from the magic bytes at the start; nil for anything else.
+    public static func contentType(of head: some Collection<UInt8>) -> String? {
+        if head.starts(with: [0xFF, 0xD8, 0xFF]) { return "image/jpeg" }
+        if head.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return "image/png" }
+        return nil
     }
 }
 

@@ -69,8 +69,8 @@ public final class Agent: Sendable {
         let sequence = try SequenceCounter(directory: config.stateDirectory)
         if let recovery = sequence.recovery { logger.error("\(recovery)") }
         let pipeline = EventPipeline(
-            mqtt: mqtt, topic: config.topic(config.topics.events), qos: config.eventsQoS, deviceID: config.deviceID,
-            sequence: sequence, logger: logger)
+            mqtt: mqtt, topic: config.topic(config.topics.events), snapshotTopic: config.topic(config.topics.snapshot),
+            qos: config.eventsQoS, deviceID: config.deviceID, sequence: sequence, logger: logger)
         self.pipeline = pipeline
         // The LED: a missing chip or line is logged and the agent goes on without it, unless required.
         var player: LightPlayer?
@@ -105,7 +105,8 @@ public final class Agent: Sendable {
                     maxLinesPerSecond: s.maxLinesPerSecond
                 ) { l.warning("\($0)") }
             case .v4l2: source = V4L2Watcher(name: s.name, directory: s.directory, sysfs: s.sysfs, pollInterval: s.pollInterval)
-            case .directory: source = DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes)
+            case .directory:
+                source = DirectoryWatcher(name: s.name, path: s.path, maxHashBytes: s.maxHashBytes, maxImageBytes: s.maxImageBytes)
             }
             return SourceService(source: source, loop: loop, threadPool: threadPool, restart: restart, logger: logger) { [source] event in
                 pipeline.publish(event, from: source)

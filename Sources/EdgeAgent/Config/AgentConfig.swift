@@ -43,6 +43,8 @@ public struct AgentConfig: Sendable {
         public var status = "device/status"
         public var info = "device/info"
         public var events = "vision/events"
+        /// The newest snapshot image of a directory source (retained, QoS 0, never buffered).
+        public var snapshot = "devices/{device_id}/snapshot"
     }
 
     public struct Store: Sendable {
@@ -99,6 +101,8 @@ public struct AgentConfig: Sendable {
         public var pollInterval = 2.0
         /// Directory source: the largest file that is hashed (a larger one is reported without sha256).
         public var maxHashBytes = 64 << 20
+        /// Directory source: the largest JPEG or PNG published as an image on `topics.snapshot`.
+        public var maxImageBytes = 2 << 20
         /// Socket source: the event types its writers send (Home Assistant's event entity lists them).
         public var eventTypes = ["external"]
 

@@ -36,6 +36,10 @@ extension AgentConfig {
             .text(
                 "topics.events", \.topics.events, note: "one JSON event per message (docs/EVENTS.md)", check: topicProblem,
                 explain: { YAML.quote($0.topic($0.topics.events)) }),
+            .text(
+                "topics.snapshot", \.topics.snapshot,
+                note: "retained: the newest JPEG/PNG of a directory source, QoS 0, never through the offline store", check: topicProblem,
+                explain: { YAML.quote($0.topic($0.topics.snapshot)) }),
             .int("events.qos", \.eventsQoS, 0...2, note: "0, 1 or 2; QoS 1/2 events are buffered on flash while offline", remote: true),
             .seconds(
                 "status.info_interval", \.infoInterval, 1...86_400,

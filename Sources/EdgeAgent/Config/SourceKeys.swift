@@ -77,6 +77,9 @@ extension AgentConfig.Source {
                 read: { t, p, item, s in s.pollInterval = t.double(p, s.pollInterval, 0.05...3600, in: item) },
                 show: { ConfigKey.number($0.pollInterval) }),
             .int("max_hash_bytes", \.maxHashBytes, 4096...(1 << 36), [.directory], note: "a larger file is reported without sha256"),
+            .int(
+                "max_image_bytes", \.maxImageBytes, 0...(16 << 20), [.directory],
+                note: "a JPEG/PNG up to this size is published on topics.snapshot (0: none); a larger one only as its event"),
             SourceKey(
                 name: "event_types", kinds: [.socket], note: "the types its writers send (Home Assistant's event entity)",
                 read: { t, p, item, s in

@@ -9,6 +9,7 @@ import NIOCore
 public final class EventPipeline: Sendable {
     let mqtt: MQTTProtocol
     let topic: String
+    let snapshotTopic: String
     let qos: Int
     let deviceID: String
     let sequence: SequenceCounter
@@ -19,9 +20,10 @@ public final class EventPipeline: Sendable {
     static let clockFloorMillis: UInt64 = 1_735_689_600_000  // 2025-01-01
     static var clockFloor: Date { Date(timeIntervalSince1970: Double(clockFloorMillis) / 1000) }
 
-    init(mqtt: MQTTProtocol, topic: String, qos: Int, deviceID: String, sequence: SequenceCounter, logger: Logger) {
+    init(mqtt: MQTTProtocol, topic: String, snapshotTopic: String, qos: Int, deviceID: String, sequence: SequenceCounter, logger: Logger) {
         self.mqtt = mqtt
         self.topic = topic
+        self.snapshotTopic = snapshotTopic
         self.qos = qos
         self.deviceID = deviceID
         self.sequence = sequence
@@ -93,6 +95,21 @@ public final class EventPipeline: Sendable {
         } catch {
             counts.withLockedValue { $0.failed += 1 }
             logger.warning("event \(deviceID)-\(seq) (\(event.type) from \(source.name)) not published: \(error)")
+        }
+        if let image = event.image { publish(image, of: "\(deviceID)-\(seq)") }
+    }
+
+    /// The newest snapshot image, retained, QoS 0: never through the offline store (only the
+    /// newest matters, and images must not wear the flash); while offline it is not sent at all,
+    /// and the next one replaces it.
+    private func publish(_ image: SourceImage, of event: String) {
+        var properties = MQTTProperties()
+        properties.contentType = image.contentType
+        do {
+            try mqtt.publish(
+                snapshotTopic, ByteBuffer(bytes: image.bytes), qos: 0, retain: true, properties: properties, waitForRoom: false)
+        } catch {
+            logger.info("snapshot image of event \(event) (\(image.bytes.count) bytes) not published: \(error)")
         }
     }
 }

@@ -133,6 +133,13 @@ struct HomeAssistantDiscovery {
                     "source_" + Self.safe(s.name), "\(s.name) source", "{{ \(pick).state }}",
                     ["json_attributes_topic": .string(infoTopic), "json_attributes_template": .string("{{ \(pick).counters | tojson }}")]))
         }
+        if config.sources.contains(where: { $0.type == .directory && $0.maxImageBytes > 0 }) {
+            // JPEG is the entity's type; a browser shows a PNG sent under it as well.
+            all.append(
+                entity(
+                    "image", "snapshot", name: "Snapshot",
+                    ["image_topic": .string(config.topic(config.topics.snapshot)), "content_type": .string("image/jpeg")]))
+        }
         if config.commands.enabled {
             let allow = Set(config.commands.allow)
             if allow.contains("led/identify") && config.led.enabled {
