@@ -32,6 +32,7 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(Exit.configuration)
         }
         let level = cfg.logLevel
+        LogRing.shared.resize(cfg.logRingLines)
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge-agent")
         logger.info(

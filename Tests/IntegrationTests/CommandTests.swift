@@ -128,6 +128,15 @@ struct CommandTests {
         #expect((try Self.answer(replies, id: "e-1").body["result"] as? [String: Any])?["running"] as? Bool == true)
         try Self.send(broker, commands + "/log/level", #"{"id":"v-1","args":{"level":"debug"}}"#, responseTopic: "op/replies")
         #expect(try Self.answer(replies, id: "v-1").body["status"] as? String == "ok")
+        // log/tail: the board's last log lines over MQTT, filtered by level.
+        try Self.send(broker, commands + "/log/tail", #"{"id":"t-1","args":{"lines":200}}"#, responseTopic: "op/replies")
+        let tail = try #require((try Self.answer(replies, id: "t-1").body["result"] as? [String: Any])?["lines"] as? [String])
+        #expect(tail.contains { $0.contains("info edge-agent: commands on devices/") } && tail.count <= 200, "\(tail.suffix(3))")
+        try Self.send(broker, commands + "/log/tail", #"{"id":"t-2","args":{"lines":5,"level":"warning"}}"#, responseTopic: "op/replies")
+        let warnings = try #require((try Self.answer(replies, id: "t-2").body["result"] as? [String: Any])?["lines"] as? [String])
+        #expect(
+            warnings.count <= 5 && warnings.allSatisfy { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") },
+            "\(warnings)")
     }
 
     /// The process's open descriptors and threads, from /proc.

@@ -10,7 +10,8 @@ import Musl
 
 /// One line per event, for a person and for journald: under systemd (JOURNAL_STREAM set) each
 /// line starts with its syslog priority (`<3>` error ... `<7>` debug) and no timestamp (journald
-/// adds its own); otherwise an ISO timestamp and the level. Metadata follows as key=value.
+/// adds its own); otherwise an ISO timestamp and the level. Metadata follows as key=value. Each
+/// line also goes into `LogRing.shared`, for `log/tail`.
 public struct AgentLogHandler: LogHandler {
     /// One level for the whole process, changeable at run time (`log/level` command).
     public static let level = NIOLockedValueBox<Logger.Level>(.info)
@@ -39,12 +40,9 @@ public struct AgentLogHandler: LogHandler {
         if let m = event.metadata { all.merge(m) { $1 } }
         let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let text = "\(event.message)".replacing("\n", with: " | ")
-        let line: String
-        if journald {
-            line = "<\(Self.priority(event.level))>\(label): \(text)\(extra)\n"
-        } else {
-            line = "\(Self.stamp()) \(event.level) \(label): \(text)\(extra)\n"
-        }
+        let plain = "\(Self.stamp()) \(event.level) \(label): \(text)\(extra)"
+        LogRing.shared.append(event.level, plain)
+        let line = journald ? "<\(Self.priority(event.level))>\(label): \(text)\(extra)\n" : plain + "\n"
         let bytes = Array(line.utf8)
         _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }

@@ -65,6 +65,9 @@ final class CommandServer: Service {
         await recent.flush()
     }
 
+    /// What `log/tail` answers at most (the broker's packet limits and the operator's screen).
+    static let maxTailBytes = 48 * 1024
+
     /// `led/identify`: a fast blink for a while, to find the board in a rack.
     static let identify = LightPattern.blink(150, 150)
     static let identifySeconds = 10.0
@@ -438,6 +441,32 @@ final class CommandServer: Service {
             }
             AgentLogHandler.level.withLockedValue { $0 = level }
             return .object(["level": .string(text)])
+        case "log/tail":
+            var count = 50
+            if let n = args["lines"] {
+                guard case .int(let i) = n, (1...1000).contains(i) else {
+                    throw Failure(code: "bad_arguments", message: "\"lines\" must be a whole number in 1...1000")
+                }
+                count = i
+            }
+            var level = Logger.Level.trace
+            if args["level"] != nil {
+                let text = try string(args, "level")
+                guard let l = Logger.Level(rawValue: text) else {
+                    throw Failure(
+                        code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
+                }
+                level = l
+            }
+            // The newest lines that fit in an answer of at most maxTailBytes.
+            var lines: [String] = []
+            var bytes = 0
+            for line in LogRing.shared.tail(count, atLeast: level).reversed() {
+                bytes += line.text.utf8.count + 4
+                if bytes > Self.maxTailBytes { break }
+                lines.append(line.text)
+            }
+            return .object(["lines": .array(lines.reversed().map(JSONValue.string)), "kept": .int(agent.config.logRingLines)])
         case "agent/restart":
             let agent = self.agent
             after.withLockedValue {

@@ -126,7 +126,7 @@ public struct AgentConfig: Sendable {
         public var responseTopic = "devices/{device_id}/response"
         public var allow: [String] = [
             "ping", "status", "config/get", "led/set", "led/identify", "source/enable", "source/disable", "source/restart", "buffer/stats",
-            "log/level",
+            "log/level", "log/tail",
         ]
         public var timeout = 10.0
         public var maxPayloadBytes = 65_536
@@ -154,7 +154,7 @@ public struct AgentConfig: Sendable {
 
     public static let knownCommands = [
         "ping", "status", "config/get", "config/set", "led/set", "led/identify", "source/enable", "source/disable", "source/restart",
-        "buffer/stats", "log/level", "agent/restart", "reboot",
+        "buffer/stats", "log/level", "log/tail", "agent/restart", "reboot",
     ]
 
     public var deviceID = ""
@@ -170,6 +170,8 @@ public struct AgentConfig: Sendable {
     public var homeAssistant = HomeAssistant()
     public var stateDirectory = "/var/lib/edge-agent"
     public var logLevel = Logger.Level.info
+    /// Log lines kept in memory for `log/tail` (0: none).
+    public var logRingLines = 500
     public var hardwareDirectory = "/usr/share/edge-agent/hardware"
     /// Keys set from the environment.
     public var fromEnvironment: Set<String> = []

@@ -73,6 +73,7 @@ extension AgentConfig {
         [
             .text("state_dir", \.stateDirectory, note: "the event sequence number and remembered answers live here"),
             .choice("log_level", \.logLevel, remote: true),
+            .int("log_ring_lines", \.logRingLines, 0...10_000, note: "log lines kept in memory for the log/tail command (0: none)"),
             // Read before the table (led.board needs it): here only shown.
             ConfigKey(
                 path: "hardware_dir", note: "board profiles (led.board); default: ../hardware beside the file, else this",
