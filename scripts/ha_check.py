@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import atexit
 import uuid
 
 venv, version = sys.argv[1], sys.argv[2]
@@ -53,7 +54,7 @@ def start(args, log, env=None):
     return p
 
 
-def finish():
+def stop_children():
     for p in children:
         if p.poll() is None:
             p.terminate()
@@ -61,6 +62,13 @@ def finish():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+atexit.register(stop_children)  # also when a check raises: nothing is left running
+
+
+def finish():
+    stop_children()
     passed = sum(results)
     print(f"work folder: {work}")
     print(f"{passed} passed, {len(results) - passed} failed")

@@ -34,17 +34,20 @@ struct HomeAssistantDiscoveryTests {
     )
     func configs() throws {
         let d = HomeAssistantDiscovery(config: try config())
-        #expect(d.node == "gw_7", "the node id takes letters, digits, _ and - only")
+        // Letters, digits, _ and - only; what was changed gets a hash, so gw.7 and gw_7 differ.
+        let node = d.node
+        #expect(node.hasPrefix("gw_7_") && node.count == 9 && node == HomeAssistantDiscovery.safe("gw.7"), "\(node)")
+        #expect(HomeAssistantDiscovery.safe("gw_7") == "gw_7" && HomeAssistantDiscovery.safe("gw-7") == "gw-7")
         let topics = d.entities.map(d.topic)
         #expect(Set(topics).count == topics.count && topics.allSatisfy { $0.hasPrefix("homeassistant/") && $0.hasSuffix("/config") })
-        #expect(topics.contains("homeassistant/binary_sensor/gw_7/connectivity/config"))
-        #expect(topics.contains("homeassistant/event/gw_7/events_pipeline/config"))
+        #expect(topics.contains("homeassistant/binary_sensor/\(node)/connectivity/config"))
+        #expect(topics.contains("homeassistant/event/\(node)/events_pipeline/config"))
         let payloads = try d.entities.map { try json(d.payload($0)) }
         let ids = payloads.compactMap { $0["unique_id"] as? String }
         #expect(ids.count == payloads.count && Set(ids).count == ids.count, "\(ids)")
         let devices = payloads.compactMap { $0["device"] as? [String: Any] }
         #expect(devices.count == payloads.count)
-        #expect(devices.allSatisfy { ($0["identifiers"] as? [String]) == ["edge-agent_gw_7"] && $0["name"] as? String == "gw.7" })
+        #expect(devices.allSatisfy { ($0["identifiers"] as? [String]) == ["edge-agent_\(node)"] && $0["name"] as? String == "gw.7" })
         #expect(devices.allSatisfy { $0["sw_version"] as? String == EdgeAgentVersion.current && $0["model"] != nil })
         #expect(payloads.allSatisfy { ($0["origin"] as? [String: Any])?["name"] as? String == "edge-agent" && $0["name"] != nil })
         // Availability follows the status topic, except on the sensor that shows it.
@@ -87,7 +90,20 @@ struct HomeAssistantDiscoveryTests {
         let allowed = HomeAssistantDiscovery(config: try config("commands:\n  allow: [ping, agent/restart]"))
         #expect(allowed.entities.contains { $0.object == "restart" } && !allowed.entities.contains { $0.object == "identify" })
         // A removal clears every topic the device may have used, the restart button's too.
-        #expect(Set(d.everyTopic).isSuperset(of: d.entities.map(d.topic)) && d.everyTopic.contains { $0.contains("/button/gw_7/restart/") })
+        #expect(
+            Set(d.everyTopic).isSuperset(of: d.entities.map(d.topic)) && d.everyTopic.contains { $0.contains("/button/\(d.node)/restart/") }
+        )
+    }
+
+    @Test("a source's name goes into the templates quoted: a quote or a backslash in it cannot break them")
+    func quotedNames() throws {
+        let c = try AgentConfig.parse(
+            "device_id: d\nhome_assistant:\n  enabled: true\nsources:\n  - {type: simulated, name: \"bob's \\\\ cam\"}\n", source: "t",
+            environment: [:], baseDirectory: "/x")
+        let d = HomeAssistantDiscovery(config: c)
+        let template = try #require(d.entities.first { $0.component == "event" }?.config["value_template"]?.stringValue)
+        #expect(template.contains(#"value_json.source == 'bob\'s \\ cam'"#), "\(template)")
+        #expect(d.entities.allSatisfy { !$0.object.contains("'") && !$0.object.contains(" ") })
     }
 
     @Test("the discovery prefix and a socket source's event types are checked like every key")

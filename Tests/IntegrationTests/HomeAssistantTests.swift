@@ -90,11 +90,24 @@ struct HomeAssistantTests {
             agent.output.contains("button press agent/restart: command \"agent/restart\" is not allowed")
         }
         #expect(agent.isRunning, "a refused press runs nothing")
+        // A press published retained: live it is a press (the broker clears the flag for a
+        // subscriber that is there); what the broker keeps would run at every connect: refused then.
+        try CommandTests.send(broker, press + "led/identify", "PRESS", retain: true)
+        try waitUntil(timeout: 5, "the live press") { agent.output.components(separatedBy: "button press led/identify: ok").count == 4 }
+        agent.stop()
+        let again = try layout.start()
+        defer { again.stop() }
+        try waitUntil(timeout: 20, "the kept press refused") { again.output.contains("a retained message is not a press") }
+        #expect(!again.output.contains("button press led/identify: ok"))
+        try CommandTests.send(broker, press + "led/identify", "", retain: true)  // not left on the broker
         // ha remove: an empty retained message on each; a later subscriber sees none.
         let out = try Broker.run(AgentEndToEndTests.binary, ["ha", "remove", "--config", layout.config])
         #expect(out.contains("discovery configs of \(layout.device)"), "\(out)")
+        // A retained sentinel, which a later subscriber must see alone: it shows the subscriber was there.
+        try CommandTests.send(broker, "homeassistant/sensor/sentinel/x/config", "{}", retain: true)
         let after = try ExternalSubscriber(broker: broker, topic: "homeassistant/#", qos: 1, format: "%r|%t")
-        usleep(1_000_000)  // what must not come: nothing to await
-        #expect(after.lines.isEmpty, "retained configs left: \(after.lines)")
+        try waitUntil(timeout: 10, "the sentinel") { !after.lines.isEmpty }
+        usleep(300_000)
+        #expect(after.lines == ["1|homeassistant/sensor/sentinel/x/config"], "retained configs left: \(after.lines)")
     }
 }

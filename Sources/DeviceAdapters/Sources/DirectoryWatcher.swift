@@ -128,7 +128,10 @@ public final class DirectoryWatcher: EventSource {
                 if size <= maxImageBytes && read.head.count == size {
                     image = SourceImage(bytes: read.head, contentType: type)
                     counts.add("images")
-                } else {
+                } else if size <= maxImageBytes {
+                    fields["image_skipped"] = .string("the file changed while it was read")
+                    counts.add("image_skipped")
+                } else if maxImageBytes > 0 {
                     fields["image_skipped"] = .string("larger than \(maxImageBytes) bytes (sources[].max_image_bytes)")
                     counts.add("image_skipped")
                 }

@@ -181,6 +181,9 @@ public final class Agent: Sendable {
 
     var isReady: Bool { readySent.withLockedValue { $0 } }
 
+    /// A clean stop has begun (`beginStopping`).
+    var isStopping: Bool { state.withLockedValue { $0.stopping } }
+
     func connectionChanged(_ s: ConnectionState) {
         switch s {
         case .connected:

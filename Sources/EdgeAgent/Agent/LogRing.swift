@@ -37,7 +37,14 @@ public final class LogRing: Sendable {
     public func append(_ level: Logger.Level, _ text: String) {
         var line = text
         if line.utf8.count > Self.maxLineBytes {
-            line = String(decoding: line.utf8.prefix(Self.maxLineBytes - 3), as: UTF8.self) + "…"
+            // Whole characters only, and room for the mark (3 bytes).
+            var bytes = 0
+            line =
+                String(
+                    text.prefix { c in
+                        bytes += c.utf8.count
+                        return bytes <= Self.maxLineBytes - 3
+                    }) + "…"
         }
         state.withLockedValue { s in
             guard s.capacity > 0 else { return }
@@ -49,6 +56,9 @@ public final class LogRing: Sendable {
             }
         }
     }
+
+    /// How many lines it keeps.
+    public var capacity: Int { state.withLockedValue { $0.capacity } }
 
     /// The last `count` lines at or above `level`, oldest first.
     public func tail(_ count: Int, atLeast level: Logger.Level) -> [Line] {

@@ -68,6 +68,11 @@ final class CommandServer: Service {
     /// What `log/tail` answers at most (the broker's packet limits and the operator's screen).
     static let maxTailBytes = 48 * 1024
 
+    /// The bytes a text takes as a JSON string in a list: quotes, comma, escapes.
+    static func jsonLength(_ text: String) -> Int {
+        3 + text.utf8.reduce(0) { n, b in n + (b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") ? 2 : b < 0x20 ? 6 : 1) }
+    }
+
     /// `led/identify`: a fast blink for a while, to find the board in a rack.
     static let identify = LightPattern.blink(150, 150)
     static let identifySeconds = 10.0
@@ -98,7 +103,7 @@ final class CommandServer: Service {
 
     func received(_ m: MQTTMessage, prefix: String) {
         let name = String(m.topic.dropFirst(prefix.count + 1))
-        if name.hasPrefix(Self.pressPrefix) { return pressed(String(name.dropFirst(Self.pressPrefix.count))) }
+        if name.hasPrefix(Self.pressPrefix) { return pressed(String(name.dropFirst(Self.pressPrefix.count)), m, prefix: prefix) }
         var reply = ReplyTo(topic: defaultResponseTopic, correlation: m.properties.correlationData)
         if let t = m.properties.responseTopic, Topic.nameProblem(t) == nil { reply.topic = t }
         let request = CommandRequest(
@@ -150,20 +155,8 @@ final class CommandServer: Service {
     /// One at a time per name, off the network thread; the answer goes out at the timeout if the
     /// command is still running (its late result is then only logged).
     private func run(_ name: String, id: String, args: [String: JSONValue], _ reply: ReplyTo) {
-        let limit = agent.config.commands.maxQueued
-        let admitted = queued.withLockedValue { q in
-            guard q[name, default: 0] < limit else { return false }
-            q[name, default: 0] += 1
-            return true
-        }
-        guard admitted else {
-            respond(
-                id: id, name: name, reply,
-                .failure(
-                    Failure(
-                        code: "busy",
-                        message: "\(limit) requests of \"\(name)\" are waiting or running (commands.max_queued): send it again later")),
-                remember: false)
+        guard admit(name) else {
+            respond(id: id, name: name, reply, .failure(busy(name)), remember: false)
             return
         }
         // Answered once: by the run, or by the timeout (which the run's answer cancels).
@@ -184,7 +177,6 @@ final class CommandServer: Service {
         }
         answer.withLockedValue { if !$0.given { $0.timer = timer } }
         let job: Job = { [self] in
-            defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
             let after = AfterAnswer(nil)
             let result: Result<JSONValue, Failure>
             do { result = .success(try await execute(name, id: id, args, after: after)) } catch let f as Failure {
@@ -199,8 +191,7 @@ final class CommandServer: Service {
             await respondDurably(id: id, name: name, reply, result)
             if case .success = result, let then = after.withLockedValue({ $0 }) { then() }
         }
-        if case .terminated = lanes[name]?.add.yield(job) {
-            queued.withLockedValue { $0[name, default: 1] -= 1 }
+        if !enqueue(name, job) {
             guard claim() else { return }
             respond(
                 id: id, name: name, reply,
@@ -216,32 +207,34 @@ final class CommandServer: Service {
 
     /// A button's press: runs each time (a press is not a redelivery: no JSON, no id, nothing
     /// remembered) and is not answered (a button reads no answer), under the same allow-list,
-    /// lanes, log and counters as a request.
-    private func pressed(_ name: String) {
-        guard Self.pressable.contains(name) else {
-            count("unknown_command")
-            logger.warning("button press \(name): not a command a button can run (\(Self.pressable.sorted().joined(separator: ", ")))")
-            return
-        }
-        guard allow.withLockedValue({ $0.contains(name) }) else {
-            count("forbidden")
-            logger.warning("button press \(name): command \"\(name)\" is not allowed on this device (commands.allow)")
-            return
-        }
-        let limit = agent.config.commands.maxQueued
-        guard
-            queued.withLockedValue({ q in
-                guard q[name, default: 0] < limit else { return false }
-                q[name, default: 0] += 1
-                return true
-            })
-        else {
-            count("busy")
-            logger.warning("button press \(name): \(limit) requests are waiting or running (commands.max_queued): not run")
+    /// lanes, log and counters as a request. Only on the device's own topic (not the fleet's
+    /// broadcast topic), and never a retained message: a press left retained on the broker would
+    /// run again at every connect.
+    private func pressed(_ name: String, _ m: MQTTMessage, prefix: String) {
+        let refusal: Failure? =
+            if m.retain {
+                Failure(
+                    code: "bad_request",
+                    message:
+                        "a retained message is not a press (the broker keeps it: it would run at every connect); publish it without retain")
+            } else if prefix != self.prefix {
+                Failure(code: "bad_request", message: "presses are taken on the device's own topic only, not on the broadcast topic")
+            } else if !Self.pressable.contains(name) {
+                Failure(
+                    code: "unknown_command", message: "not a command a button can run (\(Self.pressable.sorted().joined(separator: ", ")))")
+            } else if !allow.withLockedValue({ $0.contains(name) }) {
+                Failure(code: "forbidden", message: "command \"\(name)\" is not allowed on this device (commands.allow)")
+            } else if !admit(name) {
+                busy(name)
+            } else {
+                nil
+            }
+        if let refusal {
+            count(refusal.code)
+            logger.warning("button press \(name): \(refusal.message)")
             return
         }
         let job: Job = { [self] in
-            defer { queued.withLockedValue { $0[name, default: 1] -= 1 } }
             let after = AfterAnswer(nil)
             do {
                 _ = try await execute(name, id: "press", [:], after: after)
@@ -256,10 +249,41 @@ final class CommandServer: Service {
                 logger.warning("button press \(name): failed: \(error)")
             }
         }
-        if case .terminated = lanes[name]?.add.yield(job) {
-            queued.withLockedValue { $0[name, default: 1] -= 1 }
-            logger.warning("button press \(name): the agent is stopping: not run")
+        if !enqueue(name, job) { logger.warning("button press \(name): the agent is stopping: not run") }
+    }
+
+    /// Takes one of the name's `commands.max_queued` places, or says no.
+    private func admit(_ name: String) -> Bool {
+        let limit = agent.config.commands.maxQueued
+        return queued.withLockedValue { q in
+            guard q[name, default: 0] < limit else { return false }
+            q[name, default: 0] += 1
+            return true
         }
+    }
+
+    private func busy(_ name: String) -> Failure {
+        Failure(
+            code: "busy",
+            message:
+                "\(agent.config.commands.maxQueued) requests of \"\(name)\" are waiting or running (commands.max_queued): send it again later"
+        )
+    }
+
+    /// Hands an admitted job to its name's lane; the place is given back when it has run. False
+    /// (and the place given back at once) when the lanes are closed: the agent is stopping.
+    private func enqueue(_ name: String, _ job: @escaping Job) -> Bool {
+        let release: @Sendable () -> Void = { [queued] in queued.withLockedValue { $0[name, default: 1] -= 1 } }
+        if let lane = lanes[name],
+            case .enqueued = lane.add.yield({
+                defer { release() }
+                await job()
+            })
+        {
+            return true
+        }
+        release()
+        return false
     }
 
     /// Work a command leaves for after its answer is out (a restart, a reboot).
@@ -462,11 +486,11 @@ final class CommandServer: Service {
             var lines: [String] = []
             var bytes = 0
             for line in LogRing.shared.tail(count, atLeast: level).reversed() {
-                bytes += line.text.utf8.count + 4
+                bytes += Self.jsonLength(line.text)
                 if bytes > Self.maxTailBytes { break }
                 lines.append(line.text)
             }
-            return .object(["lines": .array(lines.reversed().map(JSONValue.string)), "kept": .int(agent.config.logRingLines)])
+            return .object(["lines": .array(lines.reversed().map(JSONValue.string)), "kept": .int(LogRing.shared.capacity)])
         case "agent/restart":
             let agent = self.agent
             after.withLockedValue {

@@ -68,15 +68,17 @@ public final class EventPipeline: Sendable {
     private let order = NIOLock()
 
     func publish(_ event: SourceEvent, from source: any EventSource) {
-        order.withLock { publishInOrder(event, from: source) }
+        let id = order.withLock { publishInOrder(event, from: source) }
+        if let image = event.image, let id { publish(image, of: id) }  // outside the lock: it copies the bytes
     }
 
-    private func publishInOrder(_ event: SourceEvent, from source: any EventSource) {
+    /// The event's id, nil when it has none (no sequence number could be taken).
+    private func publishInOrder(_ event: SourceEvent, from source: any EventSource) -> String? {
         let seq: UInt64
         do { seq = try sequence.take() } catch {
             logger.error("event from \(source.name) not published: \(error)")
             counts.withLockedValue { $0.failed += 1 }
-            return
+            return nil
         }
         let wall = BootClock.wallMillis()
         let envelope = Envelope(
@@ -84,7 +86,7 @@ public final class EventPipeline: Sendable {
             event_type: event.type, seq: seq,
             timestamp: Self.timestamp(Date(timeIntervalSince1970: Double(wall) / 1000)), clock_trusted: wall >= Self.clockFloorMillis,
             uptime_ms: BootClock.millis(), boot_id: BootClock.id, data: event.fields)
-        guard let json = try? Self.encoder.encode(envelope) else { return }
+        guard let json = try? Self.encoder.encode(envelope) else { return nil }
         do {
             try mqtt.publish(topic, ByteBuffer(bytes: json), qos: qos, waitForRoom: false)
             counts.withLockedValue {
@@ -96,19 +98,35 @@ public final class EventPipeline: Sendable {
             counts.withLockedValue { $0.failed += 1 }
             logger.warning("event \(deviceID)-\(seq) (\(event.type) from \(source.name)) not published: \(error)")
         }
-        if let image = event.image { publish(image, of: "\(deviceID)-\(seq)") }
+        return "\(deviceID)-\(seq)"
     }
+
+    /// An image being sent: at most one at a time (the publish queue counts messages, not bytes).
+    private let imageInFlight = NIOLockedValueBox(false)
 
     /// The newest snapshot image, retained, QoS 0: never through the offline store (only the
     /// newest matters, and images must not wear the flash); while offline it is not sent at all,
-    /// and the next one replaces it.
+    /// and the next one replaces it. One at a time: an image that comes while the one before is
+    /// still being written is left out (the next one after it goes).
     private func publish(_ image: SourceImage, of event: String) {
+        guard
+            imageInFlight.withLockedValue({ busy in
+                defer { busy = true }
+                return !busy
+            })
+        else {
+            logger.info("snapshot image of event \(event) not published: the one before is still being sent")
+            return
+        }
         var properties = MQTTProperties()
         properties.contentType = image.contentType
+        let inFlight = imageInFlight
         do {
             try mqtt.publish(
-                snapshotTopic, ByteBuffer(bytes: image.bytes), qos: 0, retain: true, properties: properties, waitForRoom: false)
+                snapshotTopic, ByteBuffer(bytes: image.bytes), qos: 0, retain: true, properties: properties, waitForRoom: false
+            ) { _ in inFlight.withLockedValue { $0 = false } }
         } catch {
+            inFlight.withLockedValue { $0 = false }
             logger.info("snapshot image of event \(event) (\(image.bytes.count) bytes) not published: \(error)")
         }
     }

@@ -19,9 +19,20 @@ struct HomeAssistantDiscovery {
     /// (anything but letters, digits, `_` and `-`) as `_`.
     var node: String { Self.safe(config.deviceID) }
 
-    /// What Home Assistant takes in a discovery topic's node and object ids.
+    /// What Home Assistant takes in a discovery topic's node and object ids: letters, digits, `_`
+    /// and `-`; anything else becomes `_`, and then a short hash of the original follows, so that
+    /// `gw.7` and `gw_7` do not share ids.
     static func safe(_ text: String) -> String {
-        String(text.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") ? $0 : "_" })
+        let kept = String(text.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") ? $0 : "_" })
+        guard kept != text else { return text }
+        var hash: UInt32 = 2_166_136_261  // FNV-1a: stable across runs and builds
+        for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return kept + "_" + String(hash % 0x10000, radix: 16)
+    }
+
+    /// A text inside a single-quoted Jinja string of a template.
+    static func jinjaQuoted(_ text: String) -> String {
+        text.replacing("\\", with: "\\\\").replacing("'", with: "\\'")
     }
 
     var prefix: String { config.homeAssistant.discoveryPrefix }
@@ -91,7 +102,8 @@ struct HomeAssistantDiscovery {
                         "state_topic": .string(config.topic(config.topics.events)),
                         "event_types": .array(Self.eventTypes(s).map(JSONValue.string)),
                         // One events topic for all sources: each entity takes its own; `{}` is ignored.
-                        "value_template": .string("{% if value_json.source == '\(s.name)' %}{{ value }}{% else %}{}{% endif %}"),
+                        "value_template": .string(
+                            "{% if value_json.source == '\(Self.jinjaQuoted(s.name))' %}{{ value }}{% else %}{}{% endif %}"),
                     ]))
         }
         let info = { (object: String, name: String, template: String, more: [String: JSONValue]) -> Entity in
@@ -127,7 +139,7 @@ struct HomeAssistantDiscovery {
                 "last_event", "Last event", "{{ value_json.events.last_at if value_json.events.last_at is defined else None }}",
                 ["device_class": .string("timestamp")]))
         for s in config.sources {
-            let pick = "(value_json.sources | selectattr('name', 'equalto', '\(s.name)') | first)"
+            let pick = "(value_json.sources | selectattr('name', 'equalto', '\(Self.jinjaQuoted(s.name))') | first)"
             all.append(
                 info(
                     "source_" + Self.safe(s.name), "\(s.name) source", "{{ \(pick).state }}",
@@ -148,7 +160,7 @@ struct HomeAssistantDiscovery {
                         "button", "identify", name: "Identify",
                         [
                             "command_topic": .string(pressTopic("led/identify")), "payload_press": .string("PRESS"),
-                            "device_class": .string("identify"), "entity_category": .string("config"),
+                            "device_class": .string("identify"), "entity_category": .string("config"), "qos": .int(0),
                         ]))
             }
             if allow.contains("agent/restart") {
@@ -157,7 +169,7 @@ struct HomeAssistantDiscovery {
                         "button", "restart", name: "Restart agent",
                         [
                             "command_topic": .string(pressTopic("agent/restart")), "payload_press": .string("PRESS"),
-                            "device_class": .string("restart"), "entity_category": .string("config"),
+                            "device_class": .string("restart"), "entity_category": .string("config"), "qos": .int(0),
                         ]))
             }
         }
@@ -174,7 +186,7 @@ struct HomeAssistantDiscovery {
         c["unique_id"] = .string("edge-agent_\(node)_\(object)")
         c["device"] = device
         c["origin"] = .object(["name": .string("edge-agent"), "sw_version": .string(EdgeAgentVersion.current)])
-        c["qos"] = .int(1)
+        if c["qos"] == nil { c["qos"] = .int(1) }  // a button's is 0: a press while the agent is away is not queued for it
         if available {
             c["availability_topic"] = .string(statusTopic)
             c["payload_available"] = .string("online")

@@ -1,12 +1,17 @@
 import Communicator
+import DeviceAdapters
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// `edge-agent ha remove`: an empty retained message on each of the device's discovery topics, on
 /// which Home Assistant drops the entities and then the device.
 public enum HomeAssistantRemoval {
     /// Connects with the configuration's broker and credentials (a client id of its own, no
-    /// session, no store), empties the topics and disconnects; returns the topics emptied.
+    /// session, no store), empties the topics and disconnects; returns the topics emptied: every
+    /// one this configuration can make, and every retained config the broker holds under the
+    /// device's node (a source removed from the file since, say).
     public static func run(config: AgentConfig) async throws -> [String] {
         var mqtt = config.mqttConfig()
         mqtt.clientID = .random
@@ -18,10 +23,19 @@ public enum HomeAssistantRemoval {
         mqtt.publishPreparer = nil
         var logger = Logger(label: "edge-agent.ha")
         logger.logLevel = .error
-        let client = MQTTProtocol(config: mqtt, logger: logger)
-        let topics = HomeAssistantDiscovery(config: config).everyTopic
+        let group = MultiThreadedEventLoopGroup.singleton
+        let client = MQTTProtocol(config: mqtt, logger: logger, eventLoopGroup: group)
+        let discovery = HomeAssistantDiscovery(config: config)
+        let held = NIOLockedValueBox<Set<String>>([])
         try await client.connect()
+        var topics: [String] = []
         do {
+            try await client.subscribe("\(discovery.prefix)/+/\(discovery.node)/+/config", qos: 1) { m in
+                if m.retain && m.payload.readableBytes > 0 { held.withLockedValue { _ = $0.insert(m.topic) } }
+            }
+            // The broker sends what it holds right after the SUBACK.
+            try await group.next().sleep(for: .milliseconds(500))
+            topics = Array(Set(discovery.everyTopic).union(held.withLockedValue { $0 })).sorted()
             for topic in topics { try await client.publish(topic, ByteBuffer(), qos: 1, retain: true) }
         } catch {
             await client.disconnect()
