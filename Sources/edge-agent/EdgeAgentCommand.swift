@@ -10,6 +10,14 @@ func printError(_ line: String) {
     _ = text.withCString { write(2, $0, strlen($0)) }
 }
 
+/// The configuration file, or exit 78 (EX_CONFIG) with every problem on stderr.
+func loadConfiguration(_ path: String) throws -> AgentConfig {
+    do { return try AgentConfig.load(path: path) } catch {
+        printError("edge-agent: \(path): \(error)")
+        throw ExitCode(Exit.configuration)
+    }
+}
+
 @main
 struct EdgeAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -19,11 +19,7 @@ struct HomeAssistantCommand: AsyncParsableCommand {
         var config: String = "/etc/edge-agent/config.yaml"
 
         func run() async throws {
-            let cfg: AgentConfig
-            do { cfg = try AgentConfig.load(path: config) } catch {
-                printError("edge-agent: \(config): \(error)")
-                throw ExitCode(Exit.configuration)
-            }
+            let cfg = try loadConfiguration(config)
             do {
                 let topics = try await HomeAssistantRemoval.run(config: cfg)
                 print(

@@ -26,11 +26,7 @@ struct RunCommand: AsyncParsableCommand {
     var config: String = "/etc/edge-agent/config.yaml"
 
     func run() async throws {
-        let cfg: AgentConfig
-        do { cfg = try AgentConfig.load(path: config) } catch {
-            printError("edge-agent: \(config): \(error)")
-            throw ExitCode(Exit.configuration)
-        }
+        let cfg = try loadConfiguration(config)
         let level = cfg.logLevel
         LogRing.shared.resize(cfg.logRingLines)
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }

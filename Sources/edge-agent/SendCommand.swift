@@ -34,13 +34,7 @@ struct SendCommand: AsyncParsableCommand {
     var timeout: Double = 15
 
     func run() async throws {
-        let agentConfig: AgentConfig
-        do {
-            agentConfig = try AgentConfig.load(path: config)
-        } catch {
-            printError("edge-agent: \(error)")
-            throw ExitCode(78)
-        }
+        let agentConfig = try loadConfiguration(config)
         var request: [String: JSONValue] = ["id": .string("send-" + String(UInt64.random(in: 0...UInt64.max), radix: 36))]
         if let args {
             guard let object = JSONValue.parse(Array(args.utf8)), case .object = object else {
