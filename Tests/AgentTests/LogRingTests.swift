@@ -19,6 +19,12 @@ struct LogRingTests {
         #expect(ring.tail(10, atLeast: .trace).map(\.text) == ["line 5", long])
         ring.append(.info, "line 7")
         #expect(ring.tail(10, atLeast: .trace).map(\.text) == [long, "line 7"])
+        // A cut falls between whole characters: no replacement character, within the bound.
+        ring.append(.info, String(repeating: "é", count: 600))  // 1200 bytes
+        let cut = ring.tail(1, atLeast: .trace)[0].text
+        #expect(cut.utf8.count <= LogRing.maxLineBytes && !cut.contains("\u{FFFD}") && cut.hasPrefix("éé") && cut.hasSuffix("…"))
+        // log/tail's budget counts what JSON makes of a line.
+        #expect(CommandServer.jsonLength("ab") == 5 && CommandServer.jsonLength("a\"b") == 7 && CommandServer.jsonLength("\u{1}") == 9)
         let none = LogRing(capacity: 0)
         none.append(.error, "dropped")
         #expect(none.tail(10, atLeast: .trace).isEmpty)

@@ -101,6 +101,8 @@ struct HomeAssistantTests {
         #expect(!again.output.contains("button press led/identify: ok"))
         try CommandTests.send(broker, press + "led/identify", "", retain: true)  // not left on the broker
         // ha remove: an empty retained message on each; a later subscriber sees none.
+        // A config this file no longer makes (a source removed since), still held by the broker.
+        try CommandTests.send(broker, "homeassistant/sensor/\(node)/source_gone/config", #"{"name":"gone"}"#, retain: true)
         let out = try Broker.run(AgentEndToEndTests.binary, ["ha", "remove", "--config", layout.config])
         #expect(out.contains("discovery configs of \(layout.device)"), "\(out)")
         // A retained sentinel, which a later subscriber must see alone: it shows the subscriber was there.

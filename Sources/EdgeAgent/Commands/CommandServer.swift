@@ -65,6 +65,9 @@ final class CommandServer: Service {
         await recent.flush()
     }
 
+    /// Answers not worth the flash: `log/tail`'s is large and a repeat of it harms nothing.
+    static let notRemembered: Set<String> = ["log/tail"]
+
     /// What `log/tail` answers at most (the broker's packet limits and the operator's screen).
     static let maxTailBytes = 48 * 1024
 
@@ -188,7 +191,11 @@ final class CommandServer: Service {
                 logger.warning("command \(name) id \(id) finished after its timeout: \(result)")
                 return
             }
-            await respondDurably(id: id, name: name, reply, result)
+            if Self.notRemembered.contains(name) {
+                respond(id: id, name: name, reply, result, remember: false)
+            } else {
+                await respondDurably(id: id, name: name, reply, result)
+            }
             if case .success = result, let then = after.withLockedValue({ $0 }) { then() }
         }
         if !enqueue(name, job) {

@@ -68,8 +68,11 @@ public final class EventPipeline: Sendable {
     private let order = NIOLock()
 
     func publish(_ event: SourceEvent, from source: any EventSource) {
-        let id = order.withLock { publishInOrder(event, from: source) }
-        if let image = event.image, let id { publish(image, of: id) }  // outside the lock: it copies the bytes
+        let send: (SourceImage, String)? = order.withLock {
+            guard let id = publishInOrder(event, from: source), let image = event.image else { return nil }
+            return takeImageTurn(image, of: id)  // in sequence order; no bytes copied under the lock
+        }
+        if let (image, id) = send { publish(image, of: id) }
     }
 
     /// The event's id, nil when it has none (no sequence number could be taken).
@@ -101,33 +104,47 @@ public final class EventPipeline: Sendable {
         return "\(deviceID)-\(seq)"
     }
 
-    /// An image being sent: at most one at a time (the publish queue counts messages, not bytes).
-    private let imageInFlight = NIOLockedValueBox(false)
+    /// Images: at most one being sent (the publish queue counts messages, not bytes), and the
+    /// newest of those that came meanwhile, sent when it is done.
+    private let images = NIOLockedValueBox<(sending: Bool, next: (SourceImage, String)?)>((false, nil))
+
+    /// The image to send now, or nil when one is being sent: then this one waits as the next,
+    /// replacing an older one that waited.
+    private func takeImageTurn(_ image: SourceImage, of event: String) -> (SourceImage, String)? {
+        images.withLockedValue { s in
+            guard s.sending else {
+                s.sending = true
+                return (image, event)
+            }
+            if let older = s.next { logger.info("snapshot image of event \(older.1) not published: a newer one came") }
+            s.next = (image, event)
+            return nil
+        }
+    }
+
+    /// The image waiting as the next, once the one before is done.
+    private func imageDone() {
+        let next = images.withLockedValue { s -> (SourceImage, String)? in
+            defer { s.next = nil }
+            if s.next == nil { s.sending = false }
+            return s.next
+        }
+        if let (image, event) = next { publish(image, of: event) }
+    }
 
     /// The newest snapshot image, retained, QoS 0: never through the offline store (only the
     /// newest matters, and images must not wear the flash); while offline it is not sent at all,
-    /// and the next one replaces it. One at a time: an image that comes while the one before is
-    /// still being written is left out (the next one after it goes).
+    /// and the next one replaces it.
     private func publish(_ image: SourceImage, of event: String) {
-        guard
-            imageInFlight.withLockedValue({ busy in
-                defer { busy = true }
-                return !busy
-            })
-        else {
-            logger.info("snapshot image of event \(event) not published: the one before is still being sent")
-            return
-        }
         var properties = MQTTProperties()
         properties.contentType = image.contentType
-        let inFlight = imageInFlight
         do {
             try mqtt.publish(
                 snapshotTopic, ByteBuffer(bytes: image.bytes), qos: 0, retain: true, properties: properties, waitForRoom: false
-            ) { _ in inFlight.withLockedValue { $0 = false } }
+            ) { [weak self] _ in self?.imageDone() }
         } catch {
-            inFlight.withLockedValue { $0 = false }
             logger.info("snapshot image of event \(event) (\(image.bytes.count) bytes) not published: \(error)")
+            imageDone()
         }
     }
 }

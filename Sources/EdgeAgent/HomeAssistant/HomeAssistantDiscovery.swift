@@ -27,7 +27,8 @@ struct HomeAssistantDiscovery {
         guard kept != text else { return text }
         var hash: UInt32 = 2_166_136_261  // FNV-1a: stable across runs and builds
         for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
-        return kept + "_" + String(hash % 0x10000, radix: 16)
+        let hex = String(hash % 0x10000, radix: 16)
+        return kept + "_" + String(repeating: "0", count: 4 - hex.count) + hex
     }
 
     /// A text inside a single-quoted Jinja string of a template.

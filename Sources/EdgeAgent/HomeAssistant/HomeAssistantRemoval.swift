@@ -30,11 +30,21 @@ public enum HomeAssistantRemoval {
         try await client.connect()
         var topics: [String] = []
         do {
-            try await client.subscribe("\(discovery.prefix)/+/\(discovery.node)/+/config", qos: 1) { m in
-                if m.retain && m.payload.readableBytes > 0 { held.withLockedValue { _ = $0.insert(m.topic) } }
+            // What the broker holds under the node comes right after the SUBACK, before a marker
+            // sent after it comes back (or 5 s). A broker that refuses the subscription (an ACL
+            // without read on the configs) leaves the topics this configuration makes.
+            do {
+                try await client.subscribe("\(discovery.prefix)/+/\(discovery.node)/+/config", qos: 1) { m in
+                    if m.retain && m.payload.readableBytes > 0 { held.withLockedValue { _ = $0.insert(m.topic) } }
+                }
+                let marker = "edge-agent/ha-remove/" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+                _ = try await calledBack(within: .seconds(5), on: group.next()) { back in
+                    try client.subscribe(marker, qos: 1) { _ in back() }
+                    try client.publish(marker, "done", qos: 1)
+                }
+            } catch {
+                logger.notice("the broker's retained configs not looked at: \(error)")
             }
-            // The broker sends what it holds right after the SUBACK.
-            try await group.next().sleep(for: .milliseconds(500))
             topics = Array(Set(discovery.everyTopic).union(held.withLockedValue { $0 })).sorted()
             for topic in topics { try await client.publish(topic, ByteBuffer(), qos: 1, retain: true) }
         } catch {
