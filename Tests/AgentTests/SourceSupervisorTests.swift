@@ -47,20 +47,32 @@ struct SourceSupervisorTests {
         #expect(m.status.state == "stopping")
         #expect(m.handle(.ready(run: 1, at: t0)) == [], "a late ready of the old run")
         #expect(m.handle(.ended(run: 1, error: nil, at: t0)) == [.start(run: 2)])
-        #expect(m.handle(.ready(run: 2, at: t0)) == [.answer(count: 1)])
-        #expect(m.takeAnswered(1) == [7] && m.status.running && m.status.restarts == 1)
+        #expect(m.handle(.ready(run: 2, at: t0)) == [.answer])
+        #expect(m.takeWaiting() == [7] && m.status.running && m.status.restarts == 1)
         #expect(m.handle(.disable(8)) == [.cancel(run: 2)])
-        #expect(m.handle(.ended(run: 2, error: nil, at: t0)) == [.answer(count: 1)])
-        #expect(m.takeAnswered(1) == [8] && m.status.state == "disabled" && !m.status.enabled)
+        #expect(m.handle(.ended(run: 2, error: nil, at: t0)) == [.answer])
+        #expect(m.takeWaiting() == [8] && m.status.state == "disabled" && !m.status.enabled)
         // Disabled: nothing starts by itself, a stale retry does nothing; enable starts a new run.
         #expect(m.handle(.retryDue(run: 2)) == [])
         #expect(m.handle(.enable(9)) == [.start(run: 3)])
-        #expect(m.handle(.ended(run: 3, error: "no such folder", at: t0)).last == .answer(count: 1), "a failed start answers too")
-        #expect(m.takeAnswered(1) == [9] && m.status.state == "backing_off" && m.status.lastError == "no such folder")
+        #expect(m.handle(.ended(run: 3, error: "no such folder", at: t0)).last == .answer, "a failed start answers too")
+        #expect(m.takeWaiting() == [9] && m.status.state == "backing_off" && m.status.lastError == "no such folder")
         // Cancelled from outside (the shutdown): not a failure.
         _ = m.handle(.retryDue(run: 4))
         _ = m.handle(.ready(run: 4, at: t0))
         #expect(m.handle(.ended(run: 4, error: nil, at: t0)) == [] && m.status.errors == 1)
+    }
+
+    @Test("source_restart takes a back-off whose maximum is not below its start, and says which key is wrong")
+    func restartKeys() throws {
+        let base = "device_id: d\nsources:\n  - {type: simulated, name: c}\n"
+        let c = try AgentConfig.parse(
+            base + "source_restart:\n  initial_delay: 2\n  max_delay: 30\n", source: "t", environment: [:], baseDirectory: "/x")
+        #expect(c.sourceRestart.initialDelay == 2 && c.sourceRestart.maxDelay == 30)
+        #expect {
+            try AgentConfig.parse(
+                base + "source_restart:\n  initial_delay: 10\n  max_delay: 5\n", source: "t", environment: [:], baseDirectory: "/x")
+        } throws: { "\($0)".contains("source_restart.max_delay: 5.0 is below initial_delay 10.0") }
     }
 
     @Test("during a back-off, enable and restart start at once and the timer's end is ignored; disable stops the retries")
@@ -72,7 +84,7 @@ struct SourceSupervisorTests {
         #expect(m.handle(.restart(nil)) == [.start(run: 3)])
         #expect(m.handle(.retryDue(run: 2)) == [], "the back-off's timer, after the restart")
         _ = m.handle(.ended(run: 3, error: "x", at: t0))
-        #expect(m.handle(.disable(1)) == [.answer(count: 1)])
+        #expect(m.handle(.disable(1)) == [.answer])
         #expect(m.status.state == "disabled")
         #expect(m.handle(.retryDue(run: 4)) == [])
         // Disable, then enable while it is stopping: it starts again once stopped.

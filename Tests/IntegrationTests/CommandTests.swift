@@ -222,6 +222,8 @@ struct CommandTests {
             ("led/set", #"{"id":"x-7","args":{"pattern":"strobe"}}"#, "bad_arguments", "is not a pattern"),
             ("source/restart", #"{"id":"x-8","args":{"name":"nope"}}"#, "bad_arguments", "no source \"nope\""),
             ("log/level", #"{"id":"x-9","args":{"level":"loud"}}"#, "bad_arguments", "\"level\" must be one of"),
+            ("log/tail", #"{"id":"x-10","args":{"lines":0}}"#, "bad_arguments", "\"lines\" must be a whole number in 1...1000"),
+            ("log/tail", #"{"id":"x-11","args":{"level":"loud"}}"#, "bad_arguments", "\"level\" must be one of"),
         ]
         for (name, payload, code, text) in cases {
             try Self.send(broker, commands + "/" + name, payload)
@@ -249,7 +251,7 @@ struct CommandTests {
         let counters = try #require((try Self.answer(replies, id: "after").body["result"] as? [String: Any])?["commands"] as? [String: Any])
         #expect(
             counters["forbidden"] as? Int == 3 && counters["bad_request"] as? Int == 3 && counters["too_large"] as? Int == 1
-                && counters["bad_arguments"] as? Int == 5, "\(counters)")
+                && counters["bad_arguments"] as? Int == 7, "\(counters)")
         #expect(agent.isRunning)
     }
 

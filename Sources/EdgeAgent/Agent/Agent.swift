@@ -196,12 +196,7 @@ public final class Agent: Sendable {
             }
             setState(.connected)
             logger.info("\(first ? "connected" : "reconnected") to \(config.mqtt.host):\(config.mqtt.port) as \(mqtt.clientID)")
-            do {
-                try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "online"), qos: 1, retain: true, waitForRoom: false)
-            } catch {
-                logger.error("status online not published: \(error)")
-            }
-            loop.execute { [weak self] in self?.publishInfo() }
+            publishOnline()
         case .connecting:
             if currentState != .offline && currentState != .error { setState(.connecting) }
         case .reconnecting, .disconnected:
@@ -211,6 +206,17 @@ public final class Agent: Sendable {
         case .idle:
             break
         }
+    }
+
+    /// The retained `online` and the info document: after each connect, and again for a Home
+    /// Assistant that came back.
+    func publishOnline() {
+        do {
+            try mqtt.publish(config.topic(config.topics.status), ByteBuffer(string: "online"), qos: 1, retain: true, waitForRoom: false)
+        } catch {
+            logger.error("status online not published: \(error)")
+        }
+        loop.execute { [weak self] in self?.publishInfo() }
     }
 
     func setState(_ s: AgentState) {

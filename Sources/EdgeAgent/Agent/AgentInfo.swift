@@ -84,9 +84,7 @@ extension Agent {
     }
 
     public func infoJSON() -> String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? e.encode(info())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return (try? EventPipeline.encoder.encode(info())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
     func publishInfo() {

@@ -365,9 +365,7 @@ final class CommandServer: Service {
         func text(for reply: ReplyTo) -> String {
             var r = response
             r.correlation_data = reply.jsonCorrelation
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return (try? e.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            return (try? EventPipeline.encoder.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         }
 
         func send(to reply: ReplyTo, _ others: [ReplyTo]) {
@@ -400,6 +398,13 @@ final class CommandServer: Service {
                 code: "bad_arguments", message: "no source \"\(name)\" (sources: \(agent.sources.map(\.name).joined(separator: ", ")))")
         }
         return s
+    }
+
+    private func level(_ args: [String: JSONValue]) throws(Failure) -> Logger.Level {
+        guard let level = Logger.Level(rawValue: try string(args, "level")) else {
+            throw Failure(code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        return level
     }
 
     private func json<T: Encodable>(_ value: T) -> JSONValue {
@@ -465,13 +470,9 @@ final class CommandServer: Service {
             }
             return .object(["source": .string(s.name), "running": .bool(status.running), "restarts": .int(status.restarts)])
         case "log/level":
-            let text = try string(args, "level")
-            guard let level = Logger.Level(rawValue: text) else {
-                throw Failure(
-                    code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
-            }
+            let level = try self.level(args)
             AgentLogHandler.level.withLockedValue { $0 = level }
-            return .object(["level": .string(text)])
+            return .object(["level": .string(level.rawValue)])
         case "log/tail":
             var count = 50
             if let n = args["lines"] {
@@ -480,15 +481,7 @@ final class CommandServer: Service {
                 }
                 count = i
             }
-            var level = Logger.Level.trace
-            if args["level"] != nil {
-                let text = try string(args, "level")
-                guard let l = Logger.Level(rawValue: text) else {
-                    throw Failure(
-                        code: "bad_arguments", message: "\"level\" must be one of trace, debug, info, notice, warning, error, critical")
-                }
-                level = l
-            }
+            let level = args["level"] == nil ? Logger.Level.trace : try self.level(args)
             // The newest lines that fit in an answer of at most maxTailBytes.
             var lines: [String] = []
             var bytes = 0

@@ -14,6 +14,13 @@ struct HomeAssistantDiscovery {
     }
 
     let config: AgentConfig
+    /// What is published, built once from the configuration.
+    private(set) var entities: [Entity] = []
+
+    init(config: AgentConfig) {
+        self.config = config
+        entities = makeEntities()
+    }
 
     /// The discovery topic's node id: the device id with what Home Assistant does not take there
     /// (anything but letters, digits, `_` and `-`) as `_`.
@@ -62,11 +69,7 @@ struct HomeAssistantDiscovery {
         return d.entities.map(d.topic)
     }
 
-    func payload(_ e: Entity) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? Array(encoder.encode(JSONValue.object(e.config)))) ?? []
-    }
+    func payload(_ e: Entity) -> [UInt8] { (try? Array(EventPipeline.encoder.encode(JSONValue.object(e.config)))) ?? [] }
 
     /// The event types each kind of source can emit (a socket source's are configured).
     static func eventTypes(_ source: AgentConfig.Source) -> [String] {
@@ -86,7 +89,7 @@ struct HomeAssistantDiscovery {
         ])
     }
 
-    var entities: [Entity] {
+    private func makeEntities() -> [Entity] {
         var all: [Entity] = [
             entity(
                 "binary_sensor", "connectivity", name: "Connectivity", available: false,

@@ -64,12 +64,6 @@ struct HomeAssistantService: Service {
         }
         if !failed.isEmpty { agent.logger.warning("home assistant discovery not all published: \(failed.joined(separator: "; "))") }
         guard state, agent.mqtt.state == .connected, !agent.isStopping else { return }
-        do {
-            try agent.mqtt.publish(
-                agent.config.topic(agent.config.topics.status), ByteBuffer(string: "online"), qos: 1, retain: true, waitForRoom: false)
-        } catch {
-            agent.logger.warning("status online not published again: \(error)")
-        }
-        agent.loop.execute { agent.publishInfo() }
+        agent.publishOnline()
     }
 }

@@ -24,16 +24,15 @@ public enum AgentRuntime {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
+        let outcome: Result<Int32, any Error>
         do {
-            let code = try await run(config: config, logger: logger, configPath: configPath, group: group, threadPool: threadPool)
-            try? await threadPool.shutdownGracefully()
-            try? await group.shutdownGracefully()
-            return code
+            outcome = .success(try await run(config: config, logger: logger, configPath: configPath, group: group, threadPool: threadPool))
         } catch {
-            try? await threadPool.shutdownGracefully()
-            try? await group.shutdownGracefully()
-            throw error
+            outcome = .failure(error)
         }
+        try? await threadPool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+        return try outcome.get()
     }
 
     static func run(

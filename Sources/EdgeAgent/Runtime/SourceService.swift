@@ -91,9 +91,9 @@ final class SourceService: Service {
                         logger.error(
                             "source \(source.name) (\(source.kind)) failed: \(error); starting it again in \(Double(delay.nanoseconds) / 1e9) s"
                         )
-                    case .answer(let count):
+                    case .answer:
                         let status = machine.status
-                        for reply in machine.takeAnswered(count) { reply.resume(returning: status) }
+                        for reply in machine.takeWaiting() { reply.resume(returning: status) }
                     }
                 }
                 shown.withLockedValue { $0 = machine.status }
@@ -113,7 +113,7 @@ final class SourceService: Service {
             for stop in stops.values { stop.finish() }
         }
         let status = machine.status
-        for reply in machine.takeAnswered(machine.waiting.count) { reply.resume(returning: status) }
+        for reply in machine.takeWaiting() { reply.resume(returning: status) }
     }
 
     /// One run of the source, until it ends, fails, or `stopped` finishes; the reason it failed,

@@ -31,8 +31,9 @@ struct SourceSupervisor<Reply> {
         case cancel(run: Int)
         case retry(run: Int, after: TimeAmount)
         case failed(run: Int, error: String, retryIn: TimeAmount)
-        /// Answer the replies handed over with `enable`/`disable`/`restart` (`status` holds the outcome).
-        case answer(count: Int)
+        /// Answer the replies handed over with `enable`/`disable`/`restart` (`takeWaiting`; `status`
+        /// holds the outcome).
+        case answer
     }
 
     enum Phase: Equatable {
@@ -76,55 +77,19 @@ struct SourceSupervisor<Reply> {
         return SourceStatus(state: state, enabled: enabled, restarts: max(0, started - 1), errors: errors, lastError: lastError)
     }
 
-    /// The replies `answer(count:)` refers to, taken out.
-    mutating func takeAnswered(_ count: Int) -> [Reply] {
-        let taken = Array(waiting.prefix(count))
-        waiting.removeFirst(min(count, waiting.count))
-        return taken
+    /// The replies `answer` refers to, taken out.
+    mutating func takeWaiting() -> [Reply] {
+        defer { waiting = [] }
+        return waiting
     }
 
     mutating func handle(_ event: Event) -> [Action] {
         switch event {
         case .begin:
             return enabled ? startNew() : []
-        case .enable(let reply):
-            enabled = true
-            wait(reply)
-            switch phase {
-            case .disabled, .backingOff: return startNew()
-            case .stopping(let run, _):
-                phase = .stopping(run: run, thenStart: true)
-                return []
-            case .starting: return []
-            case .running: return answerAll()
-            }
-        case .disable(let reply):
-            enabled = false
-            wait(reply)
-            switch phase {
-            case .starting(let run), .running(let run, _):
-                phase = .stopping(run: run, thenStart: false)
-                return [.cancel(run: run)]
-            case .stopping(let run, _):
-                phase = .stopping(run: run, thenStart: false)
-                return []
-            case .backingOff, .disabled:
-                phase = .disabled
-                return answerAll()
-            }
-        case .restart(let reply):
-            enabled = true
-            wait(reply)
-            switch phase {
-            case .starting(let run), .running(let run, _):
-                phase = .stopping(run: run, thenStart: true)
-                return [.cancel(run: run)]
-            case .stopping(let run, _):
-                phase = .stopping(run: run, thenStart: true)
-                return []
-            case .backingOff, .disabled:
-                return startNew()
-            }
+        case .enable(let reply): return change(reply, run: true, again: false)
+        case .disable(let reply): return change(reply, run: false, again: false)
+        case .restart(let reply): return change(reply, run: true, again: true)
         case .ready(let run, let at):
             guard phase == .starting(run: run) else { return [] }
             phase = .running(run: run, since: at)
@@ -152,8 +117,26 @@ struct SourceSupervisor<Reply> {
         }
     }
 
-    private mutating func wait(_ reply: Reply?) {
+    /// A command: the source should `run` (or not), from a new run if `again`.
+    private mutating func change(_ reply: Reply?, run shouldRun: Bool, again: Bool) -> [Action] {
+        enabled = shouldRun
         if let reply { waiting.append(reply) }
+        switch phase {
+        case .stopping(let run, _):
+            phase = .stopping(run: run, thenStart: shouldRun)
+            return []
+        case .disabled, .backingOff:
+            if shouldRun { return startNew() }
+            phase = .disabled
+            return answerAll()
+        case .starting(let run), .running(let run, _):
+            if shouldRun && !again {
+                if case .running = phase { return answerAll() }
+                return []  // answered when it is up
+            }
+            phase = .stopping(run: run, thenStart: shouldRun)
+            return [.cancel(run: run)]
+        }
     }
 
     private mutating func startNew() -> [Action] {
@@ -176,7 +159,7 @@ struct SourceSupervisor<Reply> {
         return [.failed(run: run, error: reason, retryIn: delay), .retry(run: lastRun, after: delay)] + answerAll()
     }
 
-    private func answerAll() -> [Action] { waiting.isEmpty ? [] : [.answer(count: waiting.count)] }
+    private func answerAll() -> [Action] { waiting.isEmpty ? [] : [.answer] }
 }
 
 extension SourceSupervisor.Event: Sendable where Reply: Sendable {}

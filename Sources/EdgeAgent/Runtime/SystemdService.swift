@@ -44,7 +44,8 @@ struct SystemdService: Service {
                 if all {
                     agent.notifier.notify("WATCHDOG=1")
                 } else {
-                    let stuck = probes.map(\.name).filter { !answered.withLockedValue { $0 }.contains($0) }
+                    let seen = answered.withLockedValue { $0 }
+                    let stuck = probes.map(\.name).filter { !seen.contains($0) }
                     agent.logger.error(
                         "watchdog not fed: no answer within \(Double(budget.nanoseconds) / 1e9) s from \(stuck.joined(separator: ", "))")
                 }
