@@ -24,7 +24,8 @@ struct EdgeAgentCommand: AsyncParsableCommand {
         commandName: "edge-agent",
         abstract: "Runs on a camera gateway: keeps an MQTT session, publishes vision events and device status, buffers offline.",
         subcommands: [
-            RunCommand.self, CheckConfigCommand.self, SendCommand.self, BufferCommand.self, HomeAssistantCommand.self, VersionCommand.self,
+            RunCommand.self, CheckConfigCommand.self, SendCommand.self, BufferCommand.self, HomeAssistantCommand.self, StatusCommand.self,
+            VersionCommand.self,
         ])
 }
 

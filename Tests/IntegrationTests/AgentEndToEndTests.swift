@@ -16,6 +16,8 @@ struct AgentEndToEndTests {
     struct Layout {
         let dir: String
         let device: String
+        /// Every test agent serves its metrics on a port of its own (many run at once).
+        let metricsPort = Broker.freePort()
         var config: String { dir + "/config.yaml" }
         var socket: String { dir + "/events.sock" }
         var dev: String { dir + "/dev" }
@@ -32,7 +34,7 @@ struct AgentEndToEndTests {
             for d in [dev, sysfs, snapshots] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         }
 
-        func write(port: Int, extra: String = "", sources: String? = nil, led: String? = nil) throws {
+        func write(port: Int, extra: String = "", sources: String? = nil, led: String? = nil, metrics: String? = nil) throws {
             let text = """
                 device_id: \(device)
                 mqtt:
@@ -71,6 +73,8 @@ struct AgentEndToEndTests {
                     path: \(snapshots)
                 """)
                 state_dir: \(dir)/state
+                metrics:
+                \(metrics ?? "  listen: 127.0.0.1:\(metricsPort)")
                 \(extra)
                 """
             try text.write(toFile: config, atomically: true, encoding: .utf8)

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
@@ -37,6 +38,14 @@ struct FaultInjectionTests {
         var duplicatesNotFromKill = 0
         var outOfOrderNotFromKill = 0
         var faultLog: [(Fault, Date)] = []
+        /// The client's metrics at the end: acknowledged and failed publishes, connections; and
+        /// the connections the broker logged for the client (lost to a kill -9 with its log).
+        var countedOK: Int64 = 0
+        var countedFailed: Int64 = 0
+        var countedConnections: Int64 = 0
+        var brokerConnections = 0
+        /// Faults that end the connection (a delay does not).
+        var linkLosses: Int64 { Int64(faults.filter { $0.key != .delay }.values.reduce(0, +)) }
 
         var description: String {
             let r = recoverySeconds.sorted()
@@ -44,6 +53,7 @@ struct FaultInjectionTests {
             return
                 "messages \(messages), acknowledged \(acknowledged), faults \(faults.map { "\($0.key.rawValue) \($0.value)" }.sorted().joined(separator: ", ")), "
                 + "received \(received), duplicates \(duplicates), missing \(missing.count), out of order \(outOfOrder), "
+                + "metrics: ok \(countedOK), failed \(countedFailed), connections \(countedConnections) (the broker logged \(brokerConnections)); "
                 + "not explained by a broker kill -9: missing \(missingNotFromKill.count), duplicates \(duplicatesNotFromKill), out of order \(outOfOrderNotFromKill); "
                 + "broker restart → first delivery: median \(String(format: "%.3f", median)) s, worst \(String(format: "%.3f", r.last ?? 0)) s"
         }
@@ -68,6 +78,8 @@ struct FaultInjectionTests {
             reconnectInitialDelay: 0.05, reconnectMaxDelay: 0.4, heartbeatCheckRatio: 0.5, publishQueueMaxsize: count + 10,
             clientID: uniqueID("stream"), protocolVersion: version)
         config.sessionExpiryInterval = 600
+        let metrics = TestMetrics()
+        config.metricsFactory = metrics
         let mqtt = MQTTProtocol(config: config)
         try mqtt.connect()
         defer { mqtt.disconnect() }
@@ -169,6 +181,16 @@ struct FaultInjectionTests {
             highest = max(highest, s)
         }
         report.missing = (0..<count).filter { !seen.contains($0) }
+        let reported = NIOLockedValueBox(false)
+        mqtt.reportMetrics { reported.withLockedValue { $0 = true } }
+        try waitUntil(timeout: 10, "the metrics reported") { reported.withLockedValue { $0 } }
+        report.countedOK = metrics.counterTotal(label: "mqtt_client_publishes_total", dimensions: [("qos", "\(qos)"), ("result", "ok")])
+        report.countedFailed = metrics.counterTotal(label: "mqtt_client_publishes_total") - report.countedOK
+        report.countedConnections = metrics.counterTotal(label: "mqtt_client_connections_total")
+        if case .fixed(let id) = config.clientID {
+            report.brokerConnections =
+                broker.log.components(separatedBy: "New client connected from").filter { $0.contains(" as \(id) ") }.count
+        }
         let ackTimes = acked.withLockedValue { $0 }
         report.missingNotFromKill = report.missing.filter { m in
             let at = ackTimes[m]?.timeIntervalSince1970 ?? 0
@@ -186,6 +208,8 @@ struct FaultInjectionTests {
         #expect(r.outOfOrderNotFromKill == 0, "\(r)")
         // What mosquitto itself can lose to kill -9 stays within its save window: a few windows' worth.
         #expect(r.missing.count <= 10 * 100, "\(r)")
+        #expect(r.countedOK == Int64(r.messages) && r.countedFailed == 0, "the metrics count each acknowledged message once: \(r)")
+        #expect(r.countedConnections >= r.linkLosses + 1 && Int64(r.brokerConnections) <= r.countedConnections, "\(r)")
     }
 
     @Test("10,000 QoS 2 messages through 10 link faults of each kind: complete, no duplicates, in order (3.1.1)")
@@ -196,6 +220,10 @@ struct FaultInjectionTests {
         #expect(r.missing.isEmpty, "missing \(r.missing.prefix(20)) \(r)")
         #expect(r.duplicates == 0, "\(r)")
         #expect(r.outOfOrder == 0, "\(r)")
+        #expect(r.countedOK == Int64(r.messages) && r.countedFailed == 0, "the metrics count each acknowledged message once: \(r)")
+        #expect(
+            r.countedConnections >= r.linkLosses + 1 && Int64(r.brokerConnections) == r.countedConnections + 1,
+            "connections, as the broker saw them (and the 3.1.1 session hop's clean first one, not counted): \(r)")
     }
 
     /// mosquitto 2.0 answers PUBREC/PUBCOMP before its state reaches disk, so a kill -9 can lose
@@ -208,6 +236,7 @@ struct FaultInjectionTests {
         print("fault suite QoS 2, broker kill -9: \(r)")
         #expect(r.faults[.brokerKill] == 10, "\(r)")
         #expect(r.acknowledged == r.messages, "\(r)")
+        #expect(r.countedOK == Int64(r.messages) && r.countedFailed == 0, "the metrics count each acknowledged message once: \(r)")
         #expect(r.missing.count <= 10 * 100, "\(r)")
     }
 }

@@ -386,6 +386,17 @@ class Board:
             return True, f"{len(got)} events; simulated {by['simulated']['type']}, socket {by['socket']['type']}, snapshot {snap.get('path')} {snap.get('size')} B"
         self.attempt("events", events)
 
+        def status():
+            # The metrics endpoint inside the unit's sandbox, read the way an operator does.
+            rc, out = self.vm.ssh("edge-agent status --config /etc/edge-agent/config.yaml")
+            rc2, doc = self.vm.ssh("edge-agent status --config /etc/edge-agent/config.yaml --json --interval 0")
+            try:
+                state = json.loads(doc)["connection"]["state"]
+            except (ValueError, KeyError):
+                state = None
+            return rc == 0 and rc2 == 0 and state == "connected" and "connected to" in out, out.replace("\n", " | ")[:900]
+        self.attempt("status", status)
+
         def led():
             journal = self.vm.out("journalctl -b -u edge-agent -o cat | grep 'status LED' | tail -1")
             line = self.watch.wait(lambda: self.led_line() == ("out", "hi") and self.led_line(), 20, "the LED line out and high")

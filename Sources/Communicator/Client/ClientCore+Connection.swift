@@ -146,6 +146,7 @@ extension ClientCore {
             $0.connectionInfo = info
             $0.clientID = machine.options.clientID  // the broker's, if it assigned one
         }
+        connections += 1
         cancelAttemptTimeout()
         startTicking()
         logger.debug(

@@ -49,6 +49,14 @@ final class ClientCore: @unchecked Sendable {
     var attemptTimeout: Scheduled<Void>?
     var reconnectTask: Scheduled<Void>?
     private var storeTickTask: RepeatedTask?
+    /// The metrics (nil: none configured or bootstrapped) and what the core counts for them.
+    let metrics: ClientMetrics?
+    private var metricsTask: RepeatedTask?
+    var bytesSent = 0
+    var bytesReceived = 0
+    var connections = 0
+    /// Publishes the core refused before the session saw them (the offline store's refusals).
+    private var refusedTally = PublishTally()
 
     /// Opens the link of one connection attempt.
     typealias Dialer = @Sendable (EventLoop, BrokerEndpoint, MQTTVersion, ClientCore, _ attempt: UInt64) -> EventLoopFuture<Channel>
@@ -76,6 +84,7 @@ final class ClientCore: @unchecked Sendable {
         tlsContext = config.usesTLS ? try Transport.makeTLSContext(config) : nil
         machine = SessionMachine(options: .init(config, clientID: clientID))
         opener = StoreOpener(config: config.offlineStore, logger: logger, clock: clock)
+        metrics = config.metricsDestination.map { ClientMetrics(factory: $0) }
         openStore()
     }
 
@@ -111,6 +120,10 @@ final class ClientCore: @unchecked Sendable {
                 storeTick()
             }
         }
+        if metrics != nil {
+            let every = config.metricsInterval.timeAmount
+            metricsTask = loop.scheduleRepeatedTask(initialDelay: .zero, delay: every) { [self] _ in reportMetrics() }
+        }
         drain()
     }
 
@@ -120,6 +133,8 @@ final class ClientCore: @unchecked Sendable {
     func detach() {
         storeTickTask?.cancel()
         storeTickTask = nil
+        metricsTask?.cancel()
+        metricsTask = nil
         inbox.detach()
         loop = nil
     }
@@ -135,6 +150,9 @@ final class ClientCore: @unchecked Sendable {
             case .disconnect(let c): startDisconnect(c)
             case .setWill(let w): machine.setWill(w)
             case .probe(let done): done()
+            case .reportMetrics(let done):
+                reportMetrics()
+                done()
             case .reauthenticate(let c):
                 let problem = machine.reauthenticate(now: now, into: &actions)
                 complete(
@@ -159,6 +177,7 @@ final class ClientCore: @unchecked Sendable {
         case .stored: inbox.giveBack(1)
         case .refused(let error):
             inbox.giveBack(1)
+            refusedTally.failed[.init(qos: Int(p.qos.rawValue), reason: "store_refused"), default: 0] += 1
             complete(c, .failure(error))
         }
     }
@@ -286,6 +305,7 @@ final class ClientCore: @unchecked Sendable {
         }
         let next = channel.allocator.buffer(capacity: 256)
         let (bytes, waiters) = batch.take(next: next)
+        bytesSent &+= bytes.readableBytes
         guard !waiters.isEmpty else {
             channel.writeAndFlush(bytes, promise: nil)
             return
@@ -353,6 +373,8 @@ final class ClientCore: @unchecked Sendable {
             // Success, with something to say (PUBACK 0x10 "no matching subscribers" would be noise
             // at info level on every event nobody subscribed to).
             logger.debug("\(packet) \(ReasonCode.describe(code, version: machine.options.version))\(reason.map { ": \($0)" } ?? "")")
+        case .roundTrip(let kind, let nanoseconds):
+            metrics?.roundTrip(kind, nanoseconds: nanoseconds)
         case .droppedIncoming(let d):
             update { $0.droppedIncomingMessages += 1 }
             logger.warning(
@@ -390,6 +412,19 @@ final class ClientCore: @unchecked Sendable {
         case .granted(let filters, let callback):
             callback(Completion.subscribeResult(result, filters: filters, granted: granted, version: machine.options.version))
         }
+    }
+
+    /// Brings the metrics up to date with what the core counted (on the loop).
+    func reportMetrics() {
+        metrics?.report(
+            .init(
+                state: view.state.metricLabel, connections: connections, tally: machine.tally + refusedTally,
+                droppedIncoming: view.droppedIncomingMessages, inflight: machine.inflightCount, queued: machine.queuedCount,
+                bytesSent: bytesSent, bytesReceived: bytesReceived,
+                store: view.store.map { status in
+                    let f = outbox?.figures()
+                    return .init(status: status, pendingBytes: f?.pendingBytes ?? 0, oldestAge: f?.oldestAge)
+                }))
     }
 
     private var errors: ErrorMapping { ErrorMapping(v: machine.options.version, brokerEndpoint: current, config: config) }

@@ -10,6 +10,8 @@ enum Command: Sendable {
     case probe(@Sendable () -> Void)
     /// 5.0 re-authentication (AUTH 0x19).
     case reauthenticate(Completion)
+    /// Brings the metrics up to date, then calls back (on the loop).
+    case reportMetrics(@Sendable () -> Void)
 }
 
 /// What a finished request reports back to its caller.

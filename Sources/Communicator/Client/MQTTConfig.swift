@@ -1,3 +1,5 @@
+import CoreMetrics
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -151,6 +153,21 @@ public struct MQTTConfig: Sendable {
     public var publishPreparer: (any MQTTPublishPreparer)?
     /// Where answers to `request(...)` arrive (5.0 Response Topic); nil = responses/<client id>.
     public var responseTopic: String?
+
+    /// Where the client's metrics go (swift-metrics; the names are `MQTTClientMetrics.help`'s).
+    /// nil: the application's `MetricsSystem` if it bootstrapped one, else none is made and
+    /// nothing is counted beyond the plain integers the snapshot has anyway.
+    public var metricsFactory: (any MetricsFactory)?
+    /// How often the counters and gauges are brought up to date (also on
+    /// `MQTTProtocol.reportMetrics`); the hot path only counts in plain integers.
+    public var metricsInterval: Duration = .seconds(1)
+
+    /// The factory metrics go to: the configured one, or the bootstrapped system's (nil: none).
+    var metricsDestination: (any MetricsFactory)? {
+        if let metricsFactory { return metricsFactory }
+        let system = MetricsSystem.factory
+        return system is NOOPMetricsHandler ? nil : system
+    }
 
     public enum BrokerOrder: String, Sendable {
         /// `brokerAddress` first, then `failoverBrokers` in the order given.

@@ -136,6 +136,13 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
         core.submit(.probe(then))
     }
 
+    /// Brings the metrics (`MQTTConfig.metricsFactory`) up to date with this moment, then calls
+    /// `then` on the network thread: for an exporter that serves a scrape (the counters are
+    /// otherwise updated every `metricsInterval`). Without metrics, `then` is simply called.
+    public func reportMetrics(then: @escaping @Sendable () -> Void) {
+        core.submit(.reportMetrics(then))
+    }
+
     /// The offline store's fill, counters and degraded state (nil without a store).
     public var offlineStoreStatus: OfflineStoreStatus? { core.read { $0.store } }
 

@@ -491,6 +491,19 @@ final class Outbox {
         report(s, refusing)
     }
 
+    /// What the metrics show of the store: the bytes waiting and the oldest waiting message's age
+    /// (whole seconds, `Accepted.waitedSeconds`: nil when none waits or the age is unknown). A
+    /// walk of the index and one record read: at the metrics interval, not per message.
+    func figures() -> (pendingBytes: Int, oldestAge: UInt64?) {
+        let bytes = store.stats.pendingBytes
+        // The head may be bookkeeping (a QoS 2 identity): the first message among the next few.
+        let head = (try? store.pending(limit: 8)) ?? []
+        for r in head {
+            if case .message(_, let at)? = try? StoredRecord.decode(r.body) { return (bytes, at.waitedSeconds(until: accepted())) }
+        }
+        return (bytes, nil)
+    }
+
     /// Syncs and checkpoints (a clean stop).
     func close() {
         guard degraded == nil else { return }

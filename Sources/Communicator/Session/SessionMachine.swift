@@ -41,6 +41,9 @@ public struct SessionMachine<Token> {
         public var authenticator: (any MQTTAuthenticator)?
         /// Sees each message at its first transmission and may change its payload; nil = none.
         public var preparer: (any MQTTPublishPreparer)?
+        /// Report round trips (`roundTrip` actions): PINGREQ to PINGRESP, and one publish at a
+        /// time from PUBLISH to its PUBACK or PUBREC (for metrics; off, nothing is timed).
+        public var timeRoundTrips: Bool
 
         public init(
             version: MQTTVersion = .v5_0, clientID: String, cleanStart: Bool = true, keepAliveSeconds: UInt16 = 60,
@@ -49,7 +52,7 @@ public struct SessionMachine<Token> {
             maxPacketSize: Int = 268_435_460, queueLimit: Int = 1000, queueQoS0WhileDisconnected: Bool = false,
             dropOldestWhenFull: Bool = false, receiveMaximum: UInt16 = 65_535, topicAliasMaximum: UInt16 = 16,
             outgoingTopicAliases: Bool = true, authenticator: (any MQTTAuthenticator)? = nil,
-            preparer: (any MQTTPublishPreparer)? = nil
+            preparer: (any MQTTPublishPreparer)? = nil, timeRoundTrips: Bool = false
         ) {
             self.version = version
             self.clientID = clientID
@@ -70,6 +73,7 @@ public struct SessionMachine<Token> {
             self.outgoingTopicAliases = outgoingTopicAliases
             self.authenticator = authenticator
             self.preparer = preparer
+            self.timeRoundTrips = timeRoundTrips
         }
     }
 
@@ -105,6 +109,33 @@ public struct SessionMachine<Token> {
         /// The enhanced authentication exchange failed on our side (the authenticator threw, or
         /// the broker answered with another method).
         case authentication(String)
+
+        /// The failure as a metric label: snake case, one per case.
+        public var metricName: String {
+            switch self {
+            case .connectionRefused: "connection_refused"
+            case .protocolViolation: "protocol_violation"
+            case .rejected: "rejected"
+            case .keepAliveTimeout: "keepalive_timeout"
+            case .serverDisconnected: "server_disconnected"
+            case .refused: "refused"
+            case .notConnected: "not_connected"
+            case .queueFull: "queue_full"
+            case .brokerLimit: "broker_limit"
+            case .connectionLost: "connection_lost"
+            case .dropped: "dropped"
+            case .expired: "expired"
+            case .authentication: "authentication"
+            }
+        }
+    }
+
+    /// What `roundTrip` timed.
+    public enum RoundTrip: String, Sendable {
+        /// PINGREQ to PINGRESP.
+        case ping
+        /// A QoS 1 PUBLISH to its PUBACK, or a QoS 2 PUBLISH to its PUBREC.
+        case publish
     }
 
     public enum Action {
@@ -135,6 +166,8 @@ public struct SessionMachine<Token> {
         /// announce the limit); it was acknowledged like a delivered one, so the broker does not
         /// send it again.
         case droppedIncoming(DroppedPublish)
+        /// A round trip took this long (only with `Options.timeRoundTrips`).
+        case roundTrip(RoundTrip, nanoseconds: UInt64)
     }
 
     enum OutState { case awaitingPuback, awaitingPubrec, awaitingPubcomp }
@@ -182,6 +215,11 @@ public struct SessionMachine<Token> {
     private var reauthenticating = false
     /// Messages dropped from a full queue (drop-oldest policy) since the start.
     public private(set) var droppedCount = 0
+    /// Publishes that ended, by QoS and outcome, and messages delivered, since the start.
+    public private(set) var tally = PublishTally()
+    /// The one outgoing publish being timed (`Options.timeRoundTrips`): its identifier and when
+    /// it was sent. A resent one is never timed (its ack may answer either transmission).
+    private var timed: (id: UInt16, sentAt: UInt64)?
 
     public init(options: Options) {
         self.options = options
@@ -219,6 +257,7 @@ public struct SessionMachine<Token> {
         lastSent = now
         lastReceived = now
         pingSentAt = nil
+        timed = nil
         incomingAliases.removeAll()
         outgoingAliases.removeAll()
         topicUses.removeAll()
@@ -255,6 +294,7 @@ public struct SessionMachine<Token> {
     public mutating func connectionLost(into actions: inout [Action]) {
         state = .down
         pingSentAt = nil
+        timed = nil
         for (_, token) in subscribes { actions.append(.subscribeCompleted(token, .failure(.connectionLost))) }
         for (_, token) in unsubscribes { actions.append(.unsubscribeCompleted(token, .failure(.connectionLost))) }
         subscribes.removeAll()
@@ -279,9 +319,9 @@ public struct SessionMachine<Token> {
     public mutating func failAll(_ failure: Failure, into actions: inout [Action]) {
         let flows = outgoing.values.sorted { $0.order < $1.order }
         outgoing.removeAll()
-        for f in flows { actions.append(.publishCompleted(f.token, .failure(failure))) }
+        for f in flows { finish(f.token, qos: f.publish.qos, .failure(failure), into: &actions) }
         while let p = pending.popFirst() {
-            actions.append(.publishCompleted(p.token, .failure(failure)))
+            finish(p.token, qos: p.publish.qos, .failure(failure), into: &actions)
         }
     }
 
@@ -304,20 +344,20 @@ public struct SessionMachine<Token> {
     public mutating func publish(_ publish: MQTTPacket.Publish, token: Token, now: UInt64, into actions: inout [Action]) {
         if state != .up {
             if publish.qos == .atMostOnce && !options.queueQoS0WhileDisconnected {
-                actions.append(.publishCompleted(token, .failure(.notConnected)))
+                finish(token, qos: publish.qos, .failure(.notConnected), into: &actions)
                 return
             }
         } else if let problem = violatesBrokerLimits(publish) {
-            actions.append(.publishCompleted(token, .failure(.brokerLimit(problem))))
+            finish(token, qos: publish.qos, .failure(.brokerLimit(problem)), into: &actions)
             return
         }
         if pending.count >= options.queueLimit {
             guard options.dropOldestWhenFull, let oldest = pending.popFirst() else {
-                actions.append(.publishCompleted(token, .failure(.queueFull(limit: options.queueLimit))))
+                finish(token, qos: publish.qos, .failure(.queueFull(limit: options.queueLimit)), into: &actions)
                 return
             }
             droppedCount += 1
-            actions.append(.publishCompleted(oldest.token, .failure(.dropped(queueLimit: options.queueLimit))))
+            finish(oldest.token, qos: oldest.publish.qos, .failure(.dropped(queueLimit: options.queueLimit)), into: &actions)
         }
         pending.append(Pending(publish: publish, token: token, acceptedAt: now))
         if state == .up { sendPending(now: now, into: &actions) }
@@ -388,7 +428,10 @@ public struct SessionMachine<Token> {
 
     public mutating func received(_ packet: MQTTPacket, now: UInt64, into actions: inout [Action]) {
         lastReceived = now
-        if pingSentAt != nil && packet == .pingresp { pingSentAt = nil }
+        if let sent = pingSentAt, packet == .pingresp {
+            pingSentAt = nil
+            if options.timeRoundTrips { actions.append(.roundTrip(.ping, nanoseconds: now &- sent)) }
+        }
         switch state {
         case .awaitingConnack:
             guard case .connack(let c) = packet else {
@@ -467,6 +510,7 @@ public struct SessionMachine<Token> {
     /// PUBREL (mosquitto does) lost those with the session, and a duplicate is better than a loss.
     private mutating func resend(sessionPresent: Bool, now: UInt64, into actions: inout [Action]) {
         guard !outgoing.isEmpty else { return }
+        timed = nil
         let flows = outgoing.sorted { $0.value.order < $1.value.order }
         for (id, flow) in flows {
             switch flow.state {
@@ -515,7 +559,7 @@ public struct SessionMachine<Token> {
             var p = pending.removeFirst()
             if hasPreparer { prepare(&p.publish) }
             if let problem = violatesBrokerLimits(p.publish) {
-                actions.append(.publishCompleted(p.token, .failure(.brokerLimit(problem))))
+                finish(p.token, qos: p.publish.qos, .failure(.brokerLimit(problem)), into: &actions)
                 continue
             }
             if let expiry = p.publish.properties.messageExpiryInterval {
@@ -523,13 +567,14 @@ public struct SessionMachine<Token> {
                 // accepted carries the time it has left.
                 let waited = UInt32(clamping: (now &- p.acceptedAt) / 1_000_000_000)
                 if waited >= expiry {
-                    actions.append(.publishCompleted(p.token, .failure(.expired(seconds: expiry))))
+                    finish(p.token, qos: p.publish.qos, .failure(.expired(seconds: expiry)), into: &actions)
                     continue
                 }
                 p.publish.properties.messageExpiryInterval = expiry - waited
             }
             if p.publish.qos == .atMostOnce {
                 send(.publish(aliased(p.publish)), now: now, into: &actions)
+                tally.completed[0] &+= 1
                 actions.append(.qos0Sent(p.token))
             } else {
                 let id = allocateID()!  // the loop's guard: an identifier is free
@@ -540,6 +585,7 @@ public struct SessionMachine<Token> {
                     publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
                     token: p.token, order: order)
                 if p.publish.qos == .exactlyOnce { actions.append(.assigned(p.token, packetID: id)) }
+                if options.timeRoundTrips && timed == nil { timed = (id, now) }
                 send(.publish(aliased(p.publish)), now: now, into: &actions)
             }
             sent = true
@@ -651,6 +697,7 @@ public struct SessionMachine<Token> {
                     "more than \(options.receiveMaximum) QoS 2 publishes without PUBREL (our Receive Maximum)", code: 0x93, into: &actions)
                 return
             }
+            if p.qos != .exactlyOnce { tally.received &+= 1 }
             switch p.qos {
             case .atMostOnce:
                 actions.append(.deliver(p))
@@ -663,7 +710,10 @@ public struct SessionMachine<Token> {
                 // [MQTT-4.3.3-2] PUBREC; deliver only the first time the identifier is seen until
                 // PUBREL releases it (method B of 4.3.3: exactly once to the application).
                 let id = p.packetID!
-                if incomingQoS2.insert(id).inserted { actions.append(.deliver(p)) }
+                if incomingQoS2.insert(id).inserted {
+                    tally.received &+= 1
+                    actions.append(.deliver(p))
+                }
                 send(.ack(.init(.pubrec, packetID: id)), now: now, into: &actions)
                 actions.append(.flush)
             }
@@ -743,6 +793,10 @@ public struct SessionMachine<Token> {
                 actions.append(.flush)
             }
             return
+        }
+        if let t = timed, t.id == a.packetID {
+            timed = nil
+            actions.append(.roundTrip(.publish, nanoseconds: now &- t.sentAt))
         }
         let failed = a.reasonCode >= 0x80
         switch (a.kind, flow.state) {
@@ -847,14 +901,48 @@ public struct SessionMachine<Token> {
         actions.append(.close(.authentication(what)))
     }
 
-    private func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
-        let t = flow.token
+    private mutating func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
         if code >= 0x80 {
-            actions.append(.publishCompleted(t, .failure(.rejected(packet: packet, code: code, reason: reason))))
+            finish(flow.token, qos: flow.publish.qos, .failure(.rejected(packet: packet, code: code, reason: reason)), into: &actions)
         } else {
             if code != 0 { actions.append(.acknowledgedWithReason(packet, code: code, reason: reason)) }
-            actions.append(.publishCompleted(t, .success(())))
+            finish(flow.token, qos: flow.publish.qos, .success(()), into: &actions)
         }
+    }
+
+    /// A publish ended: counted in `tally`, then reported.
+    private mutating func finish(_ token: Token, qos: QoS, _ result: Result<Void, Failure>, into actions: inout [Action]) {
+        switch result {
+        case .success: tally.completed[Int(qos.rawValue)] &+= 1
+        case .failure(let f): tally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] &+= 1
+        }
+        actions.append(.publishCompleted(token, result))
+    }
+}
+
+/// Publishes that ended, by QoS and outcome, and messages delivered, since a session machine (or
+/// a client) started: plain counts the client's metrics read at an interval.
+public struct PublishTally: Sendable, Equatable {
+    public struct Outcome: Hashable, Sendable {
+        public var qos: Int
+        /// `ok`, or the failure's `metricName` (`queue_full`, `connection_lost`, ...).
+        public var reason: String
+    }
+    /// By QoS: acknowledged (QoS 1 PUBACK, QoS 2 PUBCOMP), or for QoS 0 handed to the socket.
+    public var completed: [Int] = [0, 0, 0]
+    public var failed: [Outcome: Int] = [:]
+    /// Incoming messages handed to the application (a QoS 2 repeat before PUBREL is not).
+    public var received = 0
+
+    public init() {}
+
+    /// Both counts together (the machine's and what the client refused before it).
+    public static func + (a: PublishTally, b: PublishTally) -> PublishTally {
+        var s = a
+        for q in 0..<3 { s.completed[q] += b.completed[q] }
+        s.failed.merge(b.failed, uniquingKeysWith: +)
+        s.received += b.received
+        return s
     }
 }
 

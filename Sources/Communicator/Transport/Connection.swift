@@ -136,6 +136,7 @@ enum Transport {
             case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
             }
         }
+        if core.metrics != nil { try sync.addHandler(ReceivedBytesCounter(core: core)) }
         let decoder = MQTTPacketDecoder(version: version, maxPacketSize: config.incomingPacketLimit, deliver: deliver)
         try sync.addHandler(ByteToMessageHandler(decoder))
         try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))

@@ -36,14 +36,19 @@ public final class Agent: Sendable {
     let effective: NIOLockedValueBox<AgentConfig>
     /// The configuration file (for `config/set`), if the agent was started from one.
     public let configPath: String?
-    /// Answers by result code (`ok`, `forbidden`, ...), for the info document.
-    let commandCounts = NIOLockedValueBox<[String: Int]>([:])
+    /// Answers by command (`unknown` for a name that is none) and result code (`ok`,
+    /// `forbidden`, ...), for the info document and the metrics.
+    let commandCounts = NIOLockedValueBox<[String: [String: Int]]>([:])
     let notifier = SystemdNotifier()
     private let readySent = NIOLockedValueBox(false)
     /// The exit code asked for (`agent/restart`) and how to stop the service group.
     private let exit = NIOLockedValueBox<(code: Int32, stop: (@Sendable () -> Void)?)>((0, nil))
     /// The info document's timer (started by `InfoService`, rescheduled by `config/set`).
     let infoTimer: InfoPublisher
+    /// The Prometheus registry of the agent and its client, and the agent's series (nil: metrics
+    /// off). Each agent has its own (no process-wide bootstrap: tests run several agents).
+    let export: PrometheusExport?
+    let metrics: AgentMetrics?
 
     public var currentState: AgentState { state.withLockedValue { $0.current } }
 
@@ -65,7 +70,12 @@ public final class Agent: Sendable {
         effective = NIOLockedValueBox(config)
         var mqttLogger = logger
         mqttLogger[metadataKey: "part"] = "mqtt"
-        mqtt = MQTTProtocol(config: config.mqttConfig(), logger: mqttLogger, eventLoopGroup: group)
+        let export = config.metrics.enabled ? PrometheusExport() : nil
+        self.export = export
+        metrics = export.map { AgentMetrics(factory: $0) }
+        var mqttConfig = config.mqttConfig()
+        mqttConfig.metricsFactory = export
+        mqtt = MQTTProtocol(config: mqttConfig, logger: mqttLogger, eventLoopGroup: group)
         let sequence = try SequenceCounter(directory: config.stateDirectory)
         if let recovery = sequence.recovery { logger.error("\(recovery)") }
         let pipeline = EventPipeline(

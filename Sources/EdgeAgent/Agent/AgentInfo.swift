@@ -80,7 +80,9 @@ extension Agent {
             events: .init(
                 published: ev.published, failed: ev.failed, last_seq: ev.lastSeq,
                 last_at: ev.lastAt.map { EventPipeline.timestamp(Date(timeIntervalSince1970: Double($0) / 1000)) }),
-            led: ledDescription, commands: config.commands.enabled ? commandCounts.withLockedValue { $0 } : nil)
+            led: ledDescription,
+            commands: config.commands.enabled
+                ? commandCounts.withLockedValue { $0.values.reduce(into: [:]) { $0.merge($1, uniquingKeysWith: +) } } : nil)
     }
 
     public func infoJSON() -> String {

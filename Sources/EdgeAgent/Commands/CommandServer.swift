@@ -102,7 +102,12 @@ final class CommandServer: Service {
         var jsonCorrelation: JSONValue?
     }
 
-    private func count(_ key: String) { agent.commandCounts.withLockedValue { $0[key, default: 0] += 1 } }
+    /// One answer (or refusal) of command `name`, by result code, for the info document and the
+    /// metrics. A name that is no command counts as `unknown`: a topic must not grow a table.
+    private func count(_ result: String, _ name: String) {
+        let command = AgentConfig.knownCommands.contains(name) ? name : "unknown"
+        agent.commandCounts.withLockedValue { $0[command, default: [:]][result, default: 0] += 1 }
+    }
 
     func received(_ m: MQTTMessage, prefix: String) {
         let name = String(m.topic.dropFirst(prefix.count + 1))
@@ -124,12 +129,12 @@ final class CommandServer: Service {
         }
         switch recent.begin(id, waiter: reply) {
         case .answered(let previous):
-            count("duplicates")
+            count("duplicates", name)
             logger.info("command \(name) id \(id): repeated request, answered with the first answer")
             publish(previous, reply)
             return
         case .running(let waits):
-            count("duplicates")
+            count("duplicates", name)
             logger.info(
                 "command \(name) id \(id): repeated while running; \(waits ? "this requester gets the run's answer too" : "the first run answers")"
             )
@@ -237,7 +242,7 @@ final class CommandServer: Service {
                 nil
             }
         if let refusal {
-            count(refusal.code)
+            count(refusal.code, name)
             logger.warning("button press \(name): \(refusal.message)")
             return
         }
@@ -245,14 +250,14 @@ final class CommandServer: Service {
             let after = AfterAnswer(nil)
             do {
                 _ = try await execute(name, id: "press", [:], after: after)
-                count("ok")
+                count("ok", name)
                 logger.info("button press \(name): ok")
                 after.withLockedValue { $0 }?()
             } catch let f as Failure {
-                count(f.code)
+                count(f.code, name)
                 logger.warning("button press \(name): \(f.code): \(f.message)")
             } catch {
-                count("failed")
+                count("failed", name)
                 logger.warning("button press \(name): failed: \(error)")
             }
         }
@@ -352,12 +357,12 @@ final class CommandServer: Service {
             switch result {
             case .success(let v):
                 response.result = v
-                server.count("ok")
+                server.count("ok", name)
                 server.logger.info("command \(name) id \(id ?? "-"): ok")
             case .failure(let f):
                 response.status = "error"
                 response.error = .init(code: f.code, message: f.message)
-                server.count(f.code)
+                server.count(f.code, name)
                 server.logger.warning("command \(name.isEmpty ? "(none)" : name) id \(id ?? "-"): \(f.code): \(f.message)")
             }
         }

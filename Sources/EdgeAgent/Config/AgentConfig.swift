@@ -152,6 +152,29 @@ public struct AgentConfig: Sendable {
         public var republishDelay = 5.0
     }
 
+    /// The Prometheus endpoint (docs/METRICS.md), read by `edge-agent status`.
+    public struct Metrics: Sendable {
+        public var enabled = true
+        /// `address:port`, an IP literal (`[::1]:9464` for IPv6): loopback unless chosen otherwise.
+        public var listen = "127.0.0.1:9464"
+        /// Scrapes served at once; more are closed at once.
+        public var maxConnections = 4
+        /// A scrape's connection is closed after this many seconds, whatever the client does.
+        public var timeout = 5.0
+
+        public init() {}
+
+        /// `listen` as an address and port (nil when it is not `address:port`).
+        public var endpoint: (host: String, port: Int)? {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (1...65_535).contains(port)
+            else { return nil }
+            var host = String(listen[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty, host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else { return nil }
+            return (host, port)
+        }
+    }
+
     public static let knownCommands = [
         "ping", "status", "config/get", "config/set", "led/set", "led/identify", "source/enable", "source/disable", "source/restart",
         "buffer/stats", "log/level", "log/tail", "agent/restart", "reboot",
@@ -168,6 +191,7 @@ public struct AgentConfig: Sendable {
     public var sources: [Source] = []
     public var sourceRestart = SourceRestart()
     public var homeAssistant = HomeAssistant()
+    public var metrics = Metrics()
     public var stateDirectory = "/var/lib/edge-agent"
     public var logLevel = Logger.Level.info
     /// Log lines kept in memory for `log/tail` (0: none).

@@ -20,6 +20,7 @@ extension AgentConfig {
         keys.append(sourcesKey)
         keys += sourceRestartKeys
         keys += homeAssistantKeys
+        keys += metricsKeys
         keys += pathKeys
         keys += commandKeys
         return keys
@@ -66,6 +67,19 @@ extension AgentConfig {
             .seconds(
                 "home_assistant.republish_delay", \.homeAssistant.republishDelay, 0.1...600,
                 note: "at most this long (at random) before answering Home Assistant's online"),
+        ]
+    }
+
+    private static var metricsKeys: [ConfigKey] {
+        [
+            .flag("metrics.enabled", \.metrics.enabled, note: "serve Prometheus metrics (and edge-agent status) over HTTP"),
+            .text(
+                "metrics.listen", \.metrics.listen, note: "address:port; loopback unless another address is chosen",
+                check: { _, c in
+                    c.metrics.endpoint == nil ? "not address:port with an IP address (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)" : nil
+                }),
+            .int("metrics.max_connections", \.metrics.maxConnections, 1...64, note: "scrapes served at once; more are refused"),
+            .seconds("metrics.timeout", \.metrics.timeout, 0.1...60, note: "a scrape's connection is closed after this long"),
         ]
     }
 

@@ -14,7 +14,25 @@ public final class EventPipeline: Sendable {
     let deviceID: String
     let sequence: SequenceCounter
     let logger: Logger
-    private let counts = NIOLockedValueBox<(published: Int, failed: Int, lastSeq: UInt64, lastAt: UInt64?)>((0, 0, 0, nil))
+    private let counts = NIOLockedValueBox(Figures())
+
+    /// What the pipeline counted: in all, and per source (for the info document and metrics).
+    struct Figures {
+        struct PerSource {
+            var published = 0
+            var failed = 0
+            /// The wall clock's milliseconds and the type of the source's last published event.
+            var lastAt: UInt64?
+            var lastType: String?
+        }
+        var published = 0
+        var failed = 0
+        var lastSeq: UInt64 = 0
+        /// The wall clock's milliseconds when the last event was handed to the client.
+        var lastAt: UInt64?
+        /// By source name (as many as the configuration has sources).
+        var bySource: [String: PerSource] = [:]
+    }
 
     /// Before this time the clock is not trusted (a board without a battery starts in 1970).
     static let clockFloorMillis: UInt64 = 1_735_689_600_000  // 2025-01-01
@@ -30,8 +48,7 @@ public final class EventPipeline: Sendable {
         self.logger = logger
     }
 
-    /// `lastAt`: the wall clock's milliseconds when the last event was handed to the client.
-    var figures: (published: Int, failed: Int, lastSeq: UInt64, lastAt: UInt64?) { counts.withLockedValue { $0 } }
+    var figures: Figures { counts.withLockedValue { $0 } }
 
     struct Envelope: Encodable {
         var event_id: String
@@ -80,7 +97,10 @@ public final class EventPipeline: Sendable {
         let seq: UInt64
         do { seq = try sequence.take() } catch {
             logger.error("event from \(source.name) not published: \(error)")
-            counts.withLockedValue { $0.failed += 1 }
+            counts.withLockedValue {
+                $0.failed += 1
+                $0.bySource[source.name, default: .init()].failed += 1
+            }
             return nil
         }
         let wall = BootClock.wallMillis()
@@ -96,9 +116,15 @@ public final class EventPipeline: Sendable {
                 $0.published += 1
                 $0.lastSeq = seq
                 $0.lastAt = wall
+                $0.bySource[source.name, default: .init()].published += 1
+                $0.bySource[source.name]!.lastAt = wall
+                $0.bySource[source.name]!.lastType = event.type
             }
         } catch {
-            counts.withLockedValue { $0.failed += 1 }
+            counts.withLockedValue {
+                $0.failed += 1
+                $0.bySource[source.name, default: .init()].failed += 1
+            }
             logger.warning("event \(deviceID)-\(seq) (\(event.type) from \(source.name)) not published: \(error)")
         }
         return "\(deviceID)-\(seq)"

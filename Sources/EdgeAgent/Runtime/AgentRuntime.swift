@@ -51,6 +51,9 @@ public enum AgentRuntime {
         ]
         for s in agent.sources { probes.append(("source \(s.name)", { done in s.probe(done) })) }
         var services: [any Service] = [StatusLEDService(agent: agent), ConnectionService(agent: agent), InfoService(agent: agent)]
+        if let export = agent.export, let metrics = agent.metrics {
+            services.append(MetricsService(agent: agent, export: export, metrics: metrics))
+        }
         if let homeAssistant { services.append(homeAssistant) }
         services += agent.sources as [any Service]
         if let commands { services.append(commands) }

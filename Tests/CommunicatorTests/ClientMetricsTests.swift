@@ -1,0 +1,137 @@
+import CoreMetrics
+import MetricsTestKit
+import NIOCore
+import Testing
+
+@testable import Communicator
+
+/// The client's metrics: the session machine's plain counts and round-trip samples (no sockets),
+/// their translation into swift-metrics series, and the driver wiring on `EmbeddedChannel`s.
+@Suite("Client metrics")
+struct ClientMetricsTests {
+    @Test("the tally counts each publish once, by QoS and outcome; a QoS 2 repeat before PUBREL is not a second delivery")
+    func tally() {
+        var d = SessionDriver(.init(clientID: "t", queueLimit: 1))
+        _ = d.publish("t", qos: .atMostOnce, token: 1)  // not connected: fails
+        _ = d.connect()
+        _ = d.publish("t", qos: .atMostOnce, token: 2)
+        let sent = d.publish("t", qos: .atLeastOnce, token: 3).sent
+        _ = d.receive(.ack(.init(.puback, packetID: sent.first!.publishID!)))
+        let q2 = d.publish("t", qos: .exactlyOnce, token: 4).sent.first!.publishID!
+        _ = d.receive(.ack(.init(.pubrec, packetID: q2)))
+        _ = d.receive(.ack(.init(.pubcomp, packetID: q2)))
+        var incoming = MQTTPacket.Publish(topic: "in", payload: ByteBuffer(string: "x"), qos: .exactlyOnce, retain: false)
+        incoming.packetID = 9
+        _ = d.receive(.publish(incoming))
+        _ = d.receive(.publish(incoming))  // the broker's resend before PUBREL
+        let tally = d.machine.tally
+        #expect(tally.completed == [1, 1, 1], "\(tally)")
+        #expect(tally.failed == [.init(qos: 0, reason: "not_connected"): 1], "\(tally)")
+        #expect(tally.received == 1)
+    }
+
+    @Test("round trips: one publish timed at a time, to its PUBACK; a resent one is not timed; PINGREQ to PINGRESP; off by default")
+    func roundTrips() {
+        var d = SessionDriver(.init(clientID: "t", keepAliveSeconds: 10, timeRoundTrips: true))
+        _ = d.connect()
+        let a = d.publish("t", qos: .atLeastOnce, token: 1).sent.first!.publishID!
+        d.now += 2_000_000
+        let b = d.publish("t", qos: .atLeastOnce, token: 2).sent.first!.publishID!
+        d.now += 3_000_000
+        let acked = d.receive(.ack(.init(.puback, packetID: a)))
+        #expect(Self.roundTrips(acked) == [.init(kind: .publish, nanoseconds: 5_000_000)])
+        #expect(Self.roundTrips(d.receive(.ack(.init(.puback, packetID: b)))).isEmpty, "b was sent while a was timed")
+        // Sent, then the link went: the resend on the next connection is not timed.
+        _ = d.publish("t", qos: .atLeastOnce, token: 3)
+        _ = d.step { m, _, a in m.connectionLost(into: &a) }
+        let resent = d.connect(sessionPresent: true).sent.compactMap(\.publishID)
+        #expect(resent.count == 1)
+        #expect(Self.roundTrips(d.receive(.ack(.init(.puback, packetID: resent[0])))).isEmpty)
+        // Keep-alive: PINGREQ after 10 s of silence, PINGRESP 7 ms later.
+        d.now += 10_000_000_000
+        #expect(d.step { m, n, a in m.tick(now: n, into: &a) }.sent == [.pingreq])
+        d.now += 7_000_000
+        #expect(Self.roundTrips(d.receive(.pingresp)) == [.init(kind: .ping, nanoseconds: 7_000_000)])
+
+        var off = SessionDriver(.init(clientID: "t"))
+        _ = off.connect()
+        let id = off.publish("t", qos: .atLeastOnce, token: 1).sent.first!.publishID!
+        #expect(Self.roundTrips(off.receive(.ack(.init(.puback, packetID: id)))).isEmpty)
+    }
+
+    struct Sample: Equatable {
+        var kind: SessionMachine<Int>.RoundTrip
+        var nanoseconds: UInt64
+    }
+
+    static func roundTrips(_ actions: [SessionMachine<Int>.Action]) -> [Sample] {
+        actions.compactMap { if case .roundTrip(let k, let n) = $0 { Sample(kind: k, nanoseconds: n) } else { nil } }
+    }
+
+    @Test("a report turns what the core counted into increments: only what grew is added, a failure's series appears when it first happens")
+    func reportDeltas() throws {
+        let test = TestMetrics()
+        let metrics = ClientMetrics(factory: test)
+        var reading = ClientMetrics.Reading(
+            state: "connected", connections: 1, tally: PublishTally(), droppedIncoming: 0, inflight: 3, queued: 7, bytesSent: 100,
+            bytesReceived: 40, store: nil)
+        reading.tally.completed = [0, 5, 0]
+        metrics.report(reading)
+        #expect(try test.expectCounter("mqtt_client_publishes_total", [("qos", "1"), ("result", "ok")]).totalValue == 5)
+        #expect(try test.expectCounter("mqtt_client_connections_total").totalValue == 1)
+        #expect(try test.expectCounter("mqtt_client_reconnects_total").totalValue == 0)
+        #expect(try test.expectGauge("mqtt_client_inflight_messages").lastValue == 3)
+        #expect(try test.expectGauge("mqtt_client_connection_state", [("state", "connected")]).lastValue == 1)
+        #expect(try test.expectGauge("mqtt_client_connection_state", [("state", "reconnecting")]).lastValue == 0)
+        #expect(test.counters(label: "mqtt_client_publishes_total").count == 3, "the successes exist from the start, failures not yet")
+
+        reading.state = "reconnecting"
+        reading.connections = 3
+        reading.tally.completed = [0, 8, 0]
+        reading.tally.failed = [.init(qos: 1, reason: "queue_full"): 2]
+        reading.bytesSent = 250
+        reading.store = .init(
+            status: OfflineStoreStatus(directory: "/s", pending: 4, fill: 0.5, dropped: 1, corruptSkipped: 0, held: 0, degraded: nil),
+            pendingBytes: 999, oldestAge: 12)
+        metrics.report(reading)
+        metrics.report(reading)  // nothing changed: nothing added
+        #expect(try test.expectCounter("mqtt_client_publishes_total", [("qos", "1"), ("result", "ok")]).totalValue == 8)
+        #expect(try test.expectCounter("mqtt_client_publishes_total", [("qos", "1"), ("result", "queue_full")]).totalValue == 2)
+        #expect(try test.expectCounter("mqtt_client_reconnects_total").totalValue == 2)
+        #expect(try test.expectCounter("mqtt_client_sent_bytes_total").totalValue == 250)
+        #expect(try test.expectGauge("mqtt_client_connection_state", [("state", "connected")]).lastValue == 0)
+        #expect(try test.expectGauge("mqtt_client_connection_state", [("state", "reconnecting")]).lastValue == 1)
+        #expect(try test.expectGauge("mqtt_client_store_pending_bytes").lastValue == 999)
+        #expect(try test.expectGauge("mqtt_client_store_oldest_message_age_seconds").lastValue == 12)
+        #expect(try test.expectCounter("mqtt_client_store_dropped_messages_total").totalValue == 1)
+        // Every series the client makes has its help text.
+        let labels = Set(test.counters.map(\.label) + test.recorders.map(\.label) + test.timers.map(\.label))
+        #expect(labels.allSatisfy { MQTTClientMetrics.help[$0] != nil }, "\(labels.subtracting(MQTTClientMetrics.help.keys))")
+    }
+
+    @Test("the driver: bytes both ways, publishes and round trips reach the factory on reportMetrics; without a factory none is made")
+    func driverWiring() throws {
+        let test = TestMetrics()
+        let h = try ClientDriverTests.Harness { $0.metricsFactory = test }
+        _ = try h.connect()
+        h.publish("a/b", qos: .atLeastOnce)
+        guard case .publish(let p)? = try h.written().packets.first, let id = p.packetID else {
+            Issue.record("no PUBLISH")
+            return
+        }
+        h.loop.advanceTime(by: .milliseconds(4))
+        try h.send(.ack(.init(.puback, packetID: id)))
+        h.core.submit(.reportMetrics({}))
+        h.loop.run()
+        #expect(try test.expectCounter("mqtt_client_publishes_total", [("qos", "1"), ("result", "ok")]).totalValue == 1)
+        #expect(try test.expectCounter("mqtt_client_sent_bytes_total").totalValue > 20, "CONNECT and PUBLISH")
+        let received = [MQTTPacket.connack(.init(sessionPresent: false, returnCode: 0)), .ack(.init(.puback, packetID: id))].map {
+            $0.encoded(version: .v5_0).readableBytes
+        }
+        #expect(try test.expectCounter("mqtt_client_received_bytes_total").totalValue == Int64(received.reduce(0, +)), "CONNACK and PUBACK")
+        #expect(try test.expectTimer("mqtt_client_round_trip_seconds", [("packet", "publish")]).values == [4_000_000])
+
+        let plain = try ClientDriverTests.Harness()
+        #expect(plain.core.metrics == nil && !plain.core.machine.options.timeRoundTrips)
+    }
+}
