@@ -122,6 +122,8 @@ public final class RingStore {
     private let files: [StoreFile]
     private let segmentSize: Int
     private var liveCount: [Int]
+    /// Body bytes of the unacknowledged records (kept as they change: no scan).
+    private var liveBytes = 0
     private var entries: [Entry] = []
     private var head = 0
     private var cur = 0
@@ -212,6 +214,7 @@ public final class RingStore {
         writeRecord(type: Self.typeData, seq: seq, body: body)
         entries.append(Entry(seq: seq, segment: cur, offset: pos - size, length: body.count, done: false))
         liveCount[cur] += 1
+        liveBytes += body.count
         try afterWrite(size: size, now: now)
         return seq
     }
@@ -224,6 +227,7 @@ public final class RingStore {
         guard let i = index(of: seq), !entries[i].done else { return false }
         entries[i].done = true
         liveCount[entries[i].segment] -= 1
+        liveBytes -= entries[i].length
         advanceHead()
         var body = [UInt8](repeating: 0, count: 8)
         Self.put64(seq, into: &body, at: 0)
@@ -265,6 +269,9 @@ public final class RingStore {
     }
 
     public var pendingCount: Int { liveCount.reduce(0, +) }
+
+    /// Body bytes of the unacknowledged records (cheap: no scan).
+    public var pendingBytes: Int { liveBytes }
 
     /// Whether `seq` is a record still waiting for its acknowledgement.
     public func isPending(_ seq: UInt64) -> Bool {
@@ -379,6 +386,7 @@ public final class RingStore {
             guard options.whenFull == .dropOldest, dropping else { throw .full(capacity: options.capacity) }
             for i in head..<entries.count where entries[i].segment == next && !entries[i].done {
                 entries[i].done = true
+                liveBytes -= entries[i].length
                 dropped += 1
             }
             liveCount[next] = 0
@@ -557,6 +565,7 @@ public final class RingStore {
                     if r.type == Self.typeData {
                         entries.append(Entry(seq: r.seq, segment: segmentIndex, offset: p, length: r.length, done: false))
                         liveCount[segmentIndex] += 1
+                        liveBytes += r.length
                         rec.records += 1
                     } else if r.type == Self.typeAck, r.length == 8 {
                         acked.insert(Self.get64(data, p + Self.recordHeaderSize))
@@ -581,6 +590,7 @@ public final class RingStore {
         for i in entries.indices where acked.contains(entries[i].seq) || entries[i].seq < cpHead {
             entries[i].done = true
             liveCount[entries[i].segment] -= 1
+            liveBytes -= entries[i].length
         }
         advanceHead()
         rec.pending = entries.count - head - entries[head...].filter(\.done).count

@@ -46,10 +46,13 @@ struct StatusCommand: AsyncParsableCommand {
             throw ExitCode(Exit.configuration)
         }
         do {
+            let clock = ContinuousClock()
+            let start = clock.now
             let first = MetricsText(try MetricsFetch.get(host: host, port: port))
-            if interval > 0 { try await ContinuousClock().sleep(for: .milliseconds(Int(min(interval, 60) * 1000))) }
+            if interval > 0 { try await clock.sleep(for: .milliseconds(Int(min(interval, 60) * 1000))) }
             let second = interval > 0 ? MetricsText(try MetricsFetch.get(host: host, port: port)) : first
-            let report = StatusReport(first: first, second: second, interval: interval, now: Date().timeIntervalSince1970)
+            let elapsed = interval > 0 ? (clock.now - start) / .seconds(1) : 0
+            let report = StatusReport(first: first, second: second, elapsed: elapsed, now: Date().timeIntervalSince1970)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]

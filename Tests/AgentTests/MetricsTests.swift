@@ -87,12 +87,13 @@ struct MetricsTests {
     }
 
     @Test(
-        "the status report: since when, the buffer and its drain at the rate between the two reads, sources, commands, for a person and as JSON"
+        "the status report: since when, the buffer and its net drain between the two reads (what left less what came), sources, commands, for a person and as JSON"
     )
     func statusReport() throws {
+        // 300 acknowledged in 2 s while 200 new ones came: the buffer shrinks by 50/s, not 150/s.
         let r = StatusReport(
-            first: Self.scrape(pending: 600, ok: 1000, connected: true), second: Self.scrape(pending: 500, ok: 1100, connected: true),
-            interval: 2, now: 1_800_000_600)
+            first: Self.scrape(pending: 600, ok: 1000, connected: true), second: Self.scrape(pending: 500, ok: 1300, connected: true),
+            elapsed: 2, now: 1_800_000_600)
         let text = r.render()
         for part in [
             "edge-agent 1.2.3 on gw-7, up 2 h 1 min", "connected to 10.0.0.2:8883 since 2027-01-15T08:00:00.000Z (10 min 0 s)",
@@ -105,11 +106,15 @@ struct MetricsTests {
         }
         let offline = StatusReport(
             first: Self.scrape(pending: 500, ok: 1100, connected: false), second: Self.scrape(pending: 520, ok: 1100, connected: false),
-            interval: 1, now: 1_800_000_600)
-        #expect(offline.render().contains("offline, broker 10.0.0.2:8883") && offline.render().contains("not draining (offline)"))
+            elapsed: 1, now: 1_800_000_600)
+        #expect(offline.render().contains("offline, broker 10.0.0.2:8883") && offline.render().contains("growing by 20/s (offline)"))
         let json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(offline)) as? [String: Any])
         let buffer = try #require(json["buffer"] as? [String: Any])
-        #expect(buffer["messages"] as? Int == 520 && buffer["drain_eta_s"] == nil && buffer["drain_per_s"] as? Double == 0)
+        #expect(buffer["messages"] as? Int == 520 && buffer["drain_eta_s"] == nil && buffer["drain_per_s"] as? Double == -20)
+        let once = StatusReport(
+            first: Self.scrape(pending: 5, ok: 0, connected: true), second: Self.scrape(pending: 5, ok: 0, connected: true), elapsed: 0,
+            now: 0)
+        #expect(once.render().contains("drain rate unknown (one read)"), "\(once.render())")
     }
 
     @Test("metrics.listen: address:port with an IP literal, IPv6 in brackets; anything else names the key and the form")
@@ -119,7 +124,7 @@ struct MetricsTests {
         }
         #expect(try parse("127.0.0.1:9464").metrics.endpoint! == ("127.0.0.1", 9464))
         #expect(try parse("[::1]:9100").metrics.endpoint! == ("::1", 9100))
-        for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9464"] {
+        for bad in ["localhost:9464", "cafe:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9464"] {
             do {
                 _ = try parse(bad)
                 Issue.record("\(bad) accepted")

@@ -5,6 +5,10 @@ import Testing
 
 @testable import Communicator
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The client's metrics: the session machine's plain counts and round-trip samples (no sockets),
 /// their translation into swift-metrics series, and the driver wiring on `EmbeddedChannel`s.
 @Suite("Client metrics")
@@ -109,6 +113,45 @@ struct ClientMetricsTests {
         #expect(labels.allSatisfy { MQTTClientMetrics.help[$0] != nil }, "\(labels.subtracting(MQTTClientMetrics.help.keys))")
     }
 
+    @Test(
+        "a stored message a broker refuses for a reason of its own (held, sent again after the next connect) counts once, when it is acknowledged"
+    )
+    func storedRefusalCountsOnce() throws {
+        var template = Array("/tmp/metrics-store-XXXXXX".utf8CString)
+        let dir = String(cString: try #require(mkdtemp(&template)))
+        let test = TestMetrics()
+        let h = try ClientDriverTests.Harness {
+            $0.metricsFactory = test
+            $0.cleanStart = false
+            $0.offlineStore = OfflineStoreConfig(directory: dir, capacity: 1 << 20, persist: .always)
+        }
+        _ = try h.connect()
+        h.publish("held", qos: .atLeastOnce)
+        guard case .publish(let p)? = try h.written().packets.last, let id = p.packetID else {
+            Issue.record("no PUBLISH")
+            return
+        }
+        try h.send(.ack(.init(.puback, packetID: id, reasonCode: ReasonCode.quotaExceeded.rawValue)))
+        h.core.submit(.reportMetrics({}))
+        h.loop.run()
+        #expect(test.counterTotal(label: "mqtt_client_publishes_total") == 0, "held, not ended")
+        // The next connection sends it again; this time it is acknowledged.
+        try #require(h.channel).close().wait()
+        h.loop.run()
+        h.loop.advanceTime(by: .seconds(3))
+        _ = try h.written()
+        try h.send(.connack(.init(sessionPresent: true, returnCode: 0)))
+        h.loop.advanceTime(by: .milliseconds(200))  // the store's tick feeds what was held
+        let again = try h.written().packets.compactMap { if case .publish(let q) = $0 { q } else { nil } }
+        let resent = try #require(again.first { $0.topic == "held" })
+        try h.send(.ack(.init(.puback, packetID: resent.packetID!)))
+        h.core.submit(.reportMetrics({}))
+        h.loop.run()
+        #expect(try test.expectCounter("mqtt_client_publishes_total", [("qos", "1"), ("result", "ok")]).totalValue == 1)
+        #expect(test.counterTotal(label: "mqtt_client_publishes_total") == 1, "one end in all")
+        h.core.closeStore()
+    }
+
     @Test("the driver: bytes both ways, publishes and round trips reach the factory on reportMetrics; without a factory none is made")
     func driverWiring() throws {
         let test = TestMetrics()
@@ -133,5 +176,8 @@ struct ClientMetricsTests {
 
         let plain = try ClientDriverTests.Harness()
         #expect(plain.core.metrics == nil && !plain.core.machine.options.timeRoundTrips)
+        var spinning = MQTTConfig(brokerAddress: "b")
+        spinning.metricsInterval = .zero
+        #expect(spinning.problems().contains { $0.hasPrefix("metricsInterval 0.0 seconds is below 10 ms") }, "\(spinning.problems())")
     }
 }

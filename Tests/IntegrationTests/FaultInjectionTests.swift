@@ -222,8 +222,10 @@ struct FaultInjectionTests {
         #expect(r.outOfOrder == 0, "\(r)")
         #expect(r.countedOK == Int64(r.messages) && r.countedFailed == 0, "the metrics count each acknowledged message once: \(r)")
         #expect(
-            r.countedConnections >= r.linkLosses + 1 && Int64(r.brokerConnections) == r.countedConnections + 1,
-            "connections, as the broker saw them (and the 3.1.1 session hop's clean first one, not counted): \(r)")
+            r.countedConnections >= r.linkLosses + 1
+                && (r.countedConnections + 1...r.countedConnections + 4).contains(Int64(r.brokerConnections)),
+            "connections as the broker saw them: also the 3.1.1 session hop's clean first one, and any a fault cut between CONNECT and CONNACK: \(r)"
+        )
     }
 
     /// mosquitto 2.0 answers PUBREC/PUBCOMP before its state reaches disk, so a kill -9 can lose

@@ -172,6 +172,24 @@ struct RingStoreTests {
         #expect(disk.bytesWritten == written)
     }
 
+    @Test("pendingBytes (kept as records come and go) equals the scan's sum through acknowledgements, drops and a reopen")
+    func pendingBytes() throws {
+        var options = Self.small
+        options.whenFull = .dropOldest
+        let disk = SimulatedDisk()
+        let store = try RingStore(directory: "/b", options: options, fileSystem: disk)
+        #expect(store.pendingBytes == 0)
+        var seqs: [UInt64] = []
+        for i in 0..<60 { seqs.append(try store.append([UInt8](repeating: 2, count: 1000 + 37 * i))) }
+        for s in seqs.dropLast(40).suffix(10) { try store.acknowledge(s) }
+        #expect(store.stats.dropped > 0 && store.pendingBytes == store.stats.pendingBytes, "\(store.pendingBytes) \(store.stats)")
+        try store.close()
+        let again = try RingStore(directory: "/b", options: options, fileSystem: disk)
+        #expect(again.pendingBytes == again.stats.pendingBytes && again.pendingBytes == store.pendingBytes)
+        for r in try again.pending() { try again.acknowledge(r.seq) }
+        #expect(again.pendingBytes == 0)
+    }
+
     @Test("full: drop_oldest reclaims the oldest segment and counts; reject_newest refuses and writes nothing")
     func fullPolicies() throws {
         let drop = try RingStore(directory: "/s", options: Self.small, fileSystem: SimulatedDisk())

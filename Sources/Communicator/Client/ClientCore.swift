@@ -55,8 +55,9 @@ final class ClientCore: @unchecked Sendable {
     var bytesSent = 0
     var bytesReceived = 0
     var connections = 0
-    /// Publishes the core refused before the session saw them (the offline store's refusals).
-    private var refusedTally = PublishTally()
+    /// What the core adds to the session's tally: publishes the offline store refused before the
+    /// session saw them, less the ends of stored messages that were not their end.
+    private var coreTally = PublishTally()
 
     /// Opens the link of one connection attempt.
     typealias Dialer = @Sendable (EventLoop, BrokerEndpoint, MQTTVersion, ClientCore, _ attempt: UInt64) -> EventLoopFuture<Channel>
@@ -177,7 +178,7 @@ final class ClientCore: @unchecked Sendable {
         case .stored: inbox.giveBack(1)
         case .refused(let error):
             inbox.giveBack(1)
-            refusedTally.failed[.init(qos: Int(p.qos.rawValue), reason: "store_refused"), default: 0] += 1
+            coreTally.failed[.init(qos: Int(p.qos.rawValue), reason: "store_refused"), default: 0] += 1
             complete(c, .failure(error))
         }
     }
@@ -338,9 +339,16 @@ final class ClientCore: @unchecked Sendable {
             outbox?.connected()
             lifecycle(.accepted)
         case .assigned(let token, let packetID):
-            if case .stored(let seq) = token { outbox?.noteIdentity(seq, packetID: packetID) }
-        case .publishCompleted(.stored(let seq), let result):
-            if let (callback, r) = outbox?.finished(seq, result, describe: mapFailure) { complete(callback, r) }
+            if case .stored(let seq, _) = token { outbox?.noteIdentity(seq, packetID: packetID) }
+        case .publishCompleted(.stored(let seq, let qos), let result):
+            guard let outbox else { break }
+            let (tell, final) = outbox.finished(seq, result, describe: mapFailure)
+            if !final, case .failure(let f) = result {
+                // Not the message's end (it stays in the store and goes again): the session
+                // counted an end, taken back so that a stored message counts once, when it leaves.
+                coreTally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] -= 1
+            }
+            if let (callback, r) = tell { complete(callback, r) }
         case .publishCompleted(let token, let result):
             switch result {
             case .success: complete(token, .success(()))
@@ -418,7 +426,7 @@ final class ClientCore: @unchecked Sendable {
     func reportMetrics() {
         metrics?.report(
             .init(
-                state: view.state.metricLabel, connections: connections, tally: machine.tally + refusedTally,
+                state: view.state.metricLabel, connections: connections, tally: machine.tally + coreTally,
                 droppedIncoming: view.droppedIncomingMessages, inflight: machine.inflightCount, queued: machine.queuedCount,
                 bytesSent: bytesSent, bytesReceived: bytesReceived,
                 store: view.store.map { status in

@@ -273,6 +273,9 @@ public struct MQTTConfig: Sendable {
         }
         if !(1...65_535).contains(port) { p.append("port \(port) is out of range 1...65535 (1883 plain, 8883 TLS)") }
         if !(timeout > .zero) { p.append("timeout \(timeout.inSeconds) must be greater than 0 seconds") }
+        if metricsInterval < .milliseconds(10) {
+            p.append("metricsInterval \(metricsInterval) is below 10 ms: the metrics would keep the network thread busy; use 1 s or so")
+        }
         if !(0...65_535).contains(keepalive) { p.append("keepalive \(keepalive) is out of range 0...65535 seconds") }
         if !(heartbeatCheckRatio > 0 && heartbeatCheckRatio <= 10) {
             p.append("heartbeat_check_ratio \(heartbeatCheckRatio) must be in (0, 10]")

@@ -138,8 +138,10 @@ public final class MQTTProtocol: PubSubProtocol, Sendable {
 
     /// Brings the metrics (`MQTTConfig.metricsFactory`) up to date with this moment, then calls
     /// `then` on the network thread: for an exporter that serves a scrape (the counters are
-    /// otherwise updated every `metricsInterval`). Without metrics, `then` is simply called.
+    /// otherwise updated every `metricsInterval`). Without metrics, `then` is simply called; so
+    /// it is, at once, when no network thread runs (blocking mode outside `loopForever()`).
     public func reportMetrics(then: @escaping @Sendable () -> Void) {
+        guard core.currentLoop != nil else { return then() }
         core.submit(.reportMetrics(then))
     }
 

@@ -492,17 +492,30 @@ final class Outbox {
     }
 
     /// What the metrics show of the store: the bytes waiting and the oldest waiting message's age
-    /// (whole seconds, `Accepted.waitedSeconds`: nil when none waits or the age is unknown). A
-    /// walk of the index and one record read: at the metrics interval, not per message.
+    /// (whole seconds, `Accepted.waitedSeconds`; nil when none waits or the age is unknown). The
+    /// oldest message's acceptance is read from the disk once per head of the store (the first
+    /// message among the first few records: the head may be bookkeeping), not per report.
     func figures() -> (pendingBytes: Int, oldestAge: UInt64?) {
-        let bytes = store.stats.pendingBytes
-        // The head may be bookkeeping (a QoS 2 identity): the first message among the next few.
-        let head = (try? store.pending(limit: 8)) ?? []
-        for r in head {
-            if case .message(_, let at)? = try? StoredRecord.decode(r.body) { return (bytes, at.waitedSeconds(until: accepted())) }
+        guard store.pendingCount > 0 else { return (0, nil) }
+        let head = store.headSeq
+        if oldest?.head != head {
+            var found: StoredRecord.Accepted?
+            var after = head &- 1
+            for _ in 0..<8 {
+                guard let r = (try? store.pending(after: after, limit: 1))?.first else { break }
+                if case .message(_, let at)? = try? StoredRecord.decode(r.body) {
+                    found = at
+                    break
+                }
+                after = r.seq
+            }
+            oldest = (head, found)
         }
-        return (bytes, nil)
+        return (store.pendingBytes, oldest?.accepted.map { $0.waitedSeconds(until: accepted()) })
     }
+
+    /// The store's head when `figures` last looked, and its oldest message's acceptance.
+    private var oldest: (head: UInt64, accepted: StoredRecord.Accepted?)?
 
     /// Syncs and checkpoints (a clean stop).
     func close() {

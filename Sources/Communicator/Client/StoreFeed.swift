@@ -31,7 +31,7 @@ struct StoreOpener {
         guard let config else { return nil }
         do {
             let o = try Outbox(config: config, logger: logger, clock: clock, report: report)
-            for f in o.recoverFlows() { session.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq)) }
+            for f in o.recoverFlows() { session.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq, f.publish.qos)) }
             failedAt = nil
             return .opened(o)
         } catch {
@@ -87,7 +87,7 @@ extension Outbox {
         guard session.isConnected, hasUnfed else { return }
         let room = session.window - session.inflightCount - session.queuedCount
         for (seq, p) in next(limit: room) {
-            session.publish(p, token: .stored(seq), now: now, into: &actions)
+            session.publish(p, token: .stored(seq, p.qos), now: now, into: &actions)
         }
     }
 
@@ -95,20 +95,20 @@ extension Outbox {
     func finished(
         _ seq: UInt64, _ result: Result<Void, SessionMachine<Completion>.Failure>,
         describe: (SessionMachine<Completion>.Failure) -> any CommunicatorError
-    ) -> (Completion, Result<Void, any Error>)? {
+    ) -> (tell: (Completion, Result<Void, any Error>)?, final: Bool) {
         let (callback, final) = finished(seq, result)
         switch result {
         case .success:
-            return callback.map { ($0, .success(())) }
+            return (callback.map { ($0, .success(())) }, final)
         case .failure(let f):
             let error = describe(f)
             if final { logger.error("stored message \(seq) removed from the offline store: \(error.message)") }
-            guard let callback else { return nil }
-            if final { return (callback, .failure(error)) }
+            guard let callback else { return (nil, final) }
+            if final { return ((callback, .failure(error)), final) }
             let kept = ProtocolConnectionError(
                 "\(error.message); the message stays in the offline store and is sent after the next connect", code: error.code,
                 reason: error.reason)
-            return (callback, .failure(kept))
+            return ((callback, .failure(kept)), final)
         }
     }
 

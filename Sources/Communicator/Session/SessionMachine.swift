@@ -319,6 +319,7 @@ public struct SessionMachine<Token> {
     public mutating func failAll(_ failure: Failure, into actions: inout [Action]) {
         let flows = outgoing.values.sorted { $0.order < $1.order }
         outgoing.removeAll()
+        timed = nil
         for f in flows { finish(f.token, qos: f.publish.qos, .failure(failure), into: &actions) }
         while let p = pending.popFirst() {
             finish(p.token, qos: p.publish.qos, .failure(failure), into: &actions)

@@ -2,6 +2,7 @@ import Communicator
 import DeviceAdapters
 import FoundationEssentials
 import Logging
+import NIOCore
 import OfflineStore
 
 #if canImport(Glibc)
@@ -170,7 +171,7 @@ public struct AgentConfig: Sendable {
             else { return nil }
             var host = String(listen[..<colon])
             if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            guard !host.isEmpty, host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else { return nil }
+            guard (try? SocketAddress(ipAddress: host, port: port)) != nil else { return nil }
             return (host, port)
         }
     }

@@ -19,10 +19,16 @@ struct MetricsService: Service {
         let config = agent.config.metrics
         guard let (host, port) = config.endpoint else { return }  // the configuration checked it
         let logger = agent.logger
+        // A scrape less than a second old is served again: however often clients come, the
+        // figures are gathered at most once a second.
+        let recent = NIOLockedValueBox<(at: NIODeadline, text: String)?>(nil)
         let scrape: MetricsHTTPHandler.Scrape = { [agent, export, metrics] promise in
+            if let r = recent.withLockedValue({ $0 }), NIODeadline.now() - r.at < .seconds(1) { return promise.succeed(r.text) }
             agent.mqtt.reportMetrics {
                 metrics.collect(agent)
-                promise.succeed(export.text())
+                let text = export.text()
+                recent.withLockedValue { $0 = (.now(), text) }
+                promise.succeed(text)
             }
         }
         let open = NIOLockedValueBox(0)

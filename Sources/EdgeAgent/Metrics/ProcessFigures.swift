@@ -9,6 +9,9 @@ struct ProcessFigures {
     var openFiles: Int?
     var maxFiles: Int?
     var cpuSeconds: Double?
+    /// When the process started, by the wall clock (the boot time the kernel keeps in step with
+    /// it, plus the start's clock ticks since boot).
+    var startSeconds: Double?
 
     static func now() -> ProcessFigures {
         var p = ProcessFigures()
@@ -25,13 +28,18 @@ struct ProcessFigures {
             p.openFiles = n - 1  // the listing's own descriptor
         }
         var limit = rlimit()
-        if getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 { p.maxFiles = Int(limit.rlim_cur) }
+        if getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 { p.maxFiles = Int(clamping: limit.rlim_cur) }
         // stat: fields after the command's closing parenthesis; utime and stime are the 14th and
         // 15th of the whole line, the 12th and 13th after the parenthesis.
         if let stat = readSmallFile("/proc/self/stat"), let close = stat.lastIndex(of: ")") {
             let f = stat[stat.index(after: close)...].split(separator: " ")
-            if f.count > 12, let user = Double(f[11]), let system = Double(f[12]) {
-                p.cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+            if f.count > 12, let user = Double(f[11]), let system = Double(f[12]) { p.cpuSeconds = (user + system) / ticks }
+            // starttime is the 22nd field of the line, the 20th after the parenthesis.
+            if f.count > 19, let start = Double(f[19]), let proc = readSmallFile("/proc/stat"),
+                let line = proc.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }), let boot = Double(line.dropFirst(6))
+            {
+                p.startSeconds = boot + start / ticks
             }
         }
         return p

@@ -3,8 +3,8 @@ import Glibc
 #endif
 
 /// One blocking `GET /metrics` over HTTP/1.0 (for `edge-agent status`: a person waits on it, and
-/// nothing else runs): an IP literal and port, a deadline on connect and on every read, an answer
-/// of at most 8 MiB.
+/// nothing else runs): an IP literal and port, `timeout` for connecting and for the whole answer
+/// (a server that trickles bytes does not hold it longer), an answer of at most 8 MiB.
 public enum MetricsFetch {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -35,14 +35,17 @@ public enum MetricsFetch {
         }
         var answer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
-        while answer.count < 8 << 20 {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int(timeout * 1000))
+        while true {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { break }
-            guard n > 0 else {
-                throw Failure(
-                    description: "http://\(address)\(path): no complete answer within \(timeout) s: \(String(cString: strerror(errno)))")
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0, clock.now < deadline else {
+                throw Failure(description: "http://\(address)\(path): no complete answer within \(timeout) s")
             }
             answer += chunk[..<n]
+            guard answer.count <= 8 << 20 else { throw Failure(description: "http://\(address)\(path): an answer over 8 MiB; not metrics") }
         }
         let end: [UInt8] = Array("\r\n\r\n".utf8)
         guard let split = (0..<max(0, answer.count - 3)).first(where: { answer[$0..<$0 + 4].elementsEqual(end) }) else {

@@ -1,7 +1,7 @@
 import FoundationEssentials
 
 /// What `edge-agent status` shows: the running agent as read off its metrics endpoint, twice,
-/// `interval` seconds apart (the second for rates: how fast the buffer drains). `render()` is
+/// `elapsed` seconds apart (for the buffer's net drain: what left less what came). `render()` is
 /// the screen for a person; the value itself is the `--json` form.
 public struct StatusReport: Encodable, Sendable {
     public struct Connection: Encodable, Sendable {
@@ -24,9 +24,10 @@ public struct StatusReport: Encodable, Sendable {
         var dropped: Int
         var held: Int
         var degraded: Bool
-        /// Stored messages acknowledged per second over the interval.
-        var drain_per_s: Double
-        /// At that rate, seconds until the buffer is empty (nil: it does not drain).
+        /// How much the buffer shrank per second between the reads (negative: it grew; nil: one
+        /// read, no rate).
+        var drain_per_s: Double?
+        /// At that rate, seconds until the buffer is empty (nil: it does not shrink).
         var drain_eta_s: Int?
     }
     public struct Source: Encodable, Sendable {
@@ -53,8 +54,9 @@ public struct StatusReport: Encodable, Sendable {
     var resident_bytes: Int?
     var open_fds: Int?
 
-    /// `first` and `second` scraped `interval` seconds apart; `now`: the wall clock's seconds.
-    public init(first: MetricsText, second m: MetricsText, interval: Double, now: Double) {
+    /// `first` and `second` scraped `elapsed` seconds apart (0: one read); `now`: the wall
+    /// clock's seconds.
+    public init(first: MetricsText, second m: MetricsText, elapsed: Double, now: Double) {
         let info = m.all("edge_agent_info").first?.labels ?? [:]
         version = info["version"] ?? "?"
         device_id = info["device_id"] ?? "?"
@@ -74,21 +76,16 @@ public struct StatusReport: Encodable, Sendable {
             connected_for_s: since.map { Int(max(0, now - $0)) }, reconnects: Int(m.value("mqtt_client_reconnects_total") ?? 0),
             round_trip_publish_ms: meanMs("publish"), round_trip_ping_ms: meanMs("pingreq"))
         if let pending = m.value("edge_agent_buffer_pending_messages") {
-            let stored = ["1", "2"].map { q in
-                (
-                    m.sum("mqtt_client_publishes_total", ["qos": q, "result": "ok"]),
-                    first.sum("mqtt_client_publishes_total", ["qos": q, "result": "ok"])
-                )
-            }
-            let rate = interval > 0 ? max(0, stored.reduce(0) { $0 + $1.0 - $1.1 }) / interval : 0
+            let before = first.value("edge_agent_buffer_pending_messages") ?? pending
+            let rate: Double? = elapsed > 0 ? (before - pending) / elapsed : nil
             let age = m.value("edge_agent_buffer_oldest_message_age_seconds") ?? 0
             buffer = Buffer(
                 messages: Int(pending), bytes: Int(m.value("edge_agent_buffer_pending_bytes") ?? 0),
                 fill: m.value("edge_agent_buffer_fill_ratio") ?? 0, oldest_age_s: pending > 0 && age > 0 ? Int(age) : nil,
                 dropped: Int(m.value("edge_agent_buffer_dropped_messages_total") ?? 0),
                 held: Int(m.value("edge_agent_buffer_held_messages") ?? 0), degraded: (m.value("edge_agent_buffer_degraded") ?? 0) > 0,
-                drain_per_s: (rate * 10).rounded() / 10, drain_eta_s: pending == 0 ? 0 : rate > 0 ? Int((pending / rate).rounded(.up)) : nil
-            )
+                drain_per_s: rate.map { ($0 * 10).rounded() / 10 },
+                drain_eta_s: pending == 0 ? 0 : (rate ?? 0) > 0 ? Int((pending / rate!).rounded(.up)) : nil)
         }
         var ok: [String: Int] = [:]
         var failed: [String: Int] = [:]
@@ -147,9 +144,17 @@ public struct StatusReport: Encodable, Sendable {
             if let age = b.oldest_age_s { text += ", oldest waiting \(Self.duration(age))" }
             lines.append("buffer      " + text)
             let drain: String =
-                if b.messages == 0 { "empty" } else if let eta = b.drain_eta_s {
-                    "draining at \(Self.number(b.drain_per_s))/s: empty in about \(Self.duration(eta))"
-                } else { "not draining (\(c.state))" }
+                if b.messages == 0 {
+                    "empty"
+                } else if let eta = b.drain_eta_s, let rate = b.drain_per_s {
+                    "draining at \(Self.number(rate))/s: empty in about \(Self.duration(eta))"
+                } else if let rate = b.drain_per_s, rate < 0 {
+                    "growing by \(Self.number(-rate))/s (\(c.state))"
+                } else if b.drain_per_s == nil {
+                    "drain rate unknown (one read)"
+                } else {
+                    "not draining (\(c.state))"
+                }
             lines.append(
                 "            \(drain); dropped \(b.dropped), held \(b.held)\(b.degraded ? ", DEGRADED: disk errors, kept in memory" : "")")
         } else {
