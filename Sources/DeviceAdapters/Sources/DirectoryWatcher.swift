@@ -1,4 +1,3 @@
-import Crypto
 import FoundationEssentials
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -172,11 +171,10 @@ public final class DirectoryWatcher: EventSource {
             if n < 0 && errno == EINTR { continue }
             if n < 0 { return nil }
             if n == 0 { break }
-            chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
             if head.count < keep { head += chunk[..<min(n, keep - head.count)] }
             done += n
         }
-        let hex = Array("0123456789abcdef".utf8)
-        return (String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self), head)
+        return (hasher.hexDigest(), head)
     }
 }
