@@ -10,7 +10,7 @@ public enum MQTTClientMetrics {
             "Sessions the broker accepted (CONNACK success; the clean first connection of the 3.1.1 session hop is not one)",
         "mqtt_client_reconnects_total": "Connections accepted after the first",
         "mqtt_client_publishes_total":
-            "Publishes that ended, by qos and result (ok: acknowledged, or for QoS 0 written; else why it failed)",
+            "Publishes that ended, by qos and result (ok: acknowledged, or for QoS 0 handed to the socket; else why it failed)",
         "mqtt_client_received_messages_total": "Incoming messages handed to the application",
         "mqtt_client_dropped_incoming_messages_total": "Incoming messages skipped as larger than max_incoming_packet_size",
         "mqtt_client_inflight_messages": "QoS 1/2 publishes sent and not yet acknowledged",
