@@ -64,6 +64,9 @@ struct TopicTests {
         #expect(Topic.nameProblem("")?.contains("empty") == true)
         #expect(Topic.nameProblem("a/+")?.contains("wildcard") == true)
         #expect(Topic.nameProblem("a/#")?.contains("wildcard") == true)
+        #expect(Topic.nameProblem("a/\u{0}/+")?.contains("U+0000") == true, "U+0000 is named before a wildcard")
+        #expect(Topic.nameProblem("#/a")?.contains("wildcard") == true && Topic.nameProblem("a,b*c!\"$%&'()") == nil)
+        #expect(Topic.nameProblem("caméra/événements/ü") == nil)
         #expect(Topic.nameProblem("a\u{0}")?.contains("U+0000") == true)
         #expect(Topic.nameProblem(String(repeating: "x", count: 65_536))?.contains("65535") == true)
     }

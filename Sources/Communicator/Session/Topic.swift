@@ -6,11 +6,21 @@ public enum Topic {
         // [MQTT-4.7.3-1] at least one character; [MQTT-4.7.3-3] at most 65535 bytes.
         if bytes.isEmpty { return "topic name is empty" }
         if bytes.count > 65_535 { return "topic name is \(bytes.count) bytes long, the maximum is 65535" }
-        // [MQTT-4.7.3-2] no U+0000; [MQTT-3.3.2-2] no wildcard characters in a topic name.
-        if bytes.contains(0) { return "topic name \"\(printable(topic))\" contains U+0000" }
-        if bytes.contains(UInt8(ascii: "+")) || bytes.contains(UInt8(ascii: "#")) {
-            return "topic name \"\(topic)\" contains a wildcard ('+' or '#'); wildcards are for subscriptions only"
+        // [MQTT-4.7.3-2] no U+0000; [MQTT-3.3.2-2] no wildcard characters in a topic name. One
+        // pass over the contiguous UTF-8 (every publish comes through here).
+        var zero = false
+        var wildcard = false
+        let scanned: Void? = bytes.withContiguousStorageIfAvailable { buffer in
+            for b in buffer where b <= UInt8(ascii: "+") {
+                if b == 0 { zero = true } else if b == UInt8(ascii: "+") || b == UInt8(ascii: "#") { wildcard = true }
+            }
         }
+        if scanned == nil {
+            zero = bytes.contains(0)
+            wildcard = bytes.contains(UInt8(ascii: "+")) || bytes.contains(UInt8(ascii: "#"))
+        }
+        if zero { return "topic name \"\(printable(topic))\" contains U+0000" }
+        if wildcard { return "topic name \"\(topic)\" contains a wildcard ('+' or '#'); wildcards are for subscriptions only" }
         return nil
     }
 
