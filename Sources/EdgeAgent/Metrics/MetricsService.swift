@@ -17,7 +17,11 @@ struct MetricsService: Service {
 
     func run() async {
         let config = agent.config.metrics
-        guard let (host, port) = config.endpoint else { return }  // the configuration checked it
+        // (A service that returns ends the group: without an endpoint it waits for the shutdown.)
+        guard let (host, port) = config.endpoint else {  // checked with the configuration
+            try? await gracefulShutdown()
+            return
+        }
         let logger = agent.logger
         // A scrape less than a second old is served again: however often clients come, the
         // figures are gathered at most once a second.
