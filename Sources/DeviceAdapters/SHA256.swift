@@ -1,6 +1,6 @@
 /// SHA-256 (FIPS 180-4 §6.2) of a stream of bytes: the snapshots' `sha256`. The agent needs
 /// this one digest, and swift-crypto would bring a second copy of BoringSSL (swift-nio-ssl has
-/// the first) for it: 1.2 MB of the binary. Checked against FIPS 180-4's examples, NIST's long
+/// the first) for it: 2.8 MB (aarch64) to 3.4 MB (x86_64) of the stripped agent. Checked against FIPS 180-4's examples, NIST's long
 /// message and `sha256sum` (`SHA256Tests`).
 public struct SHA256 {
     private var state: [UInt32] = [
@@ -45,10 +45,7 @@ public struct SHA256 {
     }
 
     /// The digest as 64 lowercase hex digits.
-    public mutating func hexDigest() -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        return String(decoding: finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
-    }
+    public mutating func hexDigest() -> String { hexString(finalize()) }
 
     private static let k: [UInt32] = [
         0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,

@@ -11,10 +11,16 @@ extension StringProtocol {
 /// as it is, every other byte as \xNN (no line breaks or terminal escapes get through), at most
 /// `limit` bytes of the input, "…" when there was more.
 public func printable(_ bytes: some Collection<UInt8>, limit: Int = 80) -> String {
-    let hex = Array("0123456789abcdef".utf8)
     var out: [UInt8] = []
     for b in bytes.prefix(limit) {
         if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") { out.append(b) } else { out += [92, 120, hex[Int(b >> 4)], hex[Int(b & 15)]] }
     }
     return String(decoding: out, as: UTF8.self) + (bytes.count > limit ? "…" : "")
 }
+
+/// Bytes as lowercase hex digits, two a byte.
+public func hexString(_ bytes: some Sequence<UInt8>) -> String {
+    String(decoding: bytes.flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
+}
+
+private let hex = Array("0123456789abcdef".utf8)

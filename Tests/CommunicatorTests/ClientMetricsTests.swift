@@ -14,21 +14,23 @@ import Glibc
 @Suite("Client metrics")
 struct ClientMetricsTests {
     @Test("the tally counts each publish once, by QoS and outcome; a QoS 2 repeat before PUBREL is not a second delivery")
-    func tally() {
-        var d = SessionDriver(.init(clientID: "t", queueLimit: 1))
-        _ = d.publish("t", qos: .atMostOnce, token: 1)  // not connected: fails
-        _ = d.connect()
-        _ = d.publish("t", qos: .atMostOnce, token: 2)
-        let sent = d.publish("t", qos: .atLeastOnce, token: 3).sent
-        _ = d.receive(.ack(.init(.puback, packetID: sent.first!.publishID!)))
-        let q2 = d.publish("t", qos: .exactlyOnce, token: 4).sent.first!.publishID!
-        _ = d.receive(.ack(.init(.pubrec, packetID: q2)))
-        _ = d.receive(.ack(.init(.pubcomp, packetID: q2)))
+    func tally() throws {
+        let h = try ClientDriverTests.Harness()
+        h.publish("t", qos: .atMostOnce)  // not connected: fails
+        _ = try h.connect()
+        h.publish("t", qos: .atMostOnce)
+        h.publish("t", qos: .atLeastOnce)
+        h.publish("t", qos: .exactlyOnce)
+        let ids = try h.written().packets.compactMap(\.publishID)
+        #expect(ids.count == 2)
+        try h.send(.ack(.init(.puback, packetID: ids[0])), .ack(.init(.pubrec, packetID: ids[1])))
+        try h.send(.ack(.init(.pubcomp, packetID: ids[1])))
         var incoming = MQTTPacket.Publish(topic: "in", payload: ByteBuffer(string: "x"), qos: .exactlyOnce, retain: false)
         incoming.packetID = 9
-        _ = d.receive(.publish(incoming))
-        _ = d.receive(.publish(incoming))  // the broker's resend before PUBREL
-        let tally = d.machine.tally
+        try h.send(.publish(incoming))
+        try h.send(.publish(incoming))  // the broker's resend before PUBREL
+        h.loop.run()
+        let tally = h.core.tally
         #expect(tally.completed == [1, 1, 1], "\(tally)")
         #expect(tally.failed == [.init(qos: 0, reason: "not_connected"): 1], "\(tally)")
         #expect(tally.received == 1)

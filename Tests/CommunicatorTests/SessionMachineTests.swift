@@ -41,13 +41,13 @@ extension Array where Element == SessionMachine<Int>.Action {
     var completedTokens: [Int] {
         compactMap {
             switch $0 {
-            case .publishCompleted(let t, .success), .qos0Sent(let t): t
+            case .publishCompleted(let t, .success, _), .qos0Sent(let t): t
             default: nil
             }
         }
     }
     var failures: [SessionMachine<Int>.Failure] {
-        compactMap { if case .publishCompleted(_, .failure(let f)) = $0 { f } else { nil } }
+        compactMap { if case .publishCompleted(_, .failure(let f), _) = $0 { f } else { nil } }
     }
     var closed: SessionMachine<Int>.Failure?? {
         for a in self { if case .close(let f) = a { return .some(f) } }

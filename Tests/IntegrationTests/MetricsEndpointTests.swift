@@ -189,5 +189,15 @@ struct MetricsEndpointTests {
         #expect(try p.wait(timeout: 30) == 69 && p.output.contains("nothing answers on http://127.0.0.1:\(off.metricsPort)/metrics"))
         let q = try Child.spawn(AgentEndToEndTests.binary, ["status", "--config", off.config], output: off.dir + "/status2.out")
         #expect(try q.wait(timeout: 30) == 78 && q.output.contains("metrics.enabled: false"), "\(q.output)")
+        // Something that is not HTTP (the broker), and an endpoint that is no address.
+        let mqtt = try Child.spawn(
+            AgentEndToEndTests.binary, ["status", "--endpoint", "127.0.0.1:\(broker.port)", "--interval", "0"],
+            output: off.dir + "/status3.out")
+        #expect(
+            try mqtt.wait(timeout: 30) == 69
+                && (mqtt.output.contains("not an HTTP answer") || mqtt.output.contains("the answer broke off")), "\(mqtt.output)")
+        let bad = try Child.spawn(AgentEndToEndTests.binary, ["status", "--endpoint", "gateway:9464"], output: off.dir + "/status4.out")
+        #expect(
+            try bad.wait(timeout: 30) == 78 && bad.output.contains("gateway:9464 is not address:port with an IP address"), "\(bad.output)")
     }
 }

@@ -55,9 +55,9 @@ final class ClientCore: @unchecked Sendable {
     var bytesSent = 0
     var bytesReceived = 0
     var connections = 0
-    /// What the core adds to the session's tally: publishes the offline store refused before the
-    /// session saw them, less the ends of stored messages that were not their end.
-    private var coreTally = PublishTally()
+    /// Publishes that ended and messages delivered: counted here, where every end passes (a
+    /// stored message once, when it leaves the store; the store's refusals before the session).
+    private(set) var tally = PublishTally()
 
     /// Opens the link of one connection attempt.
     typealias Dialer = @Sendable (EventLoop, BrokerEndpoint, MQTTVersion, ClientCore, _ attempt: UInt64) -> EventLoopFuture<Channel>
@@ -86,6 +86,7 @@ final class ClientCore: @unchecked Sendable {
         machine = SessionMachine(options: .init(config, clientID: clientID))
         opener = StoreOpener(config: config.offlineStore, logger: logger, clock: clock)
         metrics = config.metricsDestination.map { ClientMetrics(factory: $0) }
+        machine.options.timeRoundTrips = metrics != nil
         openStore()
     }
 
@@ -178,7 +179,7 @@ final class ClientCore: @unchecked Sendable {
         case .stored: inbox.giveBack(1)
         case .refused(let error):
             inbox.giveBack(1)
-            coreTally.failed[.init(qos: Int(p.qos.rawValue), reason: "store_refused"), default: 0] += 1
+            tally.failed[.init(qos: Int(p.qos.rawValue), reason: "store_refused"), default: 0] += 1
             complete(c, .failure(error))
         }
     }
@@ -281,7 +282,7 @@ final class ClientCore: @unchecked Sendable {
             // (Stored messages gave their room back when they were stored; QoS 0: when written.)
             var completed = 0
             var anyCompleted = false
-            for case .publishCompleted(let token, _) in running {
+            for case .publishCompleted(let token, _, _) in running {
                 anyCompleted = true
                 if !token.isStored { completed += 1 }
             }
@@ -333,23 +334,22 @@ final class ClientCore: @unchecked Sendable {
         case .flush:
             flushDue = true
         case .deliver(let p):
+            tally.received &+= 1
             let message = MQTTMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
             subscriptions.forEachHandler(for: p) { $0(message) }
         case .connected:
             outbox?.connected()
             lifecycle(.accepted)
         case .assigned(let token, let packetID):
-            if case .stored(let seq, _) = token { outbox?.noteIdentity(seq, packetID: packetID) }
-        case .publishCompleted(.stored(let seq, let qos), let result):
+            if case .stored(let seq) = token { outbox?.noteIdentity(seq, packetID: packetID) }
+        case .publishCompleted(.stored(let seq), let result, let qos):
             guard let outbox else { break }
             let (tell, final) = outbox.finished(seq, result, describe: mapFailure)
-            if !final, case .failure(let f) = result {
-                // Not the message's end (it stays in the store and goes again): the session
-                // counted an end, taken back so that a stored message counts once, when it leaves.
-                coreTally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] -= 1
-            }
+            // A refusal the store keeps the message through is not its end: counted when it leaves.
+            if final { count(result, qos: qos) }
             if let (callback, r) = tell { complete(callback, r) }
-        case .publishCompleted(let token, let result):
+        case .publishCompleted(let token, let result, let qos):
+            count(result, qos: qos)
             switch result {
             case .success: complete(token, .success(()))
             case .failure(let f):
@@ -363,6 +363,7 @@ final class ClientCore: @unchecked Sendable {
                 complete(token, .failure(error))
             }
         case .qos0Sent(let token):
+            tally.completed[0] &+= 1
             batch.completeOnWrite(token)
         case .subscribeCompleted(let token, let result):
             switch result {
@@ -422,11 +423,18 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
+    private func count(_ result: Result<Void, SessionMachine<Completion>.Failure>, qos: QoS) {
+        switch result {
+        case .success: tally.completed[Int(qos.rawValue)] &+= 1
+        case .failure(let f): tally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] &+= 1
+        }
+    }
+
     /// Brings the metrics up to date with what the core counted (on the loop).
     func reportMetrics() {
         metrics?.report(
             .init(
-                state: view.state.metricLabel, connections: connections, tally: machine.tally + coreTally,
+                state: view.state.metricLabel, connections: connections, tally: tally,
                 droppedIncoming: view.droppedIncomingMessages, inflight: machine.inflightCount, queued: machine.queuedCount,
                 bytesSent: bytesSent, bytesReceived: bytesReceived,
                 store: view.store.map { status in

@@ -31,8 +31,25 @@ public enum MQTTClientMetrics {
     ]
 }
 
+/// Publishes that ended, by QoS and outcome, and messages delivered, since the client started:
+/// the plain counts the core keeps (on its loop) and the metrics read at an interval.
+struct PublishTally: Sendable, Equatable {
+    struct Outcome: Hashable, Sendable {
+        var qos: Int
+        /// `ok`, or the failure's `metricName` (`queue_full`, `connection_lost`, ...).
+        var reason: String
+    }
+    /// By QoS: acknowledged (QoS 1 PUBACK, QoS 2 PUBCOMP), or for QoS 0 handed to the socket.
+    var completed: [Int] = [0, 0, 0]
+    var failed: [Outcome: Int] = [:]
+    /// Incoming messages handed to the application (a QoS 2 repeat before PUBREL is not).
+    var received = 0
+
+    init() {}
+}
+
 /// The client's metrics (swift-metrics), owned by the core's loop. The hot path counts in plain
-/// integers (the session machine's `PublishTally`, the core's byte counts); `report` turns what
+/// integers (the core's `PublishTally` and byte counts); `report` turns what
 /// changed since the last report into increments and gauge values, at `metricsInterval` and on
 /// request. Round trips are sampled (one publish timed at a time) and recorded as they come.
 final class ClientMetrics {

@@ -23,7 +23,7 @@ enum Completion: Sendable {
     case restore(filters: [String])
     /// A message kept in the offline store under this sequence number (its caller's completion,
     /// if any, waits in the outbox).
-    case stored(UInt64, QoS)
+    case stored(UInt64)
 
     var isStored: Bool {
         if case .stored = self { return true }

@@ -24,7 +24,6 @@ extension SessionMachine.Options {
             queueQoS0WhileDisconnected: config.queueQoS0WhileDisconnected,
             dropOldestWhenFull: config.queueFullPolicy == .dropOldest, receiveMaximum: config.receiveMaximum,
             topicAliasMaximum: config.topicAliasMaximum, outgoingTopicAliases: config.outgoingTopicAliases,
-            authenticator: config.authenticator, preparer: config.publishPreparer,
-            timeRoundTrips: config.metricsDestination != nil)
+            authenticator: config.authenticator, preparer: config.publishPreparer)
     }
 }

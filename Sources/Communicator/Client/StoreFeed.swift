@@ -31,7 +31,7 @@ struct StoreOpener {
         guard let config else { return nil }
         do {
             let o = try Outbox(config: config, logger: logger, clock: clock, report: report)
-            for f in o.recoverFlows() { session.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq, f.publish.qos)) }
+            for f in o.recoverFlows() { session.restoreOutgoing(f.publish, released: f.released, token: .stored(f.seq)) }
             failedAt = nil
             return .opened(o)
         } catch {
@@ -87,7 +87,7 @@ extension Outbox {
         guard session.isConnected, hasUnfed else { return }
         let room = session.window - session.inflightCount - session.queuedCount
         for (seq, p) in next(limit: room) {
-            session.publish(p, token: .stored(seq, p.qos), now: now, into: &actions)
+            session.publish(p, token: .stored(seq), now: now, into: &actions)
         }
     }
 

@@ -145,7 +145,8 @@ public struct SessionMachine<Token> {
         case deliver(MQTTPacket.Publish)
         /// CONNACK accepted the connection.
         case connected(ConnectionInfo)
-        case publishCompleted(Token, Result<Void, Failure>)
+        /// `qos`: the message's (for the owner's counts).
+        case publishCompleted(Token, Result<Void, Failure>, qos: QoS)
         /// A QoS 0 publish was handed to `send`: it is complete once those bytes are written.
         case qos0Sent(Token)
         /// A QoS 2 publish got its packet identifier; the `send` of it follows in the same batch.
@@ -215,8 +216,6 @@ public struct SessionMachine<Token> {
     private var reauthenticating = false
     /// Messages dropped from a full queue (drop-oldest policy) since the start.
     public private(set) var droppedCount = 0
-    /// Publishes that ended, by QoS and outcome, and messages delivered, since the start.
-    public private(set) var tally = PublishTally()
     /// The one outgoing publish being timed (`Options.timeRoundTrips`): its identifier and when
     /// it was sent. A resent one is never timed (its ack may answer either transmission).
     private var timed: (id: UInt16, sentAt: UInt64)?
@@ -575,7 +574,6 @@ public struct SessionMachine<Token> {
             }
             if p.publish.qos == .atMostOnce {
                 send(.publish(aliased(p.publish)), now: now, into: &actions)
-                tally.completed[0] &+= 1
                 actions.append(.qos0Sent(p.token))
             } else {
                 let id = allocateID()!  // the loop's guard: an identifier is free
@@ -698,7 +696,6 @@ public struct SessionMachine<Token> {
                     "more than \(options.receiveMaximum) QoS 2 publishes without PUBREL (our Receive Maximum)", code: 0x93, into: &actions)
                 return
             }
-            if p.qos != .exactlyOnce { tally.received &+= 1 }
             switch p.qos {
             case .atMostOnce:
                 actions.append(.deliver(p))
@@ -711,10 +708,7 @@ public struct SessionMachine<Token> {
                 // [MQTT-4.3.3-2] PUBREC; deliver only the first time the identifier is seen until
                 // PUBREL releases it (method B of 4.3.3: exactly once to the application).
                 let id = p.packetID!
-                if incomingQoS2.insert(id).inserted {
-                    tally.received &+= 1
-                    actions.append(.deliver(p))
-                }
+                if incomingQoS2.insert(id).inserted { actions.append(.deliver(p)) }
                 send(.ack(.init(.pubrec, packetID: id)), now: now, into: &actions)
                 actions.append(.flush)
             }
@@ -902,7 +896,7 @@ public struct SessionMachine<Token> {
         actions.append(.close(.authentication(what)))
     }
 
-    private mutating func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
+    private func complete(_ flow: OutFlow, code: UInt8, reason: String?, packet: PacketType, into actions: inout [Action]) {
         if code >= 0x80 {
             finish(flow.token, qos: flow.publish.qos, .failure(.rejected(packet: packet, code: code, reason: reason)), into: &actions)
         } else {
@@ -911,39 +905,9 @@ public struct SessionMachine<Token> {
         }
     }
 
-    /// A publish ended: counted in `tally`, then reported.
-    private mutating func finish(_ token: Token, qos: QoS, _ result: Result<Void, Failure>, into actions: inout [Action]) {
-        switch result {
-        case .success: tally.completed[Int(qos.rawValue)] &+= 1
-        case .failure(let f): tally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] &+= 1
-        }
-        actions.append(.publishCompleted(token, result))
-    }
-}
-
-/// Publishes that ended, by QoS and outcome, and messages delivered, since a session machine (or
-/// a client) started: plain counts the client's metrics read at an interval.
-public struct PublishTally: Sendable, Equatable {
-    public struct Outcome: Hashable, Sendable {
-        public var qos: Int
-        /// `ok`, or the failure's `metricName` (`queue_full`, `connection_lost`, ...).
-        public var reason: String
-    }
-    /// By QoS: acknowledged (QoS 1 PUBACK, QoS 2 PUBCOMP), or for QoS 0 handed to the socket.
-    public var completed: [Int] = [0, 0, 0]
-    public var failed: [Outcome: Int] = [:]
-    /// Incoming messages handed to the application (a QoS 2 repeat before PUBREL is not).
-    public var received = 0
-
-    public init() {}
-
-    /// Both counts together (the machine's and what the client refused before it).
-    public static func + (a: PublishTally, b: PublishTally) -> PublishTally {
-        var s = a
-        for q in 0..<3 { s.completed[q] += b.completed[q] }
-        s.failed.merge(b.failed, uniquingKeysWith: +)
-        s.received += b.received
-        return s
+    /// A publish ended.
+    private func finish(_ token: Token, qos: QoS, _ result: Result<Void, Failure>, into actions: inout [Action]) {
+        actions.append(.publishCompleted(token, result, qos: qos))
     }
 }
 

@@ -10,14 +10,11 @@ public enum Topic {
         // pass over the contiguous UTF-8 (every publish comes through here).
         var zero = false
         var wildcard = false
-        let scanned: Void? = bytes.withContiguousStorageIfAvailable { buffer in
+        var contiguous = topic  // a native string already is: no copy
+        contiguous.withUTF8 { buffer in
             for b in buffer where b <= UInt8(ascii: "+") {
                 if b == 0 { zero = true } else if b == UInt8(ascii: "+") || b == UInt8(ascii: "#") { wildcard = true }
             }
-        }
-        if scanned == nil {
-            zero = bytes.contains(0)
-            wildcard = bytes.contains(UInt8(ascii: "+")) || bytes.contains(UInt8(ascii: "#"))
         }
         if zero { return "topic name \"\(printable(topic))\" contains U+0000" }
         if wildcard { return "topic name \"\(topic)\" contains a wildcard ('+' or '#'); wildcards are for subscriptions only" }

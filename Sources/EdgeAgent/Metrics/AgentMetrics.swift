@@ -131,7 +131,7 @@ final class AgentMetrics: Sendable {
             if let rss = p.residentBytes { gauge("process_resident_memory_bytes", Double(rss)) }
             if let fds = p.openFiles { gauge("process_open_fds", Double(fds)) }
             if let max = p.maxFiles { gauge("process_max_fds", Double(max)) }
-            gauge("process_start_time_seconds", p.startSeconds ?? startedAt.timeIntervalSince1970)
+            gauge("process_start_time_seconds", ProcessFigures.startSeconds ?? startedAt.timeIntervalSince1970)
             if let cpu = p.cpuSeconds {
                 let entry = series.cpu ?? (FloatingPointCounter(label: "process_cpu_seconds_total", dimensions: [], factory: factory), 0)
                 if cpu > entry.last { entry.counter.increment(by: cpu - entry.last) }

@@ -9,9 +9,25 @@ struct ProcessFigures {
     var openFiles: Int?
     var maxFiles: Int?
     var cpuSeconds: Double?
+
     /// When the process started, by the wall clock (the boot time the kernel keeps in step with
-    /// it, plus the start's clock ticks since boot).
-    var startSeconds: Double?
+    /// it, plus the start's clock ticks since boot); read once. nil where /proc/stat is hidden
+    /// (the packaged unit's `ProcSubset=pid`).
+    static let startSeconds: Double? = {
+        // starttime is the 22nd field of the line, the 20th after the parenthesis.
+        guard let f = statFields(), f.count > 19, let start = Double(f[19]), let proc = readSmallFile("/proc/stat"),
+            let line = proc.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }), let boot = Double(line.dropFirst(6))
+        else { return nil }
+        return boot + start / ticks
+    }()
+
+    private static let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// /proc/self/stat's fields after the command's closing parenthesis (the command may hold spaces).
+    private static func statFields() -> [Substring]? {
+        guard let stat = readSmallFile("/proc/self/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
 
     static func now() -> ProcessFigures {
         var p = ProcessFigures()
@@ -29,18 +45,9 @@ struct ProcessFigures {
         }
         var limit = rlimit()
         if getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 { p.maxFiles = Int(clamping: limit.rlim_cur) }
-        // stat: fields after the command's closing parenthesis; utime and stime are the 14th and
-        // 15th of the whole line, the 12th and 13th after the parenthesis.
-        if let stat = readSmallFile("/proc/self/stat"), let close = stat.lastIndex(of: ")") {
-            let f = stat[stat.index(after: close)...].split(separator: " ")
-            let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-            if f.count > 12, let user = Double(f[11]), let system = Double(f[12]) { p.cpuSeconds = (user + system) / ticks }
-            // starttime is the 22nd field of the line, the 20th after the parenthesis.
-            if f.count > 19, let start = Double(f[19]), let proc = readSmallFile("/proc/stat"),
-                let line = proc.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }), let boot = Double(line.dropFirst(6))
-            {
-                p.startSeconds = boot + start / ticks
-            }
+        // utime and stime: the 14th and 15th fields of the line, the 12th and 13th after the parenthesis.
+        if let f = statFields(), f.count > 12, let user = Double(f[11]), let system = Double(f[12]) {
+            p.cpuSeconds = (user + system) / ticks
         }
         return p
     }

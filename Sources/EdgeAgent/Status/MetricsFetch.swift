@@ -41,6 +41,9 @@ public enum MetricsFetch {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { break }
             if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK {
+                throw Failure(description: "http://\(address)\(path): the answer broke off: \(String(cString: strerror(errno)))")
+            }
             guard n > 0, clock.now < deadline else {
                 throw Failure(description: "http://\(address)\(path): no complete answer within \(timeout) s")
             }
