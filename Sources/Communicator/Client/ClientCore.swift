@@ -280,12 +280,30 @@ final class ClientCore: @unchecked Sendable {
             // Room in the queue is given back before the completion callbacks run, so a caller
             // that publishes again from (or right after) a callback finds it.
             // (Stored messages gave their room back when they were stored; QoS 0: when written.)
+            // The batch's ends are counted here, in locals, and added to `tally` once (a field of
+            // this class costs a dynamic exclusivity check per access); a stored message's end is
+            // counted where the store says whether it is final.
             var completed = 0
             var anyCompleted = false
-            for case .publishCompleted(let token, _, _) in running {
-                anyCompleted = true
-                if !token.isStored { completed += 1 }
+            var (ok0, ok1, ok2, received) = (0, 0, 0, 0)
+            for action in running {
+                switch action {
+                case .publishCompleted(let token, let result, let qos):
+                    anyCompleted = true
+                    guard !token.isStored else { continue }
+                    completed += 1
+                    switch (result, qos) {
+                    case (.failure(let f), _): tally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] += 1
+                    case (.success, .atMostOnce): ok0 += 1
+                    case (.success, .atLeastOnce): ok1 += 1
+                    case (.success, .exactlyOnce): ok2 += 1
+                    }
+                case .qos0Sent: ok0 += 1
+                case .deliver: received += 1
+                default: continue
+                }
             }
+            if ok0 | ok1 | ok2 | received != 0 { tally.add(ok: (ok0, ok1, ok2), received: received) }
             if completed > 0 { inbox.giveBack(completed) }
             for action in running { perform(action) }
             running.removeAll(keepingCapacity: true)
@@ -334,7 +352,6 @@ final class ClientCore: @unchecked Sendable {
         case .flush:
             flushDue = true
         case .deliver(let p):
-            tally.received &+= 1
             let message = MQTTMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
             subscriptions.forEachHandler(for: p) { $0(message) }
         case .connected:
@@ -348,8 +365,7 @@ final class ClientCore: @unchecked Sendable {
             // A refusal the store keeps the message through is not its end: counted when it leaves.
             if final { count(result, qos: qos) }
             if let (callback, r) = tell { complete(callback, r) }
-        case .publishCompleted(let token, let result, let qos):
-            count(result, qos: qos)
+        case .publishCompleted(let token, let result, _):
             switch result {
             case .success: complete(token, .success(()))
             case .failure(let f):
@@ -363,7 +379,6 @@ final class ClientCore: @unchecked Sendable {
                 complete(token, .failure(error))
             }
         case .qos0Sent(let token):
-            tally.completed[0] &+= 1
             batch.completeOnWrite(token)
         case .subscribeCompleted(let token, let result):
             switch result {

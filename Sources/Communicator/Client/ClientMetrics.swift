@@ -46,6 +46,13 @@ struct PublishTally: Sendable, Equatable {
     var received = 0
 
     init() {}
+
+    mutating func add(ok: (Int, Int, Int), received: Int) {
+        completed[0] &+= ok.0
+        completed[1] &+= ok.1
+        completed[2] &+= ok.2
+        self.received &+= received
+    }
 }
 
 /// The client's metrics (swift-metrics), owned by the core's loop. The hot path counts in plain
