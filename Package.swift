@@ -44,7 +44,7 @@ let package = Package(
             name: "EdgeAgent",
             dependencies: [
                 "Communicator", "OfflineStore", "DeviceAdapters",
-                "CYAML",
+                "CYAML", "CEd25519",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -68,6 +68,9 @@ let package = Package(
         // The C shim over libgpiod 1.x / 2.x, loaded at run time (dlopen), so one binary runs
         // on Debian 12 (libgpiod.so.2) and 13 (libgpiod.so.3) and nothing links libgpiod.
         .target(name: "CGPIOShim"),
+        // Ed25519 for signed updates from the system's OpenSSL libcrypto, loaded at run time
+        // (dlopen): no second copy of a crypto library in the binary (docs/UPDATES.md).
+        .target(name: "CEd25519"),
         // libyaml (Debian: libyaml-dev to build, libyaml-0-2 to run), the parser behind the
         // configuration file. Yams wraps the same library but imports Foundation, whose ICU data
         // alone is 36 MB of the static binary.
@@ -149,6 +152,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "Communicator",
+                "EdgeAgent",
                 "OfflineStore",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -72,24 +72,30 @@ if [ ${#unknown[@]} -gt 0 ]; then
 fi
 # libgpiod is loaded at run time (Sources/CGPIOShim): 2.x where there is one, else 1.x.
 deps+=("libgpiod3 | libgpiod2")
+# libcrypto for the Ed25519 of signed updates, also loaded at run time (Sources/CEd25519).
+deps+=("libssl3t64 | libssl3 | libssl1.1")
 depends=$(printf '%s\n' "${deps[@]}" | sort -u | paste -sd, | sed 's/,/, /g')
 
 stage=$(mktemp -d)
 chmod 0755 "$stage"  # mktemp makes it 0700, and it becomes the package's ./
 trap 'rm -rf "$stage"' EXIT
-install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/lib/udev/rules.d" \
+install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/edge-agent" "$stage/lib/systemd/system" "$stage/lib/udev/rules.d" \
     "$stage/usr/share/edge-agent/hardware" "$stage/usr/share/doc/edge-agent"
 install -m 0755 "$binary" "$stage/usr/bin/edge-agent"
 # Stripped (symbols are not needed on the board; llvm-strip knows every architecture).
 if command -v llvm-strip >/dev/null; then llvm-strip --strip-unneeded "$stage/usr/bin/edge-agent"
 elif [ "$arch" = arm64 ] && command -v aarch64-linux-gnu-strip >/dev/null; then aarch64-linux-gnu-strip --strip-unneeded "$stage/usr/bin/edge-agent"
 elif [ "$arch" = "$(dpkg --print-architecture)" ] && command -v strip >/dev/null; then strip --strip-unneeded "$stage/usr/bin/edge-agent"; fi
-install -m 0644 deploy/edge-agent.service deploy/edge-agent-reboot.path deploy/edge-agent-reboot.service "$stage/lib/systemd/system/"
+install -m 0644 deploy/edge-agent.service deploy/edge-agent-reboot.path deploy/edge-agent-reboot.service \
+    deploy/edge-agent-update.path deploy/edge-agent-update.service "$stage/lib/systemd/system/"
+install -m 0755 deploy/edge-agent-update-helper "$stage/usr/lib/edge-agent/update-helper"
+# The package's own version (a rebuild of one binary may be 0.1.0+fix1): updates compare it.
+echo "$version" > "$stage/usr/share/edge-agent/version"
 install -m 0644 deploy/udev/60-edge-agent-gpio.rules "$stage/lib/udev/rules.d/"
 # The default configuration: postinst makes /etc/edge-agent/config.yaml from it once (not a conffile).
 install -m 0644 deploy/config.yaml "$stage/usr/share/edge-agent/config.yaml"
 install -m 0644 hardware/*.yaml "$stage/usr/share/edge-agent/hardware/"
-install -m 0644 README.md docs/EVENTS.md docs/COMMANDS.md config/edge-agent.example.yaml config/mosquitto-acl.example \
+install -m 0644 README.md docs/EVENTS.md docs/COMMANDS.md docs/UPDATES.md config/edge-agent.example.yaml config/mosquitto-acl.example \
     "$stage/usr/share/doc/edge-agent/"
 size=$(du -sk "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL

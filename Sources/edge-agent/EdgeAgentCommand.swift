@@ -25,7 +25,7 @@ struct EdgeAgentCommand: AsyncParsableCommand {
         abstract: "Runs on a camera gateway: keeps an MQTT session, publishes vision events and device status, buffers offline.",
         subcommands: [
             RunCommand.self, CheckConfigCommand.self, SendCommand.self, BufferCommand.self, HomeAssistantCommand.self, StatusCommand.self,
-            VersionCommand.self,
+            UpdateCommand.self, VersionCommand.self,
         ])
 }
 

@@ -6,6 +6,10 @@ import FoundationEssentials
 import Logging
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `edge-agent send`: an operator's request to one device's command topic, answered through MQTT
 /// 5.0 request/response (Response Topic + Correlation Data, `MQTTProtocol.request`).
 struct SendCommand: AsyncParsableCommand {
@@ -33,6 +37,21 @@ struct SendCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the answer.")
     var timeout: Double = 15
 
+    @Option(help: "agent/update: the Debian package to send (docs/UPDATES.md).")
+    var package: String?
+
+    @Option(help: "agent/update: the private key file that signs it (edge-agent update keygen).")
+    var key: String?
+
+    @Option(help: "agent/update: the package's version (default: what dpkg-deb -f says).")
+    var packageVersion: String?
+
+    @Option(help: "agent/update: a topic for the chunks, e.g. one the whole fleet subscribed to (default: the device's).")
+    var chunkTopic: String?
+
+    @Option(help: "agent/update: seconds to follow the install until the device reports its result (0: do not follow).")
+    var follow: Double = 600
+
     func run() async throws {
         let agentConfig = try loadConfiguration(config)
         var request: [String: JSONValue] = ["id": .string("send-" + String(UInt64.random(in: 0...UInt64.max), radix: 36))]
@@ -52,11 +71,21 @@ struct SendCommand: AsyncParsableCommand {
         mqtt.cleanStart = true
         mqtt.sessionExpiryInterval = 0
         mqtt.offlineStore = nil
-        mqtt.maxReconnectAttempts = 1
+        // An update's transfer rides out a broker restart; one command does not wait for it.
+        mqtt.maxReconnectAttempts = package == nil ? 1 : 30
         var logger = Logger(label: "edge-agent.send")
         logger.logLevel = .error
         let client = MQTTProtocol(config: mqtt, logger: logger)
         let topic = agentConfig.commands.topic.replacing("{device_id}", with: device) + "/" + name
+        if let package {
+            guard name == "agent/update", let key else {
+                printError("edge-agent: --package goes with the command agent/update and --key (the private key that signs it)")
+                throw ExitCode.validationFailure
+            }
+            let infoTopic = agentConfig.topics.info.replacing("{device_id}", with: device)
+            try await sendUpdate(client, package: package, key: key, topic: topic, infoTopic: infoTopic)
+            return
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let payload = Array(try encoder.encode(JSONValue.object(request)))
@@ -79,5 +108,44 @@ struct SendCommand: AsyncParsableCommand {
                 throw ExitCode.failure
             }
         }
+    }
+}
+
+extension SendCommand {
+    /// Signs, announces and sends the package, then follows the install (exit 0: installed).
+    func sendUpdate(_ client: MQTTProtocol, package path: String, key: String, topic: String, infoTopic: String) async throws {
+        let say: @Sendable (String) -> Void = { line in print(line) }
+        let (manifest, package) = try signedPackage(path, key: key, version: packageVersion)
+        let version = manifest.version
+        say("sending \(path): version \(version), \(package.count) bytes, sha256 \(manifest.sha256)")
+        var sender = UpdateSender(client: client, commandTopic: topic, infoTopic: infoTopic)
+        sender.answerTimeout = timeout
+        sender.chunkTopic = chunkTopic
+        let started = ContinuousClock.now
+        do {
+            try await client.connect()
+            let answer = try await sender.transfer(package, manifest, say: say)
+            let state = if case .string(let s)? = answer["state"] { s } else { "?" }
+            say("transferred in \(started.duration(to: .now)); device: \(state)")
+            if follow > 0 {
+                let last = try await sender.follow(sha256: manifest.sha256, timeout: follow, say: say)
+                let result = last["result"] == .string("installed")
+                say("result: \(String(decoding: (try? JSONEncoder().encode(JSONValue.object(last))) ?? Data(), as: UTF8.self))")
+                await client.disconnect()
+                if !result { throw ExitCode.failure }
+                return
+            }
+        } catch let f as UpdateSender.Failure {
+            printError("edge-agent: update refused or failed: \(f)")
+            await client.disconnect()
+            throw ExitCode.failure
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            printError("edge-agent: update to \(device) failed: \((error as? any CommunicatorError)?.message ?? "\(error)")")
+            await client.disconnect()
+            throw ExitCode.failure
+        }
+        await client.disconnect()
     }
 }

@@ -123,7 +123,9 @@ struct DeployTests {
         #expect(contents.split(separator: "\n").allSatisfy { !$0.hasPrefix("d") || $0.hasPrefix("drwxr-xr-x") }, "\(contents)")
         for path in [
             "./lib/systemd/system/edge-agent-reboot.path", "./lib/systemd/system/edge-agent-reboot.service",
-            "./lib/udev/rules.d/60-edge-agent-gpio.rules",
+            "./lib/udev/rules.d/60-edge-agent-gpio.rules", "./lib/systemd/system/edge-agent-update.path",
+            "./lib/systemd/system/edge-agent-update.service", "./usr/lib/edge-agent/update-helper", "./usr/share/edge-agent/version",
+            "./usr/share/doc/edge-agent/UPDATES.md",
         ] {
             #expect(contents.contains(path), "\(path) missing from the package")
         }
@@ -133,6 +135,8 @@ struct DeployTests {
         // libc6 at least the highest glibc version the binary needs.
         let depends = try #require(info.split(separator: "\n").first { $0.contains("Depends:") }.map(String.init))
         #expect(depends.contains("libgpiod3 | libgpiod2") && depends.contains("libyaml-0-2") && depends.contains("adduser"), "\(depends)")
+        // libcrypto (Ed25519 of signed updates), loaded at run time: its package on every release.
+        #expect(depends.contains("libssl3t64 | libssl3 | libssl1.1"), "\(depends)")
         #expect(depends.range(of: #"libc6 \(>= 2\.[0-9]+\)"#, options: .regularExpression) != nil, "\(depends)")
         #expect(!contents.contains("./etc/"), "config/set rewrites the configuration: as a conffile an upgrade would stop at dpkg's prompt")
         let control = out + "/control"
@@ -146,17 +150,23 @@ struct DeployTests {
         #expect(try check.wait() == 0, "the packaged configuration must be valid: \(check.output)")
     }
 
-    @Test("the reboot helper units are valid systemd units (systemd-analyze verify)")
-    func rebootHelperUnits() throws {
+    @Test("the reboot and update helper units are valid systemd units (systemd-analyze verify); the helper is valid sh")
+    func helperUnits() throws {
         let dir = TestFiles.makeTempDir("units").path
-        for unit in ["edge-agent-reboot.path", "edge-agent-reboot.service"] {
-            try FileManager.default.copyItem(atPath: Self.root + "/deploy/" + unit, toPath: dir + "/" + unit)
+        let units = ["edge-agent-reboot.path", "edge-agent-reboot.service", "edge-agent-update.path", "edge-agent-update.service"]
+        for unit in units {
+            var text = try String(contentsOfFile: Self.root + "/deploy/" + unit, encoding: .utf8)
+            // verify wants the ExecStart binary to exist: the helper's place in the package.
+            text = text.replacingOccurrences(of: "/usr/lib/edge-agent/update-helper", with: Self.root + "/deploy/edge-agent-update-helper")
+            try text.write(toFile: dir + "/" + unit, atomically: true, encoding: .utf8)
         }
-        let out = try Broker.run(
-            "/usr/bin/systemd-analyze", ["verify", dir + "/edge-agent-reboot.path", dir + "/edge-agent-reboot.service"])
+        let out = try Broker.run("/usr/bin/systemd-analyze", ["verify"] + units.map { dir + "/" + $0 })
         #expect(out.isEmpty, "\(out)")
         let path = try String(contentsOfFile: dir + "/edge-agent-reboot.path", encoding: .utf8)
         #expect(path.contains("PathExists=/run/edge-agent/reboot-requested"), "the agent writes RUNTIME_DIRECTORY/reboot-requested")
+        let update = try String(contentsOfFile: dir + "/edge-agent-update.path", encoding: .utf8)
+        #expect(update.contains("PathExists=/var/lib/edge-agent/update/request.json"), "the agent writes <state_dir>/update/request.json")
+        #expect(try Broker.run("/bin/sh", ["-n", Self.root + "/deploy/edge-agent-update-helper"]).isEmpty)
     }
 
     // MARK: - The floor: what a binary needs of the system it runs on (deploy/check-abi.sh)

@@ -9,11 +9,13 @@ One line per check, `PASS name: detail` or `FAIL name: detail`; the last line is
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -142,6 +144,8 @@ class Watch:
             client.subscribe([(f"devices/{self.device}/#", 1), ("vision/events", 1)])
 
     def _message(self, client, userdata, m):
+        if "/update/" in m.topic:  # an update's chunks: not kept
+            return
         with self.cond:
             self.messages.append((time.monotonic(), m.topic, m.payload.decode("utf-8", "replace"), bool(m.retain)))
             self.cond.notify_all()
@@ -336,7 +340,7 @@ class Board:
         self.attempt("out of the box", out_of_the_box)
 
         # The operator's edit: every source, the real LED, commands, a small store.
-        config = open(a.config).read()
+        config = open(a.config).read().replace("@UPDATE_KEY@", self.update_public_key())
         self.vm.ssh("cat > /etc/edge-agent/config.yaml <<'EOF'\n" + config + "EOF")
         rc, problems = self.vm.ssh("edge-agent check-config /etc/edge-agent/config.yaml >/dev/null")
         if rc != 0:
@@ -525,6 +529,8 @@ class Board:
                         f"{len(ids)} events buffered before the upgrade all delivered after it" + ("" if rc == 0 else f"; apt: {out[-800:]}"))
         self.attempt("upgrade", upgrade)
 
+        self.update_checks()
+
         def remove():
             rc, out = self.vm.ssh("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q edge-agent", timeout=300)
             gone = self.vm.out("test -e /usr/bin/edge-agent && echo present || echo gone")
@@ -539,6 +545,205 @@ class Board:
             left = self.vm.out("ls -d /etc/edge-agent /var/lib/edge-agent 2>/dev/null; getent passwd edge-agent")
             return rc == 0 and left == "", f"configuration, state and user removed" if not left else f"left behind: {left}"
         self.attempt("purge", purge)
+
+    # --- signed updates over MQTT (docs/UPDATES.md) ---------------------------------------------
+
+    def update_public_key(self):
+        """The public key of the operator's pair (deploy/vm/run.sh made it with update keygen)."""
+        return open(self.args.update_key.replace(".key", ".pub")).read().strip()
+
+    def operator(self, *args, timeout=1200, background=False):
+        """The operator's edge-agent send on this machine, through the forwarded MQTT port."""
+        path = os.path.join(self.args.work, "operator.yaml")
+        with open(path, "w") as f:
+            f.write(f"device_id: operator\nmqtt:\n  host: 127.0.0.1\n  port: {self.vm.mqtt_port}\n"
+                    "topics:\n  info: devices/{device_id}/info\n")
+        command = [self.args.operator, "send", "--config", path, "--device", self.device, "--timeout", "20"] + list(args)
+        if background:
+            return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        r = subprocess.run(command, capture_output=True, text=True, timeout=timeout * SCALE)
+        return r.returncode, (r.stdout + r.stderr).strip()
+
+    def send_update(self, deb, *more, follow=600, background=False):
+        return self.operator("agent/update", "--package", deb, "--key", self.args.update_key, "--follow", str(follow), *more,
+                             background=background)
+
+    def installed(self):
+        return self.vm.out("dpkg-query -W -f '${Version} ${Status}' edge-agent")
+
+    def info(self):
+        docs = self.watch.since(0, self.info_topic)
+        return json.loads(docs[-1][2]) if docs else {}
+
+    def wait_running(self, version, timeout=240):
+        """The agent online with the package `version` installed and in its info document."""
+        self.watch.wait(lambda: self.installed() == f"{version} install ok installed" and
+                        self.vm.out("systemctl is-active edge-agent") == "active" and
+                        self.info().get("package_version", self.info().get("version")) == version and
+                        self.info().get("state") == "connected", timeout, f"{version} online")
+
+    def update_last(self):
+        return (self.info().get("update") or {}).get("last") or {}
+
+    def have_chunks(self):
+        text = self.vm.out("cat /var/lib/edge-agent/update/transfer.json 2>/dev/null")
+        try:
+            return sum(bin(b).count("1") for b in json.loads(text)["have"])
+        except (ValueError, KeyError):
+            return 0
+
+    def python_update(self, manifest, data, indexes=None):
+        """The chunk protocol by hand (for what the operator's tool never sends): the announcement,
+        then the chunks of `data` (all, or `indexes`) whatever the manifest says."""
+        answer = self.command("agent/update", manifest)
+        if answer.get("status") != "ok":
+            return answer
+        r = answer["result"]
+        size, topic = r["chunk_size"], r["chunk_topic"]
+        for i in (range(r["chunks"]) if indexes is None else indexes):
+            part = data[i * size:(i + 1) * size]
+            info = self.watch.client.publish(topic, struct.pack(">I", i) + hashlib.sha256(part).digest() + part, qos=1)
+        info.wait_for_publish(60)
+        return answer
+
+    def sign(self, path, version):
+        r = subprocess.run([self.args.operator, "update", "sign", "--key", self.args.update_key, "--package", path,
+                            "--package-version", version], capture_output=True, text=True, timeout=60)
+        return json.loads(r.stdout)
+
+    def pause_helper(self, phase, seconds):
+        """A drop-in that makes the helper wait before `phase` (0: removed), so the power can be cut there."""
+        d = "/etc/systemd/system/edge-agent-update.service.d"
+        if seconds:
+            self.vm.ssh(f"mkdir -p {d} && printf '[Service]\\nEnvironment=EDGE_AGENT_UPDATE_PAUSE_{phase}={seconds}\\n' > {d}/pause.conf && systemctl daemon-reload")
+        else:
+            self.vm.ssh(f"rm -f {d}/pause.conf && systemctl daemon-reload")
+
+    def wait_helper_log(self, text, timeout=600):
+        self.watch.wait(lambda: text in self.vm.out(f"journalctl -b -u edge-agent-update -o cat | grep -F '{text}' | tail -1"),
+                        timeout, f"'{text}' in the helper's journal")
+
+    def cut_and_boot(self):
+        self.vm.power_cut()
+        self.vm.start()
+        self.vm.wait_ssh()
+
+    def update_checks(self):
+        a = self.args
+        before = self.installed().split()[0]
+        v2 = self.vm_version(a.update)
+        v3 = self.vm_version(a.update_broken)
+        v4 = self.vm_version(a.update_last)
+
+        def refused():
+            out = []
+            stranger = os.path.join(a.work, "stranger")
+            if not os.path.exists(stranger + ".key"):
+                subprocess.run([a.operator, "update", "keygen", "--out", stranger], capture_output=True, timeout=30)
+            rc1, o1 = self.operator("agent/update", "--package", a.update, "--key", stranger + ".key", "--follow", "0")
+            out.append(("bad signature", rc1 == 1 and "bad_signature" in o1, o1.splitlines()[-1] if o1 else ""))
+            rc2, o2 = self.send_update(a.deb, follow=0)
+            out.append(("downgrade", rc2 == 1 and "not_newer" in o2, o2.splitlines()[-1] if o2 else ""))
+            # A wrong hash: the signed manifest of one package, the bytes of another of its size.
+            blob = os.urandom(300_000)
+            blob_path = os.path.join(a.work, "blob.deb")
+            open(blob_path, "wb").write(blob)
+            manifest = self.sign(blob_path, v4 + "+x")
+            other = bytearray(blob)
+            other[150_000] ^= 0xFF
+            self.python_update(manifest, bytes(other))
+            self.watch.wait(lambda: self.update_last().get("sha256") == manifest["sha256"], 120, "the hash mismatch reported")
+            last = self.update_last()
+            out.append(("wrong hash", last.get("result") == "refused" and "hash_mismatch" in (last.get("reason") or ""), last.get("reason")))
+            # A truncated transfer: half the chunks, then nothing.
+            manifest = self.sign(blob_path, v4 + "+y")
+            answer = self.python_update(manifest, blob, indexes=range(2))
+            time.sleep(5)
+            state = (self.info().get("update") or {})
+            left = self.vm.out("ls /var/lib/edge-agent/update /var/lib/edge-agent-update 2>/dev/null | tr '\\n' ' '")
+            out.append(("truncated", state.get("state") == "receiving" and state.get("received_chunks") == 2 and "request.json" not in left,
+                        f"{state.get('received_chunks')} of {state.get('chunks')} chunks, state {state.get('state')}; files: {left}"))
+            now = self.installed()
+            unchanged = now == f"{before} install ok installed"
+            return all(ok for _, ok, _ in out) and unchanged, "; ".join(f"{n}: {'refused' if ok else 'NOT refused'} ({d})" for n, ok, d in out) + (
+                f"; installed still {now}")
+        self.attempt("update refused", refused)
+
+        def download_cut():
+            # The first 48 chunks of the package (the manifest the operator's tool also sends),
+            # synced every 16; then the power goes.
+            manifest = self.sign(a.update, v2)
+            self.python_update(manifest, open(a.update, "rb").read(), indexes=range(48))
+            self.watch.wait(lambda: self.have_chunks() >= 48, 300, "48 chunks on the board's disk")
+            kept = self.have_chunks()
+            self.cut_and_boot()
+            self.watch.wait(lambda: self.info().get("state") == "connected" and self.installed().startswith(before), 240, "online again")
+            resumed = self.vm.out("journalctl -b -u edge-agent -o cat | grep 'resuming the transfer' | tail -1")
+            return kept >= 48 and "resuming" in resumed and self.installed() == f"{before} install ok installed", (
+                f"power cut with {kept} chunks saved; after the boot {self.installed()} runs; {resumed}")
+        cut_ok = self.attempt("update: power cut during download", download_cut)
+
+        def signed_update():
+            # The transfer resumes; the broker restarts twice during it (both sides reconnect).
+            def restarts():
+                for _ in range(2):
+                    time.sleep(4)
+                    self.vm.ssh("systemctl restart mosquitto", timeout=60)
+            t0 = time.monotonic()
+            cutter = threading.Thread(target=restarts)
+            cutter.start()
+            rc, out = self.send_update(a.update)
+            cutter.join()
+            took = time.monotonic() - t0
+            self.wait_running(v2)
+            first = next((l for l in out.splitlines() if l.startswith("device has")), "")
+            size = os.path.getsize(a.update)
+            last = self.update_last()
+            ok = rc == 0 and last.get("result") == "installed" and (not cut_ok or not first.startswith("device has 0 "))
+            return ok, (f"{before} -> {v2} ({size} B) in {took:.0f} s, through 2 broker restarts; resumed: '{first}'; "
+                        f"result {json.dumps(last)}" + ("" if rc == 0 else f"; send: {out[-600:]}"))
+        if not self.attempt("update", signed_update):
+            return
+
+        def rollback():
+            t0 = time.monotonic()
+            rc, out = self.send_update(a.update_broken, follow=900)
+            self.wait_running(v2)
+            last = self.update_last()
+            journal = self.vm.out("journalctl -u edge-agent-update -o cat | grep -E 'rolled_back|installing' | tail -2 | tr '\\n' ' '")
+            ok = rc == 1 and last.get("result") == "rolled_back" and last.get("version") == v3 and "did not come online" in (last.get("reason") or "")
+            return ok, f"{v3} (its binary exits at once) rolled back to {v2} in {time.monotonic() - t0:.0f} s: {last.get('reason')}; helper: {journal}"
+        self.attempt("update rollback", rollback)
+
+        def install_cut():
+            self.pause_helper("CONFIGURE", 900)
+            rc, out = self.send_update(a.update_last, follow=0)
+            self.wait_helper_log("before CONFIGURE")
+            mid = self.installed()
+            self.cut_and_boot()
+            self.wait_running(v2)
+            self.pause_helper("CONFIGURE", 0)
+            last = self.update_last()
+            audit = self.vm.out("dpkg --audit")
+            ok = "unpacked" in mid and last.get("result") == "rolled_back" and "interrupted" in (last.get("reason") or "") and audit == ""
+            return ok, f"cut with edge-agent '{mid}'; after the boot {self.installed()}: {last.get('reason')}; dpkg --audit: {audit or 'clean'}"
+        self.attempt("update: power cut during install", install_cut)
+
+        def confirm_cut():
+            self.pause_helper("CONFIRM", 900)
+            rc, out = self.send_update(a.update_last, follow=0)
+            self.wait_helper_log("before CONFIRM")
+            mid = self.installed()
+            self.cut_and_boot()
+            self.wait_running(v4)
+            self.pause_helper("CONFIRM", 0)
+            self.watch.wait(lambda: self.update_last().get("version") == v4, 180, "the result of the confirmation")
+            last = self.update_last()
+            return last.get("result") == "installed", f"cut with '{mid}' waiting for its confirmation; after the boot: {json.dumps(last)}"
+        self.attempt("update: power cut during confirmation", confirm_cut)
+
+    def vm_version(self, deb):
+        return subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True).stdout.strip()
 
     def finish(self):
         if self.watch:
@@ -564,6 +769,11 @@ def main():
     p.add_argument("--deb-next", required=True)
     p.add_argument("--next-version", required=True)
     p.add_argument("--config", required=True)
+    p.add_argument("--update", required=True, help="a newer package, for the signed update")
+    p.add_argument("--update-broken", required=True, help="a newer package whose binary cannot start")
+    p.add_argument("--update-last", required=True, help="the newest package")
+    p.add_argument("--operator", required=True, help="the operator's edge-agent on this machine")
+    p.add_argument("--update-key", required=True, help="the operator's private key (its .pub beside it)")
     board = Board(p.parse_args())
     try:
         board.run()

@@ -43,6 +43,26 @@ deb_next=$("$repo/deploy/build-deb.sh" --arch arm64 --binary "$built/release/edg
     --version "$next" --out "$cache/debs" 2>>"$log" | tail -1) || { tail -20 "$log"; die "the upgrade package failed (log: $log)"; }
 echo "packages: $deb ($(stat -c %s "$deb") bytes), $deb_next for the upgrade" >&2
 
+# Signed updates over MQTT: two newer packages of the same binary, one whose binary cannot
+# start (for the rollback), the operator's key, and the operator's edge-agent on this machine.
+updates=()
+for n in 2 4; do
+    updates+=("$("$repo/deploy/build-deb.sh" --arch arm64 --binary "$built/release/edge-agent" --floor "$(cat "$built/sysroot.path")" \
+        --version "$version+box$n" --out "$cache/debs" 2>>"$log" | tail -1)") || die "the update package failed (log: $log)"
+done
+broken=$cache/debs/edge-agent_${version}+box3_arm64.deb
+tmp=$(mktemp -d)
+dpkg-deb -R "${updates[0]}" "$tmp/p"
+printf '#!/bin/sh\necho "edge-agent: a test build that cannot start" >&2\nexit 1\n' > "$tmp/p/usr/bin/edge-agent"
+sed -i "s/^Version: .*/Version: $version+box3/" "$tmp/p/DEBIAN/control"
+echo "$version+box3" > "$tmp/p/usr/share/edge-agent/version"
+dpkg-deb --root-owner-group -Zgzip --build "$tmp/p" "$broken" >/dev/null
+rm -rf "$tmp"
+(cd "$repo" && swift build --product edge-agent >>"$log" 2>&1) || die "the operator's edge-agent (swift build) failed (log: $log)"
+operator=$repo/.build/debug/edge-agent
+[ -e "$cache/update/fleet.key" ] || { mkdir -p "$cache/update" && "$operator" update keygen --out "$cache/update/fleet" >/dev/null; }
+echo "updates: ${updates[*]} $broken (cannot start)" >&2
+
 # One key for the runs' SSH, made here, never committed.
 if [ ! -e "$cache/ssh/id_ed25519" ]; then
     mkdir -p "$cache/ssh"
@@ -75,6 +95,8 @@ for board in "${boards[@]}"; do
     /usr/bin/python3 "$repo/deploy/vm/check.py" --name "board-$board" --work "$run" \
         --kernel "$dir/image/vmlinuz" --initrd "$dir/image/initrd.img" --disk "$run/disk.img" \
         --key "$cache/ssh/id_ed25519" --deb "$deb" --deb-next "$deb_next" --next-version "$next" \
+        --update "${updates[0]}" --update-broken "$broken" --update-last "${updates[1]}" \
+        --operator "$operator" --update-key "$cache/update/fleet.key" \
         --config "$repo/deploy/vm/board-config.yaml" | tee "$run/check.log"
     code=${PIPESTATUS[0]}
     set -e

@@ -49,6 +49,11 @@ public final class Agent: Sendable {
     /// off). Each agent has its own (no process-wide bootstrap: tests run several agents).
     let export: PrometheusExport?
     let metrics: AgentMetrics?
+    /// What `UpdateService` reports (nil: updates are off).
+    let updateStatus = NIOLockedValueBox<UpdateStatus?>(nil)
+    /// The installed package's version (the package's `/usr/share/edge-agent/version`), else the
+    /// binary's: the version updates are compared with and the helper installs.
+    let packageVersion: String
 
     public var currentState: AgentState { state.withLockedValue { $0.current } }
 
@@ -63,6 +68,7 @@ public final class Agent: Sendable {
         self.config = config
         self.logger = logger
         self.configPath = configPath
+        packageVersion = EdgeAgentVersion.installedPackage ?? EdgeAgentVersion.current
         let loop = group.next()
         self.loop = loop
         self.threadPool = threadPool

@@ -42,6 +42,8 @@ extension Agent {
         }
         var device_id: String
         var version: String
+        /// The installed package's version, when it says more than `version` (0.1.0+fix1).
+        var package_version: String?
         var state: String
         var started_at: String
         var uptime_s: Int
@@ -51,6 +53,7 @@ extension Agent {
         var events: Events
         var led: String?
         var commands: [String: Int]?
+        var update: UpdateStatus?
     }
 
     func info() -> Info {
@@ -58,7 +61,8 @@ extension Agent {
         let store = mqtt.offlineStoreStatus
         let ev = pipeline.figures
         return Info(
-            device_id: config.deviceID, version: EdgeAgentVersion.current, state: currentState.rawValue,
+            device_id: config.deviceID, version: EdgeAgentVersion.current,
+            package_version: packageVersion == EdgeAgentVersion.current ? nil : packageVersion, state: currentState.rawValue,
             started_at: EventPipeline.timestamp(startedAt), uptime_s: Int(ProcessInfo.processInfo.systemUptime - startedUptime),
             connection: .init(
                 broker: mqtt.broker.description, state: "\(mqtt.state)", connected_since: st.connectedSince.map(EventPipeline.timestamp),
@@ -82,7 +86,8 @@ extension Agent {
                 last_at: ev.lastAt.map { EventPipeline.timestamp(Date(timeIntervalSince1970: Double($0) / 1000)) }),
             led: ledDescription,
             commands: config.commands.enabled
-                ? commandCounts.withLockedValue { $0.values.reduce(into: [:]) { $0.merge($1, uniquingKeysWith: +) } } : nil)
+                ? commandCounts.withLockedValue { $0.values.reduce(into: [:]) { $0.merge($1, uniquingKeysWith: +) } } : nil,
+            update: updateStatus.withLockedValue { $0 })
     }
 
     public func infoJSON() -> String {

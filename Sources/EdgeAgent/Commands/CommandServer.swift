@@ -33,9 +33,12 @@ final class CommandServer: Service {
     /// Requests per name waiting or running (bounded by commands.max_queued).
     private let queued = NIOLockedValueBox<[String: Int]>([:])
     let allow: NIOLockedValueBox<Set<String>>
+    /// `agent/update` (nil when commands.allow does not have it).
+    let updates: UpdateService?
 
-    init(agent: Agent) {
+    init(agent: Agent, updates: UpdateService? = nil) {
         self.agent = agent
+        self.updates = updates
         let c = agent.config
         logger = agent.logger
         prefix = c.topic(c.commands.topic)
@@ -514,6 +517,11 @@ final class CommandServer: Service {
                 }
             }
             return .object(["rebooting": .bool(true), "via": .string(request.description)])
+        case "agent/update":
+            guard let updates else { throw Failure(code: "forbidden", message: "updates are off on this device (commands.allow)") }
+            do { return try await updates.announce(args) } catch let r as UpdateRefusal {
+                throw Failure(code: r.reason.rawValue, message: r.message)
+            }
         default:
             throw Failure(code: "unknown_command", message: "no command \"\(name)\"")
         }

@@ -176,9 +176,24 @@ public struct AgentConfig: Sendable {
         }
     }
 
+    /// Signed agent updates over MQTT (docs/UPDATES.md), when `commands.allow` has `agent/update`.
+    public struct Update: Sendable {
+        /// `ed25519:<base64>` public keys (edge-agent update keygen); an update signed by none is refused.
+        public var trustedKeys: [String] = []
+        /// The largest package taken.
+        public var maxBytes = 67_108_864
+        public var allowDowngrade = false
+        /// How long the new version has to come online before the helper installs the previous one again.
+        public var confirmTimeout = 180.0
+        /// Chunks arrive on `<chunk_topic>/<first 16 hex digits of the package's SHA-256>` unless the announcement names a topic.
+        public var chunkTopic = "devices/{device_id}/update"
+        /// The chunk size offered (smaller when mqtt.max_incoming_packet_size needs it).
+        public var chunkSize = 65_536
+    }
+
     public static let knownCommands = [
         "ping", "status", "config/get", "config/set", "led/set", "led/identify", "source/enable", "source/disable", "source/restart",
-        "buffer/stats", "log/level", "log/tail", "agent/restart", "reboot",
+        "buffer/stats", "log/level", "log/tail", "agent/restart", "reboot", "agent/update",
     ]
 
     public var deviceID = ""
@@ -193,6 +208,7 @@ public struct AgentConfig: Sendable {
     public var sourceRestart = SourceRestart()
     public var homeAssistant = HomeAssistant()
     public var metrics = Metrics()
+    public var update = Update()
     public var stateDirectory = "/var/lib/edge-agent"
     public var logLevel = Logger.Level.info
     /// Log lines kept in memory for `log/tail` (0: none).

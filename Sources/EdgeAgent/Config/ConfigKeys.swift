@@ -23,6 +23,7 @@ extension AgentConfig {
         keys += metricsKeys
         keys += pathKeys
         keys += commandKeys
+        keys += updateKeys
         return keys
     }
 
@@ -261,7 +262,8 @@ extension AgentConfig {
                 "commands.response_topic", \.commands.responseTopic, note: "answers when the request names no response topic",
                 check: commandTopicProblem, explain: { YAML.quote($0.topic($0.commands.responseTopic)) }),
             .texts(
-                "commands.allow", \.commands.allow, above: ["Dangerous, so not allowed by default: config/set, agent/restart, reboot."],
+                "commands.allow", \.commands.allow,
+                above: ["Dangerous, so not allowed by default: config/set, agent/restart, reboot, agent/update."],
                 expected: "a command (known: \(knownCommands.joined(separator: ", ")))", check: { knownCommands.contains($0) }),
             .seconds("commands.timeout", \.commands.timeout, 0.1...3600, note: "seconds per command"),
             .int("commands.max_payload_bytes", \.commands.maxPayloadBytes, 64...16_777_216),
@@ -270,6 +272,25 @@ extension AgentConfig {
             .text(
                 "commands.reboot_command", \.commands.rebootCommand,
                 note: "\"\": ask systemd (edge-agent-reboot.path, from the package); or a command, e.g. /bin/systemctl reboot as root"),
+        ]
+    }
+
+    private static var updateKeys: [ConfigKey] {
+        [
+            .texts(
+                "update.trusted_keys", \.update.trustedKeys,
+                above: ["Signed updates over MQTT (agent/update in commands.allow; docs/UPDATES.md)."],
+                expected: "an Ed25519 public key, ed25519:<base64> (the .pub of edge-agent update keygen)",
+                check: { if case .success = UpdateKeys.publicKey($0) { true } else { false } }),
+            .int("update.max_bytes", \.update.maxBytes, 1024...1_073_741_824, note: "the largest package taken"),
+            .flag("update.allow_downgrade", \.update.allowDowngrade, note: "install a version that is not newer than the running one"),
+            .seconds(
+                "update.confirm_timeout", \.update.confirmTimeout, 10...3600,
+                note: "the new version must be online within this, or the previous one is installed again"),
+            .text(
+                "update.chunk_topic", \.update.chunkTopic, note: "chunks on <chunk_topic>/<16 hex digits of the SHA-256>",
+                check: commandTopicProblem, explain: { YAML.quote($0.topic($0.update.chunkTopic) + "/<sha256 prefix>") }),
+            .int("update.chunk_size", \.update.chunkSize, 1024...1_048_576, note: "bytes per chunk offered to the operator"),
         ]
     }
 

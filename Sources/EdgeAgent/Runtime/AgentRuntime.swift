@@ -39,7 +39,8 @@ public enum AgentRuntime {
         config: AgentConfig, logger: Logger, configPath: String?, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool
     ) async throws -> Int32 {
         let agent = try Agent(config: config, logger: logger, configPath: configPath, group: group, threadPool: threadPool)
-        let commands = config.commands.enabled ? CommandServer(agent: agent) : nil
+        let updates = config.commands.enabled && config.commands.allow.contains("agent/update") ? UpdateService(agent: agent) : nil
+        let commands = config.commands.enabled ? CommandServer(agent: agent, updates: updates) : nil
         // Subscribed before the first connect: the client restores subscriptions on every connect.
         try commands?.subscribe()
         let homeAssistant = config.homeAssistant.enabled ? HomeAssistantService(agent: agent) : nil
@@ -56,6 +57,7 @@ public enum AgentRuntime {
         }
         if let homeAssistant { services.append(homeAssistant) }
         services += agent.sources as [any Service]
+        if let updates { services.append(updates) }
         if let commands { services.append(commands) }
         services.append(SystemdService(agent: agent, probes: probes))
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
