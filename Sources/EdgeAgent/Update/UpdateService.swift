@@ -139,7 +139,11 @@ final class UpdateService: Service {
         switch state.phase {
         case .installing(let busy, _, _):
             if busy.sha256 == m.sha256 { return answer(state) }
-            throw UpdateRefusal(.busy, "the update to \(busy.version) is being installed; send this one when it is done")
+            // Not taken by the helper yet (it is off, or slow): the newer announcement wins.
+            guard UpdateFiles.exists(files.request) else {
+                throw UpdateRefusal(.busy, "the update to \(busy.version) is being installed; send this one when it is done")
+            }
+            // (replaced below, once the new one has passed its checks)
         case .receiving(let r) where r.transfer.manifest == m:
             return answer(state)
         default:
@@ -174,9 +178,17 @@ final class UpdateService: Service {
                 "the package needs \(needed) bytes free in \(agent.config.stateDirectory) (twice its size and 8 MiB), \(free) are free; nothing changed"
             )
         }
-        if case .receiving(let old) = state.phase {
+        switch state.phase {
+        case .receiving(let old):
             logger.notice("update: the transfer of \(old.transfer.manifest.version) is replaced by \(m.version)")
             await abandon(old, &state)
+        case .installing(let pending, _, _):
+            let files = self.files
+            _ = try? await pool { UpdateFiles.remove(files.request, files.package) }
+            logger.notice("update: \(pending.version), not taken by the helper yet, is replaced by \(m.version)")
+            state.phase = .idle
+        case .idle:
+            break
         }
         let transfer = UpdateTransfer(manifest: m, chunkSize: chunkSize, chunkTopic: topic)
         let files = self.files
@@ -341,7 +353,8 @@ final class UpdateService: Service {
                 guard rename(files.part, files.package) == 0 else {
                     throw AgentError("cannot rename \(files.part): \(String(cString: strerror(errno)))")
                 }
-                UpdateFiles.remove(files.confirmed)
+                // An older result of this same package must not be read as this one's.
+                UpdateFiles.remove(files.confirmed, files.result)
                 try AtomicFile.write(request, to: files.request)
                 UpdateFiles.remove(files.transfer)
             }
