@@ -5,6 +5,7 @@ import EdgeAgent
 import FoundationEssentials
 import Logging
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -118,7 +119,8 @@ extension SendCommand {
         let (manifest, package) = try signedPackage(path, key: key, version: packageVersion)
         let version = manifest.version
         say("sending \(path): version \(version), \(package.count) bytes, sha256 \(manifest.sha256)")
-        var sender = UpdateSender(client: client, commandTopic: topic, infoTopic: infoTopic)
+        var sender = UpdateSender(
+            client: client, loop: MultiThreadedEventLoopGroup.singleton.next(), commandTopic: topic, infoTopic: infoTopic)
         sender.answerTimeout = timeout
         sender.chunkTopic = chunkTopic
         let started = ContinuousClock.now

@@ -218,6 +218,14 @@ struct UpdateTests {
         let saved = try JSONEncoder().encode(t)
         let loaded = try JSONDecoder().decode(UpdateTransfer.self, from: saved)
         #expect(loaded == t)
+        // A saved map that does not fit the package is refused, not trusted.
+        var bent = try JSONSerialization.jsonObject(with: saved) as! [String: Any]
+        bent["have"] = [255]
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(UpdateTransfer.self, from: JSONSerialization.data(withJSONObject: bent))
+        }
+        t.mark(0)
+        #expect(t.receivedChunks == 5, "a chunk marked twice counts once")
         for i in [3, 4, 6, 7, 8] { t.mark(i) }
         #expect(t.isComplete && t.missing().isEmpty && t.receivedBytes == package.count)
     }

@@ -1,6 +1,7 @@
 import Communicator
 import Foundation
 import NIOCore
+import NIOPosix
 import Testing
 
 import enum EdgeAgent.UpdateKeys
@@ -169,7 +170,8 @@ struct UpdateTransferTests {
         try await operatorClient.connect()
         defer { Task { await operatorClient.disconnect() } }
         let commands = "devices/\(layout.device)/commands/agent/update"
-        let sender = UpdateSender(client: operatorClient, commandTopic: commands, infoTopic: layout.infoTopic)
+        let sender = UpdateSender(
+            client: operatorClient, loop: MultiThreadedEventLoopGroup.singleton.next(), commandTopic: commands, infoTopic: layout.infoTopic)
 
         var answer = try await sender.announce(manifest)
         let topic = try #require(answer["chunk_topic"].flatMap { if case .string(let s) = $0 { s } else { nil } })

@@ -15,6 +15,8 @@ public struct UpdateSender: Sendable {
     }
 
     public let client: MQTTProtocol
+    /// Where the sender waits (between rounds, for the result): a loop's monotonic clock.
+    public let loop: any EventLoop
     /// The device's `<commands.topic>/agent/update` and its info topic.
     public let commandTopic: String
     public let infoTopic: String
@@ -24,8 +26,9 @@ public struct UpdateSender: Sendable {
     public var chunkSize: Int?
     public var chunkTopic: String?
 
-    public init(client: MQTTProtocol, commandTopic: String, infoTopic: String) {
+    public init(client: MQTTProtocol, loop: any EventLoop, commandTopic: String, infoTopic: String) {
         self.client = client
+        self.loop = loop
         self.commandTopic = commandTopic
         self.infoTopic = infoTopic
     }
@@ -61,12 +64,12 @@ public struct UpdateSender: Sendable {
             }
             if indexes.isEmpty {
                 // All there; the device is checking the package.
-                try await Task.sleep(for: .milliseconds(500))
+                try await loop.sleep(for: .milliseconds(500))
                 continue
             }
             if await !send(indexes, of: package, size: size, to: topic) {
                 say("some chunks did not go out (the connection dropped); asking the device what it has")
-                try await Task.sleep(for: .seconds(2))
+                try await loop.sleep(for: .seconds(2))
             }
         }
     }
@@ -140,11 +143,7 @@ public struct UpdateSender: Sendable {
             if case .object(let info)? = JSONValue.parse(m.bytes) { add.yield(info) }
         }
         defer { add.finish() }
-        let deadline = ContinuousClock.now + .seconds(timeout)
-        let timer = Task {
-            try? await Task.sleep(until: deadline)
-            add.finish()
-        }
+        let timer = loop.scheduleTask(in: TimeAmount(seconds: timeout)) { add.finish() }
         defer { timer.cancel() }
         var said = ""
         for await info in stream {

@@ -143,7 +143,7 @@ final class UpdateService: Service {
             guard UpdateFiles.exists(files.request) else {
                 throw UpdateRefusal(.busy, "the update to \(busy.version) is being installed; send this one when it is done")
             }
-            // (replaced below, once the new one has passed its checks)
+        // (replaced below, once the new one has passed its checks)
         case .receiving(let r) where r.transfer.manifest == m:
             return answer(state)
         default:

@@ -11,12 +11,16 @@ struct UpdateTransfer: Codable, Equatable, Sendable {
     var manifest: UpdateManifest
     var chunkSize: Int
     var chunkTopic: String
-    /// One bit per chunk, base64 in the saved file.
-    var have: [UInt8]
+    /// One bit per chunk (a number per 8 chunks in the saved JSON).
+    private(set) var have: [UInt8]
+    /// How many bits of `have` are set, and whether the last (short) chunk is one of them.
+    private(set) var receivedChunks = 0
     /// Chunks refused (a wrong hash, index or length) since the transfer began or resumed.
     var badChunks = 0
 
     static let headerBytes = 36
+
+    private enum CodingKeys: String, CodingKey { case manifest, chunkSize, chunkTopic, have }
 
     init(manifest: UpdateManifest, chunkSize: Int, chunkTopic: String) {
         self.manifest = manifest
@@ -25,15 +29,29 @@ struct UpdateTransfer: Codable, Equatable, Sendable {
         have = [UInt8](repeating: 0, count: (manifest.size / chunkSize + 1 + 7) / 8)
     }
 
+    /// A saved transfer; what does not fit its own sizes is refused.
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        manifest = try c.decode(UpdateManifest.self, forKey: .manifest)
+        chunkSize = try c.decode(Int.self, forKey: .chunkSize)
+        chunkTopic = try c.decode(String.self, forKey: .chunkTopic)
+        have = try c.decode([UInt8].self, forKey: .have)
+        guard chunkSize > 0, manifest.size > 0, have.count == (manifest.size / chunkSize + 1 + 7) / 8 else {
+            throw DecodingError.dataCorruptedError(forKey: .have, in: c, debugDescription: "the chunk map does not fit the package's size")
+        }
+        receivedChunks = (0..<chunkCount).reduce(0) { $0 + (has($1) ? 1 : 0) }
+    }
+
     var chunkCount: Int { (manifest.size + chunkSize - 1) / chunkSize }
 
     func has(_ i: Int) -> Bool { have[i >> 3] & (1 << UInt8(i & 7)) != 0 }
 
-    var receivedChunks: Int { (0..<chunkCount).reduce(0) { $0 + (has($1) ? 1 : 0) } }
+    var receivedBytes: Int {
+        let last = chunkCount - 1
+        return has(last) ? (receivedChunks - 1) * chunkSize + length(of: last) : receivedChunks * chunkSize
+    }
 
-    var receivedBytes: Int { (0..<chunkCount).reduce(0) { $0 + (has($1) ? length(of: $1) : 0) } }
-
-    var isComplete: Bool { (0..<chunkCount).allSatisfy(has) }
+    var isComplete: Bool { receivedChunks == chunkCount }
 
     func length(of i: Int) -> Int { min(chunkSize, manifest.size - i * chunkSize) }
 
@@ -83,7 +101,11 @@ struct UpdateTransfer: Codable, Equatable, Sendable {
         return .new(index: i, offset: i * chunkSize)
     }
 
-    mutating func mark(_ i: Int) { have[i >> 3] |= 1 << UInt8(i & 7) }
+    mutating func mark(_ i: Int) {
+        guard !has(i) else { return }
+        have[i >> 3] |= 1 << UInt8(i & 7)
+        receivedChunks += 1
+    }
 
     /// A chunk message for chunk `i` of `package` (the operator's side).
     static func chunkMessage(_ package: [UInt8], index i: Int, chunkSize: Int) -> ByteBuffer {
