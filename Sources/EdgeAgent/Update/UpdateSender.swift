@@ -20,6 +20,7 @@ public struct UpdateSender: Sendable {
     /// The device's `<commands.topic>/agent/update` and its info topic.
     public let commandTopic: String
     public let infoTopic: String
+    /// Chunks in flight at once (QoS 1).
     public var window = 16
     /// Seconds for one answer of the device.
     public var answerTimeout = 30.0
@@ -47,7 +48,7 @@ public struct UpdateSender: Sendable {
                 case .int(let have)? = answer["received_chunks"], case .int(let count)? = answer["chunks"],
                 case .array(let runs)? = answer["missing"]
             else { throw Failure(code: "bad_answer", message: "the device's answer lacks the transfer's fields: \(answer)") }
-            say("device has \(have) of \(count) chunks")
+            if have != lastHave { say("device has \(have) of \(count) chunks") }
             if have <= lastHave {
                 stalled += 1
                 if stalled >= 5 {
@@ -57,10 +58,13 @@ public struct UpdateSender: Sendable {
                 stalled = 0
             }
             lastHave = have
+            // At most the device's window between two announcements: it answers after it wrote them.
+            var window = self.window * 2
+            if case .int(let w)? = answer["window"], w > 0 { window = w }
             var indexes: [Int] = []
-            for case .array(let r) in runs {
+            for case .array(let r) in runs where indexes.count < window {
                 guard r.count == 2, case .int(let a) = r[0], case .int(let b) = r[1], a <= b, b < count else { continue }
-                indexes += Array(a...b)
+                indexes += Array(a...min(b, a + window - indexes.count - 1))
             }
             if indexes.isEmpty {
                 // All there; the device is checking the package.

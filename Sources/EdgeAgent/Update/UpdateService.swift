@@ -33,6 +33,9 @@ struct UpdateStatus: Encodable, Equatable, Sendable {
 /// One task owns the transfer: announcements, chunks, connects and polls are events it takes in
 /// order; its blocking file work runs on the thread pool. At most `queuedChunks` chunks wait:
 /// more are dropped (and counted), and the operator's next announcement lists them as missing.
+/// The answer names that bound (`window`): the operator sends at most so many chunks between two
+/// announcements, and an announcement is answered after the chunks before it were written, so
+/// the agent's disk, not the broker, sets the pace.
 final class UpdateService: Service {
     enum Event: Sendable {
         case announce([String: JSONValue], CheckedContinuation<JSONValue, any Error>)
@@ -47,6 +50,8 @@ final class UpdateService: Service {
     private let events: AsyncStream<Event>
     private let add: AsyncStream<Event>.Continuation
     private let droppedChunks = NIOLockedValueBox(0)
+    /// Chunks waiting in `events` (announcements, connects and polls are never dropped).
+    private let waitingChunks = NIOLockedValueBox(0)
 
     static let queuedChunks = 32
     /// Chunks written between two syncs of the package file and saves of the progress.
@@ -58,18 +63,14 @@ final class UpdateService: Service {
         self.agent = agent
         files = UpdateFiles(stateDirectory: agent.config.stateDirectory)
         logger = agent.logger
-        (events, add) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingOldest(Self.queuedChunks))
+        (events, add) = AsyncStream.makeStream(of: Event.self)
     }
 
     /// The answer to an `agent/update` request (or the refusal, an `UpdateRefusal`).
     func announce(_ args: [String: JSONValue]) async throws -> JSONValue {
         try await withCheckedThrowingContinuation { c in
-            switch add.yield(.announce(args, c)) {
-            case .enqueued: break
-            case .dropped, .terminated:
-                c.resume(throwing: UpdateRefusal(.busy, "the update's queue is full of chunks or the agent is stopping: send it again"))
-            @unknown default:
-                c.resume(throwing: UpdateRefusal(.busy, "the update's queue did not take the request"))
+            if case .terminated = add.yield(.announce(args, c)) {
+                c.resume(throwing: UpdateRefusal(.busy, "the agent is stopping: send it again"))
             }
         }
     }
@@ -122,6 +123,7 @@ final class UpdateService: Service {
         case .announce(let args, let answer):
             do { answer.resume(returning: try await announced(args, &state)) } catch { answer.resume(throwing: error) }
         case .chunk(let payload):
+            waitingChunks.withLockedValue { $0 -= 1 }
             await chunk(payload, &state)
         case .connected:
             confirm(&state)
@@ -221,6 +223,7 @@ final class UpdateService: Service {
             o["chunk_topic"] = .string(t.chunkTopic)
             o["chunk_size"] = .int(t.chunkSize)
             o["chunks"] = .int(t.chunkCount)
+            o["window"] = .int(Self.queuedChunks)
             o["received_chunks"] = .int(t.receivedChunks)
             o["missing"] = .array(t.missing().map { .array($0.map(JSONValue.int)) })
         case .installing(let m, _, _):
@@ -232,9 +235,14 @@ final class UpdateService: Service {
     }
 
     private func subscribe(_ topic: String) async {
-        let (add, dropped) = (self.add, droppedChunks)
+        let (add, dropped, waiting) = (self.add, droppedChunks, waitingChunks)
         let take: @Sendable (MQTTMessage) -> Void = { m in
-            if case .dropped = add.yield(.chunk(m.payload)) { dropped.withLockedValue { $0 += 1 } }
+            let room = waiting.withLockedValue { w in
+                guard w < Self.queuedChunks else { return false }
+                w += 1
+                return true
+            }
+            if room { add.yield(.chunk(m.payload)) } else { dropped.withLockedValue { $0 += 1 } }
         }
         do {
             if agent.mqtt.state == .connected {
