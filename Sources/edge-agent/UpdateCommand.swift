@@ -27,19 +27,8 @@ struct UpdateCommand: ParsableCommand {
                 let seed = try UpdateKeys.generate()
                 let pub = UpdateKeys.text(publicKey: try UpdateKeys.publicKey(of: seed))
                 let keyFile = out + ".key"
-                let fd = open(keyFile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-                guard fd >= 0 else {
-                    printError(
-                        "edge-agent: cannot make \(keyFile): \(String(cString: strerror(errno))) (an existing key is never overwritten)")
-                    throw ExitCode.failure
-                }
-                let text = UpdateKeys.text(privateKey: seed) + "\n"
-                let ok = text.withCString { write(fd, $0, strlen($0)) } == text.utf8.count && fsync(fd) == 0
-                close(fd)
-                guard ok, FileManager.default.createFile(atPath: out + ".pub", contents: Data((pub + "\n").utf8)) else {
-                    printError("edge-agent: cannot write the key pair at \(out)")
-                    throw ExitCode.failure
-                }
+                try UpdateCommand.create(keyFile, UpdateKeys.text(privateKey: seed), mode: 0o600)
+                try UpdateCommand.create(out + ".pub", pub, mode: 0o644)
                 print("private key: \(keyFile) (keep it secret, off the boards)")
                 print("public key:  \(out).pub")
                 print("on each board, in the configuration:\n  update:\n    trusted_keys: [\"\(pub)\"]")
@@ -47,6 +36,22 @@ struct UpdateCommand: ParsableCommand {
                 printError("edge-agent: \(p)")
                 throw ExitCode.failure
             }
+        }
+    }
+
+    /// A new file (never one that exists: a key is not overwritten) with `text` and a line break, synced.
+    static func create(_ path: String, _ text: String, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else {
+            printError("edge-agent: cannot make \(path): \(String(cString: strerror(errno))) (an existing key file is never overwritten)")
+            throw ExitCode.failure
+        }
+        let line = text + "\n"
+        let ok = line.withCString { write(fd, $0, strlen($0)) } == line.utf8.count && fsync(fd) == 0
+        close(fd)
+        guard ok else {
+            printError("edge-agent: cannot write \(path): \(String(cString: strerror(errno)))")
+            throw ExitCode.failure
         }
     }
 

@@ -30,8 +30,10 @@ final class InfoPublisher: Sendable {
 }
 
 extension Agent {
+    /// The timer holds the agent until `InfoService` stops it at the shutdown (a weak capture here
+    /// drew the optimizer's "weak reference will always be nil" where config/set calls this).
     func scheduleInfo(every seconds: Double) {
-        infoTimer.schedule(every: seconds) { [weak self] in self?.publishInfo() }
+        infoTimer.schedule(every: seconds) { self.publishInfo() }
     }
 }
 
