@@ -615,7 +615,7 @@ class Board:
         """A drop-in that makes the helper wait before `phase` (0: removed), so the power can be cut there."""
         d = "/etc/systemd/system/edge-agent-update.service.d"
         if seconds:
-            self.vm.ssh(f"mkdir -p {d} && printf '[Service]\\nEnvironment=EDGE_AGENT_UPDATE_PAUSE_{phase}={seconds}\\n' > {d}/pause.conf && systemctl daemon-reload")
+            self.vm.ssh(f"mkdir -p {d} && printf '[Service]\\nEnvironment=UPDATE_HELPER_PAUSE_{phase}={seconds}\\n' > {d}/pause.conf && systemctl daemon-reload")
         else:
             self.vm.ssh(f"rm -f {d}/pause.conf && systemctl daemon-reload")
 
