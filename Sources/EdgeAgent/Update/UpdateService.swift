@@ -173,7 +173,7 @@ final class UpdateService: Service {
             topic = s
         }
         // The part file, then the helper's copy: twice the package, and room for the system.
-        let needed = 2 * m.size + 8 << 20
+        let needed = 2 * m.size + (8 << 20)
         if let free = UpdateFiles.freeBytes(agent.config.stateDirectory), free < needed {
             throw UpdateRefusal(
                 .noSpace,
