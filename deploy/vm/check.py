@@ -599,11 +599,16 @@ class Board:
         if answer.get("status") != "ok":
             return answer
         r = answer["result"]
-        size, topic = r["chunk_size"], r["chunk_topic"]
-        for i in (range(r["chunks"]) if indexes is None else indexes):
-            part = data[i * size:(i + 1) * size]
-            info = self.watch.client.publish(topic, struct.pack(">I", i) + hashlib.sha256(part).digest() + part, qos=1)
-        info.wait_for_publish(60)
+        size, topic, window = r["chunk_size"], r["chunk_topic"], r["window"]
+        wanted = list(range(r["chunks"]) if indexes is None else indexes)
+        # At most the agent's window between two announcements (it answers once it wrote them).
+        for start in range(0, len(wanted), window):
+            for i in wanted[start:start + window]:
+                part = data[i * size:(i + 1) * size]
+                info = self.watch.client.publish(topic, struct.pack(">I", i) + hashlib.sha256(part).digest() + part, qos=1)
+            info.wait_for_publish(60)
+            if start + window < len(wanted):
+                answer = self.command("agent/update", manifest)
         return answer
 
     def sign(self, path, version):

@@ -103,6 +103,9 @@ final class UpdateService: Service {
         await cancelWhenGracefulShutdown {
             var state = State()
             await self.load(&state)
+            self.publishStatus(state)
+            // The info document of the first connect may have gone out before this was read.
+            if state.last != nil { self.agent.publishInfo() }
             if self.agent.mqtt.state == .connected { await self.handle(.connected, &state) }
             for await event in self.events { await self.handle(event, &state) }
             state.poll?.cancel()
