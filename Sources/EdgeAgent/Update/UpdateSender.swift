@@ -78,13 +78,22 @@ public struct UpdateSender: Sendable {
         }
     }
 
-    /// A device that is cut off for a while does not answer: asked again, up to 5 times.
+    /// Answers that say "later", not "no": the command's timeout (the device was busy writing),
+    /// its queue, an agent that is stopping.
+    static let passing: Set<String> = ["timeout", "busy", "unavailable"]
+
+    /// A device that is cut off for a while does not answer, a busy one says so: asked again, up
+    /// to 5 times.
     private func announceRetrying(_ m: UpdateManifest, say: @Sendable (String) -> Void) async throws -> [String: JSONValue] {
         var attempt = 1
         while true {
-            do { return try await announce(m) } catch let e where !(e is Failure) && attempt < 5 {
-                say("no answer from the device (\((e as? any CommunicatorError)?.message ?? "\(e)")); asking again")
+            do { return try await announce(m) } catch let e
+                where attempt < 5 && (e as? Failure).map({ Self.passing.contains($0.code) }) ?? true
+            {
+                let why = (e as? Failure)?.description ?? (e as? any CommunicatorError)?.message ?? "\(e)"
+                say("no answer from the device (\(why)); asking again")
                 attempt += 1
+                try await loop.sleep(for: .seconds(1))
             }
         }
     }
