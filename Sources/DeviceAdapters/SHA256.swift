@@ -93,3 +93,33 @@ public struct SHA256 {
         }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension SHA256 {
+    /// The digest (hex) of at most `limit` bytes read from `fd` in 256 KiB pieces, its first
+    /// `keep` bytes and how many were read; nil on a read error. `cancelled` is asked between
+    /// pieces (true: `CancellationError`). For the snapshots and the update packages.
+    public static func digest(
+        of fd: Int32, limit: Int = .max, keep: Int = 0, cancelled: () -> Bool = { false }
+    ) throws -> (digest: String, head: [UInt8], size: Int)? {
+        var hasher = SHA256()
+        var head: [UInt8] = []
+        head.reserveCapacity(min(keep, limit))
+        var done = 0
+        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
+        while done < limit {
+            if cancelled() { throw CancellationError() }
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - done)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            if head.count < keep { head += chunk[..<min(n, keep - head.count)] }
+            done += n
+        }
+        return (hasher.hexDigest(), head, done)
+    }
+}

@@ -132,6 +132,23 @@ struct UpdateTransferTests {
         let (status, output) = try Self.send(
             layout, ["agent/update", "--package", big, "--key", key, "--package-version", "0.2.0", "--follow", "0"])
         #expect(status == 1 && output.contains("too_large: the package is 500000 bytes, more than update.max_bytes 400000"), "\(output)")
+        // A signed announcement with arguments of its own that are wrong: named, nothing kept.
+        let seed = try UpdateKeys.privateKey(String(contentsOfFile: key, encoding: .utf8)).get()
+        let sha = String(try Broker.run("/usr/bin/sha256sum", [path]).prefix(64))
+        let m = try UpdateManifest.signed(version: "0.2.0", size: 300_000, sha256: sha, seed: seed)
+        let replies = try ExternalSubscriber(
+            broker: broker, topic: "devices/\(layout.device)/response", qos: 1, format: "%D|%p", extraArgs: ["-V", "mqttv5"])
+        let signed = #""version":"0.2.0","size":300000,"sha256":"\#(m.sha256)","signature":"\#(m.signature)""#
+        for (id, extra, says) in [
+            ("cs", #""chunk_size":10"#, "\"chunk_size\" must be a whole number in 1024..."),
+            ("ct", #""chunk_topic":"fleet/#""#, "\"chunk_topic\" must be a topic name without wildcards"),
+        ] {
+            try CommandTests.send(
+                broker, "devices/\(layout.device)/commands/agent/update", #"{"id":"\#(id)","args":{\#(signed),\#(extra)}}"#)
+            let (_, body) = try CommandTests.answer(replies, id: id)
+            let error = body["error"] as? [String: Any]
+            #expect(error?["code"] as? String == "bad_arguments" && (error?["message"] as? String)?.contains(says) == true, "\(body)")
+        }
         let left = (try? FileManager.default.contentsOfDirectory(atPath: Self.updateDir(layout))) ?? []
         #expect(left.isEmpty, "a refused update leaves nothing: \(left)")
 

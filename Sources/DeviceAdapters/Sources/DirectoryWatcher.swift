@@ -149,32 +149,11 @@ public final class DirectoryWatcher: EventSource {
     static func hash(_ fd: Int32, limit: Int, keep: Int, on pool: NIOThreadPool) async throws -> (digest: String, head: [UInt8])? {
         let cancelled = NIOLockedValueBox(false)
         return try await withTaskCancellationHandler {
-            try await pool.runIfActive { try hash(fd, limit: limit, keep: keep, cancelled: cancelled) }
+            try await pool.runIfActive {
+                try SHA256.digest(of: fd, limit: limit, keep: keep) { cancelled.withLockedValue { $0 } }.map { ($0.digest, $0.head) }
+            }
         } onCancel: {
             cancelled.withLockedValue { $0 = true }
         }
-    }
-
-    private static func hash(
-        _ fd: Int32, limit: Int, keep: Int, cancelled: NIOLockedValueBox<Bool>
-    ) throws -> (
-        digest: String, head: [UInt8]
-    )? {
-        var hasher = SHA256()
-        var head: [UInt8] = []
-        head.reserveCapacity(min(keep, limit))
-        var done = 0
-        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
-        while done < limit {
-            if cancelled.withLockedValue({ $0 }) { throw CancellationError() }
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - done)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-            if head.count < keep { head += chunk[..<min(n, keep - head.count)] }
-            done += n
-        }
-        return (hasher.hexDigest(), head)
     }
 }

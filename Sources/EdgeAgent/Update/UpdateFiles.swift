@@ -30,19 +30,8 @@ struct UpdateFiles: Sendable {
         }
     }
 
-    static func read(_ path: String, limit: Int = 1 << 20) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65_536)
-        while out.count <= limit {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { return n == 0 ? out : nil }
-            out += chunk[..<n]
-        }
-        return nil
-    }
+    /// A small file the agent or the helper wrote (nil: none, or not readable).
+    static func read(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
@@ -55,22 +44,13 @@ struct UpdateFiles: Sendable {
         return Int(s.f_bavail) * Int(s.f_frsize)
     }
 
-    /// The SHA-256 (hex) and size of a file, read in 1 MiB pieces.
+    /// The SHA-256 (hex) and size of a file.
     static func hash(_ path: String) throws(AgentError) -> (sha256: String, size: Int) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw AgentError("cannot read \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var hash = SHA256()
-        var size = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { throw AgentError("cannot read \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hash.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-            size += n
-        }
-        return (hexString(hash.finalize()), size)
+        guard let d = try? SHA256.digest(of: fd) else { throw AgentError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        return (d.digest, d.size)
     }
 }
 

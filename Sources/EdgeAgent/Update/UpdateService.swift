@@ -188,8 +188,7 @@ final class UpdateService: Service {
             logger.notice("update: the transfer of \(old.transfer.manifest.version) is replaced by \(m.version)")
             await abandon(old, &state)
         case .installing(let pending, _, _):
-            let files = self.files
-            _ = try? await pool { UpdateFiles.remove(files.request, files.package) }
+            // Its request and package go when the new transfer's file is made, just below.
             logger.notice("update: \(pending.version), not taken by the helper yet, is replaced by \(m.version)")
             state.phase = .idle
         case .idle:
@@ -386,7 +385,7 @@ final class UpdateService: Service {
     // MARK: - The helper's side
 
     private func readResult() -> UpdateResult? {
-        UpdateFiles.read(files.result, limit: 65_536).flatMap { try? JSONDecoder().decode(UpdateResult.self, from: Data($0)) }
+        UpdateFiles.read(files.result).flatMap { try? JSONDecoder().decode(UpdateResult.self, from: $0) }
     }
 
     /// At the start: the last result, a request the helper has not taken yet, a transfer to resume.
@@ -400,13 +399,13 @@ final class UpdateService: Service {
             state.awaitingResult = true
             startPolling(&state)
         }
-        if let r = UpdateFiles.read(files.request, limit: 65_536), let m = try? JSONDecoder().decode(UpdateManifest.self, from: Data(r)) {
+        if let r = UpdateFiles.read(files.request), let m = try? JSONDecoder().decode(UpdateManifest.self, from: r) {
             state.phase = .installing(m, since: .now(), warned: false)
             startPolling(&state)
             return
         }
-        guard let saved = UpdateFiles.read(files.transfer, limit: 1 << 20) else { return }
-        guard var transfer = try? JSONDecoder().decode(UpdateTransfer.self, from: Data(saved)),
+        guard let saved = UpdateFiles.read(files.transfer) else { return }
+        guard var transfer = try? JSONDecoder().decode(UpdateTransfer.self, from: saved),
             (try? transfer.manifest.signer(among: agent.config.update.trustedKeys)) != nil
         else {
             logger.warning("update: \(files.transfer) is unreadable or no longer signed by a trusted key; the transfer is dropped")
