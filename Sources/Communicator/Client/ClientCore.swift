@@ -323,14 +323,14 @@ final class ClientCore: @unchecked Sendable {
             failWriteWaiters()
             return
         }
-        let next = channel.allocator.buffer(capacity: 256)
-        let (bytes, waiters) = batch.take(next: next)
-        bytesSent &+= bytes.readableBytes
+        let waiters = batch.takeWaiters()
         guard !waiters.isEmpty else {
-            channel.writeAndFlush(bytes, promise: nil)
+            bytesSent &+= batch.write(to: channel, promise: nil)
             return
         }
-        channel.writeAndFlush(bytes).whenComplete { [self] result in
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        bytesSent &+= batch.write(to: channel, promise: written)
+        written.futureResult.whenComplete { [self] result in
             inbox.giveBack(waiters.count)
             let r = result.mapError { _ in self.mapFailure(.connectionLost) as any Error }
             for w in waiters { complete(w, r) }

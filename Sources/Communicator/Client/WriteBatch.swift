@@ -5,9 +5,16 @@ import NIOCore
 /// does (as libmosquitto and Paho report QoS 0), which is also what bounds a fast QoS 0 publisher.
 /// Owned by the loop. (Whether a write is due is the core's own flag: a field read on every
 /// action should not share an access with the buffer being encoded into.)
+///
+/// One buffer serves every batch: once the socket has taken a write's bytes (at once, unless the
+/// kernel's send buffer is full) the buffer is the batch's alone again, and the next batch is
+/// encoded into the same storage: no allocation and no free per flush. A buffer grown past
+/// `keptCapacity` by a burst is let go after its write, so a burst does not pin its memory.
 struct WriteBatch {
     private(set) var bytes = ByteBuffer()
     private var waiters: [Completion] = []
+    /// Capacity a buffer keeps between batches.
+    static let keptCapacity = 64 * 1024
 
     /// A new connection's first, empty buffer.
     mutating func start(_ buffer: ByteBuffer) { bytes = buffer }
@@ -19,17 +26,22 @@ struct WriteBatch {
     /// A QoS 0 publish in `bytes`, complete when the write carrying it is.
     mutating func completeOnWrite(_ completion: Completion) { waiters.append(completion) }
 
-    /// What goes out now and who waits for it; `next` (empty) holds the next batch.
-    mutating func take(next: ByteBuffer) -> (bytes: ByteBuffer, waiters: [Completion]) {
-        defer {
-            bytes = next
-            if !waiters.isEmpty { waiters.removeAll() }
+    /// Writes and flushes the batch's bytes, and starts the next batch; returns the number of
+    /// bytes written and who waits for that write.
+    mutating func write(to channel: Channel, promise: EventLoopPromise<Void>?) -> Int {
+        let count = bytes.readableBytes
+        channel.writeAndFlush(bytes, promise: promise)
+        if bytes.capacity > Self.keptCapacity {
+            bytes = channel.allocator.buffer(capacity: 256)
+        } else {
+            bytes.clear()  // no copy: shared storage (the write still pending) gets a new one
         }
-        return (bytes, waiters)
+        return count
     }
 
-    /// The link is gone: the QoS 0 publishes that were to go with the bytes.
+    /// The QoS 0 publishes going out with the next write (or lost with the link).
     mutating func takeWaiters() -> [Completion] {
+        guard !waiters.isEmpty else { return [] }
         defer { waiters.removeAll() }
         return waiters
     }
