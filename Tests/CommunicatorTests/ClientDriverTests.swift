@@ -192,4 +192,70 @@ struct ClientDriverTests {
         #expect(ReasonCode(d.reasonCode) == .malformedPacket && d.properties.reasonString != nil, "\(d)")
         #expect(h.core.snapshot.lastError?.reason == .protocolViolation, "\(String(describing: h.core.snapshot.lastError))")
     }
+
+    @Test(
+        "a publish made on the loop goes to the session at once, but behind what waits in the inbox: queued before a drain, or made while a drain hands its commands over"
+    )
+    func publishOnLoopKeepsOrder() throws {
+        let h = try Harness()
+        _ = try h.connect()
+        _ = try h.written()
+        @Sendable func publish(_ topic: String) {
+            _ = h.core.submitPublish(.init(topic: topic, payload: ByteBuffer(string: "x"), qos: .atLeastOnce, retain: false), .none)
+        }
+        publish("direct")  // the test's thread is the embedded loop's: nothing queued, so no drain needed
+        #expect(try h.written().packets.map(\.publishTopic) == ["direct"])
+        // A command waits in the inbox (its drain is scheduled, not run): a publish made now queues
+        // behind it; one made by the probe while the drain runs queues behind "queued".
+        h.core.submit(.probe({ publish("in-drain") }))
+        publish("queued")
+        #expect(try h.written().packets.isEmpty, "nothing before the drain runs")
+        h.loop.run()
+        #expect(try h.written().packets.map(\.publishTopic) == ["queued", "in-drain"])
+    }
+
+    @Test(
+        "a publisher driven by its QoS 0 completions on the loop: each write's completion publishes the next, and the running write loop sends it (the stack stays flat over 2,000 messages)"
+    )
+    func completionDrivenPublisher() throws {
+        let h = try Harness { $0.publishQueueMaxsize = 2 }
+        _ = try h.connect()
+        _ = try h.written()
+        final class Chain: @unchecked Sendable {  // the embedded loop's one thread
+            var completed = 0
+            var lowest = UInt.max
+            var highest = UInt.min
+        }
+        let chain = Chain()
+        let n = 2_000
+        @Sendable func next() {
+            let p = MQTTPacket.Publish(topic: "chain", payload: ByteBuffer(string: "x"), qos: .atMostOnce, retain: false)
+            let accepted = h.core.submitPublish(
+                p,
+                .done({ result in
+                    var marker = 0
+                    let depth = withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+                    chain.lowest = min(chain.lowest, depth)
+                    chain.highest = max(chain.highest, depth)
+                    guard case .success = result else { return }
+                    chain.completed += 1
+                    if chain.completed < n { next() }
+                }))
+            #expect(accepted)
+        }
+        next()
+        h.loop.run()
+        #expect(chain.completed == n)
+        let out = try h.written()
+        #expect(out.packets.count == n && out.writes == n)
+        // A nested write per message would grow the stack by its frames each time: hundreds of KB.
+        #expect(chain.highest - chain.lowest < 16 * 1024, "stack spread \(chain.highest - chain.lowest) bytes")
+    }
+}
+
+extension MQTTPacket {
+    fileprivate var publishTopic: String? {
+        if case .publish(let p) = self { return p.topic }
+        return nil
+    }
 }

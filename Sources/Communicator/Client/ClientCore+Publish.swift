@@ -47,8 +47,13 @@ extension ClientCore {
     private func admit(
         _ publish: MQTTPacket.Publish, _ completion: Completion, orWait waiter: (ticket: UInt64, wake: CommandInbox.RoomWaiter)?
     ) -> CommandInbox.Admission {
-        let (admission, loop) = inbox.admit(publish, completion, orWait: waiter)
-        drain(on: loop)
-        return admission
+        switch inbox.admit(publish, completion, orWait: waiter) {
+        case (.acceptedOnLoop, _):
+            acceptOnLoop(publish, completion)
+            return .accepted
+        case (let admission, let loop):
+            drain(on: loop)
+            return admission
+        }
     }
 }

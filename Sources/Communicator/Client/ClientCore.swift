@@ -35,6 +35,8 @@ final class ClientCore: @unchecked Sendable {
     private var batch = WriteBatch()
     /// A `flush` action came since the last write.
     private var flushDue = false
+    /// `writeOut` is running (further flushes are its next rounds).
+    private var writing = false
     private var inReadBatch = false
     var subscriptions = SubscriptionTable()
     /// Which broker next, when to wait, when to give up.
@@ -161,6 +163,19 @@ final class ClientCore: @unchecked Sendable {
                     c, problem.map { .failure(ProtocolValidationError("cannot re-authenticate: \($0)", reason: .misuse)) } ?? .success(()))
             }
         }
+        inbox.drained()
+        commandsHandled(now: now)
+    }
+
+    /// A publish made on the loop, with nothing queued before it (`Admission.acceptedOnLoop`).
+    func acceptOnLoop(_ p: MQTTPacket.Publish, _ c: Completion) {
+        let now = self.now()
+        accept(p, c, now: now)
+        commandsHandled(now: now)
+    }
+
+    /// After commands: what they stored is committed, and what they produced runs.
+    private func commandsHandled(now: UInt64) {
         if let outbox {
             outbox.commit()  // group commit of this batch's appends (sync: always)
             failDropped()
@@ -313,8 +328,19 @@ final class ClientCore: @unchecked Sendable {
         if flushDue && !inReadBatch { writeOut() }
     }
 
+    /// Writes what the batch holds, again while writing produced more: a QoS 0 publish whose
+    /// write completes at once calls back, and a publish made in that callback is encoded into
+    /// the next batch and written by this loop, not by a nested call (a publisher driven by its
+    /// completions would otherwise recurse once per message).
     func writeOut() {
-        guard flushDue else { return }
+        guard !writing else { return }
+        writing = true
+        defer { writing = false }
+        while flushDue { writeBatch() }
+    }
+
+    /// One write: the batch's bytes, and its QoS 0 publishes' completions.
+    private func writeBatch() {
         flushDue = false
         // A stored QoS 2 message's packet identifier (or its release) is durable before the
         // bytes that use it leave: after a restart it is resent with the same identifier.
@@ -407,7 +433,7 @@ final class ClientCore: @unchecked Sendable {
         case .close(let failure):
             if let failure, lastFailure == nil { lastFailure = mapFailure(failure) }
             if let (reference, moved) = failure.flatMap(Self.referral) { lifecycle(.referred(to: reference, moved: moved)) }
-            writeOut()
+            if flushDue { writeBatch() }  // now, even within `writeOut`: the last bytes go before the close
             channel?.close(promise: nil)
         }
     }

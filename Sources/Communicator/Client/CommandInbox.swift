@@ -6,8 +6,10 @@ import NIOCore
 /// bound on publishes accepted and not yet completed (the seed's `publish_queue_maxsize`).
 ///
 /// The first command of a batch returns the loop, and its caller schedules one drain there, so
-/// a burst from many threads costs one wake-up. A publish that finds no room may register a
-/// `RoomWaiter`, woken when the loop gives room back.
+/// a burst from many threads costs one wake-up. A publish made on the loop itself (in a callback)
+/// skips the list when nothing waits in it: the caller hands it to the session at once, so the
+/// loop's own publishes cost no task and no second lock (`Admission.acceptedOnLoop`). A publish
+/// that finds no room may register a `RoomWaiter`, woken when the loop gives room back.
 final class CommandInbox: Sendable {
     /// Who waits for room: a thread in a plain `publish`, or an async publish's next try.
     enum RoomWaiter: Sendable {
@@ -24,6 +26,9 @@ final class CommandInbox: Sendable {
 
     enum Admission {
         case accepted
+        /// Accepted, counted, and not queued: the caller is on the loop, nothing waits before it
+        /// in the list and no drain is running, so it goes to the session now.
+        case acceptedOnLoop
         case full
         case waiting
     }
@@ -32,6 +37,9 @@ final class CommandInbox: Sendable {
         var commands: [Command] = []
         var loop: EventLoop?
         var drainScheduled = false
+        /// The loop is handing the commands it took to the session (`take` to `drained`): a
+        /// publish made in a callback meanwhile must queue behind the ones not yet handed over.
+        var draining = false
         /// Publishes accepted and not yet completed.
         var outstanding = 0
         var roomWaiters: [(ticket: UInt64, wake: RoomWaiter)] = []
@@ -75,6 +83,7 @@ final class CommandInbox: Sendable {
                 return (.waiting, nil)
             }
             s.outstanding += 1
+            if !s.drainScheduled && !s.draining, let loop = s.loop, loop.inEventLoop { return (.acceptedOnLoop, nil) }
             // `State.append` written out: through the helper callgrind showed one more copy of
             // the command per publish.
             s.commands.append(.publish(publish, completion))
@@ -115,14 +124,18 @@ final class CommandInbox: Sendable {
         for w in waiting { w.wake.wake() }
     }
 
-    /// On the loop: the commands queued since the last drain.
+    /// On the loop: the commands queued since the last drain; `drained` follows once they are
+    /// handed over.
     func take() -> [Command] {
         state.withLockedValue { s in
             s.drainScheduled = false
+            s.draining = true
             defer { s.commands.removeAll(keepingCapacity: true) }
             return s.commands
         }
     }
+
+    func drained() { state.withLockedValue { $0.draining = false } }
 
     /// Commands go to `loop` from now on; the caller drains what waits.
     func attach(_ loop: EventLoop) {
