@@ -93,7 +93,12 @@ public struct MQTTProperties: Sendable, Equatable {
     public var values: Values { box?.values ?? Self.none }
 
     public subscript<T>(dynamicMember key: WritableKeyPath<Values, T>) -> T {
-        get { (box?.values ?? Self.none)[keyPath: key] }
+        // Without a box the static empty set answers: `box?.values ?? Self.none` copied (and
+        // released) all 27 values on every read, most of them on packets that carry none.
+        get {
+            guard let box else { return Self.none[keyPath: key] }
+            return box.values[keyPath: key]
+        }
         set {
             if box == nil || !isKnownUniquelyReferenced(&box) { box = Box(values) }
             box!.values[keyPath: key] = newValue
