@@ -381,6 +381,18 @@ struct CodecTests {
         }
     }
 
+    @Test(
+        "topics decode as sent: ASCII, and UTF-8 beyond it (two-, three- and four-byte characters, and U+007F)",
+        arguments: ["sensors/cam-1", "caf\u{E9}/\u{FC}ber", "\u{20AC}/\u{1F4F7}", "a\u{7F}b"])
+    func topicDecodes(_ topic: String) throws {
+        let packet = try MQTTPacket.decode(bytes(w([0x30, UInt8(topic.utf8.count + 2)], str(topic))), version: .v3_1_1)
+        guard case .publish(let p) = packet else {
+            Issue.record("not a PUBLISH: \(packet)")
+            return
+        }
+        #expect(p.topic == topic && p.topic.utf8.elementsEqual(topic.utf8))
+    }
+
     @Test("a packet larger than allowed is refused from its header, before the body arrives")
     func tooLarge() {
         var b = bytes([0x30, 0xE8, 0x07])  // announces 1000 bytes, none present yet
