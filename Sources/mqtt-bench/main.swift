@@ -72,6 +72,20 @@ func payload(_ seq: Int, size: Int) -> ByteBuffer {
 }
 let allocator = ByteBufferAllocator()
 
+/// The sequence number in a payload's first 12 bytes (nil: not 12 decimal digits), read in place.
+func sequenceNumber(_ payload: ByteBuffer) -> Int? {
+    payload.withUnsafeReadableBytes { raw -> Int? in
+        guard raw.count >= 12 else { return nil }
+        var v = 0
+        for i in 0..<12 {
+            let d = raw[i] &- UInt8(ascii: "0")
+            guard d < 10 else { return nil }
+            v = v * 10 + Int(d)
+        }
+        return v
+    }
+}
+
 func monotonicMicros() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1000 }
 func unixMicros() -> Int64 {
     var ts = timespec()
@@ -198,8 +212,7 @@ func run(_ a: Arguments) -> [String: JSON] {
             try mqtt.subscribe(
                 a.topic, qos: a.qos,
                 onMessage: { m in
-                    var p = m.payload
-                    guard let s = p.readString(length: 12), let seq = Int(s), seq < n else { return }
+                    guard let seq = sequenceNumber(m.payload), seq < n else { return }
                     timings.end[seq] = monotonicMicros()
                     let c = completed.withLockedValue {
                         $0 += 1
