@@ -28,7 +28,10 @@ final class ClientCore: @unchecked Sendable {
     private(set) var view: MQTTClientSnapshot
     var machine: SessionMachine<Completion>
     var actions: [SessionMachine<Completion>.Action] = []
-    private var running: [SessionMachine<Completion>.Action] = []
+    /// `runActions` is at work (what actions add meanwhile, it takes next), and the storage it
+    /// reuses for each batch.
+    private var performing = false
+    private var spare: [SessionMachine<Completion>.Action] = []
     var channel: Channel?
     /// Numbers connection attempts: events of an earlier attempt's channel are ignored.
     var attempt: UInt64 = 0
@@ -286,12 +289,17 @@ final class ClientCore: @unchecked Sendable {
     // MARK: - Session actions
 
     /// Not re-entered: a channel closed while actions run reports its end at once, and what that
-    /// adds to `actions` is taken by the loop already running (which holds its batch in
-    /// `running` until it is done, so a non-empty `running` means "running").
+    /// adds to `actions` is taken by the loop already running (`performing`).
     func runActions() {
-        guard running.isEmpty else { return }
+        guard !performing else { return }
+        performing = true
         while !actions.isEmpty {
-            swap(&actions, &running)
+            // The batch is a local (reads of it need no exclusivity check) in the spare array's
+            // storage, walked by index (an element is switched on in place; `for action in`
+            // copied each one out, twice).
+            var batch: [SessionMachine<Completion>.Action] = []
+            swap(&batch, &spare)
+            swap(&batch, &actions)
             // Room in the queue is given back before the completion callbacks run, so a caller
             // that publishes again from (or right after) a callback finds it.
             // (Stored messages gave their room back when they were stored; QoS 0: when written.)
@@ -301,8 +309,8 @@ final class ClientCore: @unchecked Sendable {
             var completed = 0
             var anyCompleted = false
             var (ok0, ok1, ok2, received) = (0, 0, 0, 0)
-            for action in running {
-                switch action {
+            for i in batch.indices {
+                switch batch[i] {
                 case .publishCompleted(let token, let result, let qos):
                     anyCompleted = true
                     guard !token.isStored else { continue }
@@ -320,11 +328,13 @@ final class ClientCore: @unchecked Sendable {
             }
             if ok0 | ok1 | ok2 | received != 0 { tally.add(ok: (ok0, ok1, ok2), received: received) }
             if completed > 0 { inbox.giveBack(completed) }
-            for action in running { perform(action) }
-            running.removeAll(keepingCapacity: true)
+            for i in batch.indices { perform(batch[i]) }
+            batch.removeAll(keepingCapacity: true)
+            swap(&batch, &spare)
             // The window opened: stored messages go next.
             if anyCompleted, let outbox { outbox.feed(&machine, now: now(), into: &actions) }
         }
+        performing = false  // before the write: what its completions publish runs at once
         if flushDue && !inReadBatch { writeOut() }
     }
 
