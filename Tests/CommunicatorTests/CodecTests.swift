@@ -393,6 +393,12 @@ struct CodecTests {
         #expect(p.topic == topic && p.topic.utf8.elementsEqual(topic.utf8))
     }
 
+    @Test("a packet value is no larger than a PUBLISH: CONNECT, the largest, is boxed (every action and queue entry holds one)")
+    func packetValueSize() {
+        #expect(MemoryLayout<MQTTPacket>.size <= MemoryLayout<MQTTPacket.Publish>.size + 1, "\(MemoryLayout<MQTTPacket>.size) bytes")
+        #expect(MemoryLayout<MQTTPacket.Connect>.size > MemoryLayout<MQTTPacket.Publish>.size)
+    }
+
     @Test("a packet larger than allowed is refused from its header, before the body arrives")
     func tooLarge() {
         var b = bytes([0x30, 0xE8, 0x07])  // announces 1000 bytes, none present yet

@@ -52,7 +52,10 @@ public enum PacketType: UInt8, Sendable, CustomStringConvertible {
 
 /// One MQTT control packet.
 public enum MQTTPacket: Sendable, Equatable {
-    case connect(Connect)
+    /// Boxed: CONNECT is sent once a connection and is by far the largest packet (136 bytes
+    /// inline), and every packet, action and queue entry would be as large as it; a packet is now
+    /// the size of a PUBLISH, which halved what each action copies.
+    indirect case connect(Connect)
     case connack(Connack)
     case publish(Publish)
     /// PUBACK, PUBREC, PUBREL and PUBCOMP share one layout.
