@@ -272,6 +272,46 @@ struct ScriptedBrokerTests {
         #expect(broker.scriptErrors.isEmpty, "\(broker.scriptErrors)")
     }
 
+    @Test(
+        "QoS 0 completes when its bytes are out: a broker that does not read lets the kernel's buffers fill and the completions wait; once it reads, every message completes, in order"
+    )
+    func qos0CompletesWhenWritten() throws {
+        let n = 400  // 64 KiB each: 25 MB, more than both loopback buffers hold
+        let reading = DispatchSemaphore(value: 0)
+        let received = NIOLockedValueBox(0)
+        let broker = try ScriptedBroker { conn, _ in
+            guard case .connect = try conn.read() else { throw TestFailure("expected CONNECT") }
+            conn.send(.connack(.init(sessionPresent: false, returnCode: 0)))
+            reading.wait()
+            while received.withLockedValue({ $0 }) < n, case .publish? = try conn.read(timeout: 10) {
+                received.withLockedValue { $0 += 1 }
+            }
+            _ = try conn.read(timeout: 10)  // until the client's DISCONNECT
+            conn.close()
+        }
+        let mqtt = MQTTProtocol(config: config(broker.port, .v3_1_1) { $0.publishQueueMaxsize = n + 1 })
+        try mqtt.connect()
+        let completed = NIOLockedValueBox<[Int]>([])
+        let payload = ByteBuffer(repeating: 0x61, count: 64 * 1024)
+        for i in 0..<n {
+            try mqtt.publish("fill", payload, qos: 0) { r in
+                if case .success = r { completed.withLockedValue { $0.append(i) } }
+            }
+        }
+        // Nothing has been read: all of them cannot be out. (Completed at the hand-over to the
+        // channel, all would be within milliseconds.)
+        #expect(throws: TestFailure.self) {
+            try waitUntil(timeout: 1, "all completed unread") { completed.withLockedValue { $0.count } == n }
+        }
+        #expect(completed.withLockedValue { $0.count } < n)
+        reading.signal()
+        try waitUntil(timeout: 30, "all completed once read") { completed.withLockedValue { $0.count } == n }
+        #expect(completed.withLockedValue { $0 } == Array(0..<n))
+        #expect(received.withLockedValue { $0 } == n)
+        mqtt.disconnect()
+        #expect(broker.scriptErrors.isEmpty, "\(broker.scriptErrors)")
+    }
+
     @Test("stateChanges: an async sequence of states; a finished iteration removes its listener")
     func stateChanges() async throws {
         let broker = try ScriptedBroker { conn, _ in

@@ -364,9 +364,26 @@ final class ClientCore: @unchecked Sendable {
             bytesSent &+= batch.write(to: channel, promise: nil)
             return
         }
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        bytesSent &+= batch.write(to: channel, promise: written)
-        written.futureResult.whenComplete { [self] result in
+        // Plain TCP: the socket usually takes every byte at once, and then the QoS 0 publishes
+        // are written without a promise and its future per write (~3,500 instructions, callgrind).
+        // If bytes wait in the channel (the kernel's buffer is full), an empty write after them
+        // completes when they are out. TLS keeps the promise on the write itself: its handler
+        // may hold bytes the socket's count does not show.
+        let promise: EventLoopPromise<Void>
+        if tlsContext == nil, let options = channel.syncOptions {
+            bytesSent &+= batch.write(to: channel, promise: nil)
+            if (try? options.getOption(.bufferedWritableBytes)) == 0 {
+                inbox.giveBack(waiters.count)
+                for w in waiters { complete(w, .success(())) }
+                return
+            }
+            promise = channel.eventLoop.makePromise()
+            channel.writeAndFlush(ByteBuffer(), promise: promise)
+        } else {
+            promise = channel.eventLoop.makePromise()
+            bytesSent &+= batch.write(to: channel, promise: promise)
+        }
+        promise.futureResult.whenComplete { [self] result in
             inbox.giveBack(waiters.count)
             let r = result.mapError { _ in self.mapFailure(.connectionLost) as any Error }
             for w in waiters { complete(w, r) }
