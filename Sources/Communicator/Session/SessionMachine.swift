@@ -554,9 +554,13 @@ public struct SessionMachine<Token> {
     private mutating func sendPending(now: UInt64, into actions: inout [Action]) {
         let window = self.window
         var sent = false
-        while let head = pending.first {
-            if head.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) { break }
-            var p = pending.removeFirst()
+        // Taken off the queue and put back if the window is full: `pending.first` copied every
+        // message once more just to look at its QoS.
+        while var p = pending.popFirst() {
+            if p.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) {
+                pending.prepend(p)
+                break
+            }
             if hasPreparer { prepare(&p.publish) }
             if let problem = violatesBrokerLimits(p.publish) {
                 finish(p.token, qos: p.publish.qos, .failure(.brokerLimit(problem)), into: &actions)
