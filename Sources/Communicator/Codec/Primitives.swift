@@ -32,16 +32,24 @@ enum VarInt {
         value < 128 ? 1 : value < 16_384 ? 2 : value < 2_097_152 ? 3 : 4
     }
 
-    /// [MQTT-1.5.5-1] the minimum number of bytes is used.
-    static func write(_ value: Int, to buffer: inout ByteBuffer) {
+    /// Into `bytes` (room for 4); returns how many were written. [MQTT-1.5.5-1] the minimum
+    /// number of bytes is used.
+    static func write(_ value: Int, into bytes: UnsafeMutableRawBufferPointer) -> Int {
         precondition(value >= 0 && value <= max, "variable byte integer out of range")
         var v = value
+        var i = 0
         repeat {
             var byte = UInt8(v & 0x7F)
             v >>= 7
             if v > 0 { byte |= 0x80 }
-            buffer.writeInteger(byte)
+            bytes[i] = byte
+            i += 1
         } while v > 0
+        return i
+    }
+
+    static func write(_ value: Int, to buffer: inout ByteBuffer) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 4) { write(value, into: $0) }
     }
 
     static func read(from buffer: inout ByteBuffer, what: String) throws(MQTTDecodeError) -> Int {
