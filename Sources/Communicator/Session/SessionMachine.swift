@@ -609,7 +609,10 @@ public struct SessionMachine<Token> {
         while true {
             let id = nextID
             nextID = nextID == .max ? 1 : nextID + 1
-            if outgoing[id] == nil && subscribes[id] == nil && unsubscribes[id] == nil { return id }
+            // `index(forKey:)`: a lookup without copying the flow out
+            if outgoing.index(forKey: id) == nil && subscribes.index(forKey: id) == nil && unsubscribes.index(forKey: id) == nil {
+                return id
+            }
         }
     }
 
@@ -784,7 +787,9 @@ public struct SessionMachine<Token> {
         case .puback, .pubrec, .pubcomp:
             break
         }
-        guard let flow = outgoing[a.packetID] else {
+        // Found once; read, changed and removed through its index (each subscript by key hashed
+        // the identifier again).
+        guard let slot = outgoing.index(forKey: a.packetID) else {
             // A stale ack after a resend is harmless for QoS 1; for QoS 2 a PUBREC for an unknown id
             // is answered with PUBREL so the broker can finish ([MQTT-4.3.3] / 5.0 0x92).
             if a.kind == .pubrec {
@@ -793,6 +798,7 @@ public struct SessionMachine<Token> {
             }
             return
         }
+        let flow = outgoing.values[slot]
         if let t = timed, t.id == a.packetID {
             timed = nil
             actions.append(.roundTrip(.publish, nanoseconds: now &- t.sentAt))
@@ -800,22 +806,22 @@ public struct SessionMachine<Token> {
         let failed = a.reasonCode >= 0x80
         switch (a.kind, flow.state) {
         case (.puback, .awaitingPuback):
-            outgoing[a.packetID] = nil
+            outgoing.remove(at: slot)
             complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .puback, into: &actions)
         case (.pubrec, .awaitingPubrec), (.pubrec, .awaitingPubcomp):
             if failed {
                 // 5.0 [MQTT-4.3.3-4]: a PUBREC with a failure code ends the flow: no PUBREL.
-                outgoing[a.packetID] = nil
+                outgoing.remove(at: slot)
                 complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubrec, into: &actions)
             } else {
                 // 3.1.1 [MQTT-4.3.3-1] / 5.0 [MQTT-4.3.3-4]: on PUBREC send PUBREL with the same
                 // identifier; the message is not sent again from now on, only the PUBREL.
-                outgoing[a.packetID]!.state = .awaitingPubcomp
+                outgoing.values[slot].state = .awaitingPubcomp
                 send(.ack(.init(.pubrel, packetID: a.packetID)), now: now, into: &actions)
                 actions.append(.flush)
             }
         case (.pubcomp, .awaitingPubcomp):
-            outgoing[a.packetID] = nil
+            outgoing.remove(at: slot)
             complete(flow, code: a.reasonCode, reason: a.properties.reasonString, packet: .pubcomp, into: &actions)
         default:
             protocolViolation(
