@@ -16,7 +16,8 @@ struct ClientDriverTests {
         let core: ClientCore
         let version: MQTTVersion
 
-        init(version: MQTTVersion = .v5_0, configure: (inout MQTTConfig) -> Void = { _ in }) throws {
+        /// `breaker`: put first in every link's pipeline (a write that closes the link, when armed).
+        init(version: MQTTVersion = .v5_0, breaker: WriteBreaker? = nil, configure: (inout MQTTConfig) -> Void = { _ in }) throws {
             var config = MQTTConfig(
                 brokerAddress: "broker.test", timeout: 5, keepalive: 10, reconnectInitialDelay: 1, clientID: .fixed("driver"),
                 protocolVersion: version)
@@ -31,6 +32,7 @@ struct ClientDriverTests {
                         try Transport.addHandlers(
                             to: channel, serverName: broker.host, config: core.config, tlsContext: nil, version: version, core: core,
                             attempt: attempt)
+                        if let breaker { try channel.pipeline.syncOperations.addHandler(breaker, position: .first) }
                     } catch {
                         return loop.makeFailedFuture(error)
                     }
@@ -75,6 +77,18 @@ struct ClientDriverTests {
         func publish(_ topic: String, qos: QoS, done: @escaping @Sendable (Result<Void, any Error>) -> Void = { _ in }) {
             _ = core.submitPublish(.init(topic: topic, payload: ByteBuffer(string: "x"), qos: qos, retain: false), .done(done))
             loop.run()
+        }
+    }
+
+    /// Fails and closes the link on a write once armed: what a socket write that hits a reset
+    /// connection does, synchronously, inside the core's write.
+    final class WriteBreaker: ChannelOutboundHandler, @unchecked Sendable {  // the embedded loop's one thread
+        typealias OutboundIn = ByteBuffer
+        var armed = false
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            guard armed else { return context.write(data, promise: promise) }
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            context.close(promise: nil)
         }
     }
 
@@ -250,6 +264,28 @@ struct ClientDriverTests {
         #expect(out.packets.count == n && out.writes == n)
         // A nested write per message would grow the stack by its frames each time: hundreds of KB.
         #expect(chain.highest - chain.lowest < 16 * 1024, "stack spread \(chain.highest - chain.lowest) bytes")
+    }
+    @Test(
+        "a write that closes the link as it fails: the QoS 0 publish in it fails with the connection, the core reconnects (no overlapping access to the batch)"
+    )
+    func writeClosesLink() throws {
+        let breaker = WriteBreaker()
+        let h = try Harness(breaker: breaker)
+        _ = try h.connect()
+        _ = try h.written()
+        breaker.armed = true
+        let results = Results()
+        h.publish("lost", qos: .atMostOnce) { results.add($0) }
+        #expect(results.all.count == 1)
+        if case .failure(let e as ProtocolConnectionError)? = results.all.first {
+            #expect(e.reason == .connectionLost, "\(e)")
+        } else {
+            Issue.record("not a connection failure: \(results.all)")
+        }
+        guard case .reconnecting = h.core.snapshot.state else {
+            Issue.record("state \(h.core.snapshot.state)")
+            return
+        }
     }
 }
 

@@ -33,6 +33,9 @@ final class ClientCore: @unchecked Sendable {
     private var performing = false
     private var spare: [SessionMachine<Completion>.Action] = []
     var channel: Channel?
+    /// The core's own handler's place in the channel's pipeline: writes start there and go
+    /// straight to the handlers before it (TLS, then the socket), not through the pipeline's tail.
+    private var link: ChannelHandlerContext?
     /// Numbers connection attempts: events of an earlier attempt's channel are ignored.
     var attempt: UInt64 = 0
     private var batch = WriteBatch()
@@ -238,9 +241,11 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: - Transport events (on the loop, from MQTTConnectionHandler)
 
-    func transportUp(channel: Channel, attempt: UInt64) {
+    func transportUp(_ context: ChannelHandlerContext, attempt: UInt64) {
         guard attempt == self.attempt else { return }
+        let channel = context.channel
         self.channel = channel
+        link = context
         batch.start(channel.allocator.buffer(capacity: 256))
         machine.connectionEstablished(now: now(), into: &actions)
         runActions()
@@ -279,6 +284,7 @@ final class ClientCore: @unchecked Sendable {
     func transportDown(attempt: UInt64) {
         guard attempt == self.attempt else { return }
         channel = nil
+        link = nil
         inReadBatch = false
         failWriteWaiters()
         machine.connectionLost(into: &actions)
@@ -355,15 +361,12 @@ final class ClientCore: @unchecked Sendable {
         // A stored QoS 2 message's packet identifier (or its release) is durable before the
         // bytes that use it leave: after a restart it is resent with the same identifier.
         if let outbox, outbox.needsSync { outbox.syncBeforeSend() }
-        guard let channel, batch.bytes.readableBytes > 0 else {
+        guard let channel, let link, batch.bytes.readableBytes > 0 else {
             failWriteWaiters()
             return
         }
         let waiters = batch.takeWaiters()
-        guard !waiters.isEmpty else {
-            bytesSent &+= batch.write(to: channel, promise: nil)
-            return
-        }
+        guard !waiters.isEmpty else { return send(on: link, promise: nil) }
         // Plain TCP: the socket usually takes every byte at once, and then the QoS 0 publishes
         // are written without a promise and its future per write (~3,500 instructions, callgrind).
         // If bytes wait in the channel (the kernel's buffer is full), an empty write after them
@@ -371,23 +374,33 @@ final class ClientCore: @unchecked Sendable {
         // may hold bytes the socket's count does not show.
         let promise: EventLoopPromise<Void>
         if tlsContext == nil, let options = channel.syncOptions {
-            bytesSent &+= batch.write(to: channel, promise: nil)
-            if (try? options.getOption(.bufferedWritableBytes)) == 0 {
+            send(on: link, promise: nil)
+            // Still up (a failed write closes the link at once) and nothing left in it.
+            if channel.isActive, (try? options.getOption(.bufferedWritableBytes)) == 0 {
                 inbox.giveBack(waiters.count)
                 for w in waiters { complete(w, .success(())) }
                 return
             }
             promise = channel.eventLoop.makePromise()
-            channel.writeAndFlush(ByteBuffer(), promise: promise)
+            link.writeAndFlush(NIOAny(ByteBuffer()), promise: promise)
         } else {
             promise = channel.eventLoop.makePromise()
-            bytesSent &+= batch.write(to: channel, promise: promise)
+            send(on: link, promise: promise)
         }
         promise.futureResult.whenComplete { [self] result in
             inbox.giveBack(waiters.count)
             let r = result.mapError { _ in self.mapFailure(.connectionLost) as any Error }
             for w in waiters { complete(w, r) }
         }
+    }
+
+    /// Hands the batch's bytes to the channel, from the core's handler on. Not within a mutation of
+    /// `batch`: a write that fails closes the channel at once, and `transportDown` takes the
+    /// batch's waiters meanwhile (an overlapping access would trap).
+    private func send(on link: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        bytesSent &+= batch.bytes.readableBytes
+        link.writeAndFlush(NIOAny(batch.bytes), promise: promise)
+        batch.written(allocator: link.channel.allocator)
     }
 
     private func failWriteWaiters() {

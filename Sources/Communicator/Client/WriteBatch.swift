@@ -26,17 +26,15 @@ struct WriteBatch {
     /// A QoS 0 publish in `bytes`, complete when the write carrying it is.
     mutating func completeOnWrite(_ completion: Completion) { waiters.append(completion) }
 
-    /// Writes and flushes the batch's bytes, and starts the next batch; returns the number of
-    /// bytes written and who waits for that write.
-    mutating func write(to channel: Channel, promise: EventLoopPromise<Void>?) -> Int {
-        let count = bytes.readableBytes
-        channel.writeAndFlush(bytes, promise: promise)
+    /// The bytes went to the channel: the next batch starts, in the same storage once the socket
+    /// has let go of it. (The write itself is the core's, outside any mutation of the batch: NIO
+    /// may close the channel during a write, and the core's close handling takes the waiters.)
+    mutating func written(allocator: ByteBufferAllocator) {
         if bytes.capacity > Self.keptCapacity {
-            bytes = channel.allocator.buffer(capacity: 256)
+            bytes = allocator.buffer(capacity: 256)
         } else {
             bytes.clear()  // no copy: shared storage (the write still pending) gets a new one
         }
-        return count
     }
 
     /// The QoS 0 publishes going out with the next write (or lost with the link).

@@ -61,7 +61,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        core.transportUp(channel: context.channel, attempt: attempt)
+        core.transportUp(context, attempt: attempt)
         context.fireChannelActive()
     }
 
