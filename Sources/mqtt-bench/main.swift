@@ -57,12 +57,11 @@ struct BenchError: Error, CustomStringConvertible {
 func payload(_ seq: Int, size: Int) -> ByteBuffer {
     var b = allocator.buffer(capacity: size)
     b.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
-        let bytes = raw.bindMemory(to: UInt8.self)
-        bytes[0..<size].update(repeating: UInt8(ascii: "x"))
+        UnsafeMutableRawBufferPointer(rebasing: raw[0..<size]).initializeMemory(as: UInt8.self, repeating: UInt8(ascii: "x"))
         if size >= 12 {
             var v = seq
             for i in (0..<12).reversed() {
-                bytes[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                raw[i] = UInt8(ascii: "0") + UInt8(v % 10)
                 v /= 10
             }
         }

@@ -133,19 +133,8 @@ extension MQTTPacket {
             b.writeInteger(c.returnCode)
             if v5 { c.properties.write(to: &b) }
         case .publish(let p):
-            // Topic and packet identifier in one write (the hot path: see `encode`).
-            let topic = p.topic.utf8
-            let id: UInt16? = p.qos != .atMostOnce ? (p.packetID ?? 0) : nil
-            b.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 + topic.count + 2) { raw in
-                raw[0] = UInt8(truncatingIfNeeded: topic.count >> 8)
-                raw[1] = UInt8(truncatingIfNeeded: topic.count)
-                let n = topic.count
-                UnsafeMutableRawBufferPointer(rebasing: raw[2...]).copyBytes(from: topic)
-                guard let id else { return 2 + n }
-                raw[2 + n] = UInt8(truncatingIfNeeded: id >> 8)
-                raw[3 + n] = UInt8(truncatingIfNeeded: id)
-                return 4 + n
-            }
+            b.writeMQTTString(p.topic)
+            if p.qos != .atMostOnce { b.writeInteger(p.packetID ?? 0) }
             if v5 { p.properties.write(to: &b) }
             b.writeImmutableBuffer(p.payload)
         case .ack(let a):
