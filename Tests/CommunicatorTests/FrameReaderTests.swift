@@ -14,7 +14,7 @@ private func publish311(topic: String, qos: QoS, id: UInt16 = 7, payload: Int) -
 }
 
 /// Feeds `stream` to a reader in chunks of `chunk` bytes, as a socket would; returns what came out
-/// and the most bytes the buffer ever held after a call (what a ByteToMessageHandler keeps).
+/// and the most bytes the buffer ever held after a call (what `MQTTInboundStream` holds).
 private func read(_ stream: [UInt8], chunk: Int, limit: Int, version: MQTTVersion = .v3_1_1) throws -> (items: [InboundFrame], held: Int) {
     var reader = MQTTFrameReader(maxPacketSize: limit, version: version)
     var buffer = ByteBuffer()

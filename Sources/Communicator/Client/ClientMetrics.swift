@@ -1,5 +1,4 @@
 import CoreMetrics
-import NIOCore
 
 /// The names of the client's metrics, with what each means (for a backend's help text). They
 /// follow Prometheus' conventions: `_total` for counters, base units (`_seconds`, `_bytes`).
@@ -191,19 +190,4 @@ extension ConnectionState {
     }
 
     static let metricLabels = ["idle", "connecting", "connected", "reconnecting", "disconnected"]
-}
-
-/// Counts the bytes read from the connection (after TLS) for the client's metrics; in the
-/// pipeline only when metrics are on.
-final class ReceivedBytesCounter: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    private let core: ClientCore
-
-    init(core: ClientCore) { self.core = core }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        core.bytesReceived &+= Self.unwrapInboundIn(data).readableBytes
-        context.fireChannelRead(data)
-    }
 }

@@ -3,61 +3,30 @@ import NIOPosix
 import NIOSSL
 
 // The SwiftNIO side: a TCP (optionally TLS) channel whose pipeline only translates between the
-// wire and the session machine. Framing and decoding use the pure codec; encoding is done by the
-// client core straight into one outbound buffer per flush.
+// wire and the session machine. Cutting the bytes into packets is the pure codec's
+// (`MQTTInboundStream`); encoding is done by the client core straight into one outbound buffer
+// per flush.
 
-/// What the decoder hands on: a packet, or word of a PUBLISH skipped as too large.
-enum Inbound: Equatable {
-    case packet(MQTTPacket)
-    case droppedPublish(DroppedPublish)
-}
-
-/// Bytes → packets, enforcing our maximum packet size before buffering a body (`MQTTFrameReader`).
-/// With `deliver`, each packet goes straight to it (the client core: no `NIOAny` box and cast per
-/// packet); without, down the pipeline (`ByteToMessageDecoderVerifier` tests).
-struct MQTTPacketDecoder: ByteToMessageDecoder {
-    typealias InboundOut = Inbound
-    let version: MQTTVersion
-    var reader: MQTTFrameReader
-    let deliver: ((Inbound) -> Void)?
-
-    init(version: MQTTVersion, maxPacketSize: Int, deliver: ((Inbound) -> Void)? = nil) {
-        self.version = version
-        self.reader = MQTTFrameReader(maxPacketSize: maxPacketSize, version: version)
-        self.deliver = deliver
-    }
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let inbound: Inbound
-        switch try reader.next(from: &buffer) {
-        case nil: return .needMoreData
-        case .frame(let frame): inbound = .packet(try MQTTPacket.decode(frame, version: version))
-        case .droppedPublish(let d): inbound = .droppedPublish(d)
-        }
-        if let deliver { deliver(inbound) } else { context.fireChannelRead(Self.wrapInboundOut(inbound)) }
-        return .continue
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        // Whatever is left at EOF is an incomplete packet: drop it, the connection is gone anyway.
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        return .needMoreData
-    }
-}
-
-/// Hands the connection's events to the client core: up, the end of a read, errors, down (and
-/// decoded packets, when the decoder sends them down the pipeline rather than to the core).
+/// The core's handler, the last in the pipeline: bytes in (cut into packets here, each handed
+/// straight to the core: no `ByteToMessageHandler`, whose generic decode loop cost ~3,000
+/// instructions a read, callgrind), and the connection's events: up, the end of a read, errors,
+/// down.
 final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = Inbound
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let core: ClientCore
     private let attempt: UInt64
+    private var stream: MQTTInboundStream
+    /// A read is being cut into packets (a read that arrives meanwhile is appended and cut by
+    /// the same loop), or the stream has failed or ended and further bytes are ignored.
+    private var cutting = false
+    private var stopped = false
 
-    init(core: ClientCore, attempt: UInt64) {
+    init(core: ClientCore, attempt: UInt64, version: MQTTVersion, maxPacketSize: Int) {
         self.core = core
         self.attempt = attempt
+        self.stream = MQTTInboundStream(version: version, maxPacketSize: maxPacketSize)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -66,9 +35,25 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
-        case .packet(let packet): core.packetReceived(packet, attempt: attempt)
-        case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
+        let bytes = Self.unwrapInboundIn(data)
+        core.bytesReceived &+= bytes.readableBytes
+        guard !stopped else { return }
+        stream.append(bytes)
+        guard !cutting else { return }
+        cutting = true
+        defer { cutting = false }
+        do {
+            // Not after the channel went down within a packet's handling (`stopped`).
+            while !stopped, let inbound = try stream.next() {
+                switch inbound {
+                case .packet(let packet): core.packetReceived(packet, attempt: attempt)
+                case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
+                }
+            }
+        } catch {
+            stopped = true
+            core.transportError(error, attempt: attempt)
+            context.close(promise: nil)
         }
     }
 
@@ -77,6 +62,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // What is held is part of a packet: the connection that would have brought the rest is gone.
+        stopped = true
         core.transportDown(attempt: attempt)
         context.fireChannelInactive()
     }
@@ -117,8 +104,8 @@ enum Transport {
         }
     }
 
-    /// The handlers between the socket and the core: TLS (if configured), the decoder, the core's
-    /// handler. Tests put them on an `EmbeddedChannel`.
+    /// The handlers between the socket and the core: TLS (if configured), then the core's handler.
+    /// Tests put them on an `EmbeddedChannel`.
     static func addHandlers(
         to channel: Channel, serverName: String, config: MQTTConfig, tlsContext: NIOSSLContext?, version: MQTTVersion, core: ClientCore,
         attempt: UInt64
@@ -130,16 +117,8 @@ enum Transport {
             let isIP = (try? SocketAddress(ipAddress: serverName, port: 0)) != nil
             try sync.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: isIP ? nil : serverName))
         }
-        let deliver: (Inbound) -> Void = { inbound in
-            switch inbound {
-            case .packet(let packet): core.packetReceived(packet, attempt: attempt)
-            case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
-            }
-        }
-        if core.metrics != nil { try sync.addHandler(ReceivedBytesCounter(core: core)) }
-        let decoder = MQTTPacketDecoder(version: version, maxPacketSize: config.incomingPacketLimit, deliver: deliver)
-        try sync.addHandler(ByteToMessageHandler(decoder))
-        try sync.addHandler(MQTTConnectionHandler(core: core, attempt: attempt))
+        try sync.addHandler(
+            MQTTConnectionHandler(core: core, attempt: attempt, version: version, maxPacketSize: config.incomingPacketLimit))
     }
 
     /// The default dialer: TCP, with TLS when configured.
