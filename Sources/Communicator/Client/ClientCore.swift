@@ -246,7 +246,7 @@ final class ClientCore: @unchecked Sendable {
         let channel = context.channel
         self.channel = channel
         link = context
-        batch.start(channel.allocator.buffer(capacity: 256))
+        batch.start(channel.allocator.buffer(capacity: 256), version: machine.options.version)
         machine.connectionEstablished(now: now(), into: &actions)
         runActions()
     }
@@ -413,8 +413,8 @@ final class ClientCore: @unchecked Sendable {
     private func perform(_ action: SessionMachine<Completion>.Action) {
         switch action {
         case .send(let packet):
-            if let outbox, case .ack(let a) = packet, a.kind == .pubrel { outbox.noteRelease(packetID: a.packetID) }
-            batch.append(packet, version: machine.options.version)
+            if case .ack(let a) = packet, a.kind == .pubrel, let outbox { outbox.noteRelease(packetID: a.packetID) }
+            batch.append(packet)
         case .flush:
             flushDue = true
         case .deliver(let p):

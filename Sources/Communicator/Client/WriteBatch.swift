@@ -16,10 +16,16 @@ struct WriteBatch {
     /// Capacity a buffer keeps between batches.
     static let keptCapacity = 64 * 1024
 
-    /// A new connection's first, empty buffer.
-    mutating func start(_ buffer: ByteBuffer) { bytes = buffer }
+    /// The link's protocol version, which every packet is encoded for.
+    private(set) var version = MQTTVersion.v5_0
 
-    mutating func append(_ packet: MQTTPacket, version: MQTTVersion) {
+    /// A new connection's first, empty buffer.
+    mutating func start(_ buffer: ByteBuffer, version: MQTTVersion) {
+        bytes = buffer
+        self.version = version
+    }
+
+    mutating func append(_ packet: MQTTPacket) {
         packet.encode(version: version, into: &bytes)
     }
 

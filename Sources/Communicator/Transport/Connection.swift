@@ -17,16 +17,21 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private let core: ClientCore
     private let attempt: UInt64
-    private var stream: MQTTInboundStream
-    /// A read is being cut into packets (a read that arrives meanwhile is appended and cut by
-    /// the same loop), or the stream has failed or ended and further bytes are ignored.
-    private var cutting = false
-    private var stopped = false
+    /// The stream between reads. `.cutting`: a read is being cut into packets, and holds what
+    /// arrives meanwhile (a read from within a packet's handling), which the same loop cuts next;
+    /// `.stopped`: the stream failed or the link went down, further bytes are ignored. (One field,
+    /// read once a packet: each access to a field of a class is a dynamic exclusivity check.)
+    private enum Input {
+        case idle(MQTTInboundStream)
+        case cutting(arrived: ByteBuffer?)
+        case stopped
+    }
+    private var input: Input
 
     init(core: ClientCore, attempt: UInt64, version: MQTTVersion, maxPacketSize: Int) {
         self.core = core
         self.attempt = attempt
-        self.stream = MQTTInboundStream(version: version, maxPacketSize: maxPacketSize)
+        self.input = .idle(MQTTInboundStream(version: version, maxPacketSize: maxPacketSize))
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -37,21 +42,37 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = Self.unwrapInboundIn(data)
         core.bytesReceived &+= bytes.readableBytes
-        guard !stopped else { return }
+        var stream: MQTTInboundStream
+        switch input {
+        case .idle(let s): stream = s
+        case .cutting(nil):
+            input = .cutting(arrived: bytes)
+            return
+        case .cutting(var arrived?):
+            arrived.writeImmutableBuffer(bytes)
+            input = .cutting(arrived: arrived)
+            return
+        case .stopped: return
+        }
+        input = .cutting(arrived: nil)  // the local `stream` now holds the only reference to its bytes
         stream.append(bytes)
-        guard !cutting else { return }
-        cutting = true
-        defer { cutting = false }
         do {
-            // Not after the channel went down within a packet's handling (`stopped`).
-            while !stopped, let inbound = try stream.next() {
+            while let inbound = try stream.next() {
                 switch inbound {
                 case .packet(let packet): core.packetReceived(packet, attempt: attempt)
                 case .droppedPublish(let d): core.publishDropped(d, attempt: attempt)
                 }
+                switch input {
+                case .cutting(nil): continue
+                case .cutting(let arrived?):
+                    stream.append(arrived)
+                    input = .cutting(arrived: nil)
+                case .stopped, .idle: return  // the link went down while the packet was handled
+                }
             }
+            input = .idle(stream)
         } catch {
-            stopped = true
+            input = .stopped
             core.transportError(error, attempt: attempt)
             context.close(promise: nil)
         }
@@ -63,7 +84,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         // What is held is part of a packet: the connection that would have brought the rest is gone.
-        stopped = true
+        input = .stopped
         core.transportDown(attempt: attempt)
         context.fireChannelInactive()
     }
