@@ -54,22 +54,29 @@ struct BenchError: Error, CustomStringConvertible {
 /// decimal (when size allows). Filled in one write into a buffer of the right size: no String,
 /// and no bounds and uniqueness checks per byte (`setInteger` per digit cost ~2,400 instructions
 /// a message, callgrind).
-func payload(_ seq: Int, size: Int) -> ByteBuffer {
-    var b = allocator.buffer(capacity: size)
-    b.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
-        UnsafeMutableRawBufferPointer(rebasing: raw[0..<size]).initializeMemory(as: UInt8.self, repeating: UInt8(ascii: "x"))
-        if size >= 12 {
-            var v = seq
-            for i in (0..<12).reversed() {
-                raw[i] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
-            }
-        }
-        return size
+/// The payloads, like the C clients': one buffer of `size` bytes filled once, whose first 12
+/// bytes are message `seq`'s number in decimal. Each message takes the buffer as it is after its
+/// number is set; the storage is written in place while the library holds no earlier message's
+/// bytes (in-flight 1), and copied once when it still does.
+final class Payloads: Sendable {
+    private let template: NIOLockedValueBox<ByteBuffer>
+    init(size: Int) {
+        template = NIOLockedValueBox(ByteBuffer(repeating: UInt8(ascii: "x"), count: size))
     }
-    return b
+    func payload(_ seq: Int) -> ByteBuffer {
+        template.withLockedValue { b in
+            guard b.readableBytes >= 12 else { return b }
+            b.withUnsafeMutableReadableBytes { raw in
+                var v = seq
+                for i in (0..<12).reversed() {
+                    raw[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+            }
+            return b
+        }
+    }
 }
-let allocator = ByteBufferAllocator()
 
 /// The sequence number in a payload's first 12 bytes (nil: not 12 decimal digits), read in place.
 func sequenceNumber(_ payload: ByteBuffer) -> Int? {
@@ -137,21 +144,34 @@ extension String {
     func leftPad(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }
 
-func percentile(_ sorted: [Double], _ p: Double) -> Int {
+func percentile(_ sorted: UnsafeMutableBufferPointer<Double>, _ p: Double) -> Int {
     guard !sorted.isEmpty else { return -1 }
     let idx = min(sorted.count - 1, Int((p / 100 * Double(sorted.count - 1)).rounded()))
     return Int(sorted[idx].rounded())
 }
 
-/// Per-message timestamps written from two threads at disjoint indices.
+/// Per message, written from two threads at disjoint indices: when it was published, and then
+/// its latency (negative until it completed), like the C clients' two arrays.
 final class Timings: @unchecked Sendable {
     let start: UnsafeMutableBufferPointer<Double>
-    let end: UnsafeMutableBufferPointer<Double>
+    let latency: UnsafeMutableBufferPointer<Double>
     init(_ n: Int) {
         start = .allocate(capacity: n)
-        end = .allocate(capacity: n)
+        latency = .allocate(capacity: n)
         start.initialize(repeating: 0)
-        end.initialize(repeating: 0)
+        latency.initialize(repeating: -1)
+    }
+    func completed(_ i: Int) { latency[i] = monotonicMicros() - start[i] }
+    /// The latencies of the completed messages, sorted, in place.
+    func sortedLatencies() -> UnsafeMutableBufferPointer<Double> {
+        var k = 0
+        for i in latency.indices where latency[i] >= 0 {
+            latency[k] = latency[i]
+            k += 1
+        }
+        var done = UnsafeMutableBufferPointer(rebasing: latency[0..<k])
+        done.sort()
+        return done
     }
 }
 
@@ -179,6 +199,7 @@ func run(_ a: Arguments) -> [String: JSON] {
     let mqtt = MQTTProtocol(config: config)
     let n = a.count
     let timings = Timings(n)
+    let payloads = Payloads(size: a.size)
     let completed = NIOLockedValueBox(0)
     let failure = NIOLockedValueBox<String?>(nil)
     let done = DispatchSemaphore(value: 0)
@@ -206,13 +227,13 @@ func run(_ a: Arguments) -> [String: JSON] {
         if a.mode == "rtt" {
             @Sendable func send(_ i: Int) {
                 timings.start[i] = monotonicMicros()
-                do { try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos) } catch { fail(error) }
+                do { try mqtt.publish(a.topic, payloads.payload(i), qos: a.qos) } catch { fail(error) }
             }
             try mqtt.subscribe(
                 a.topic, qos: a.qos,
                 onMessage: { m in
                     guard let seq = sequenceNumber(m.payload), seq < n else { return }
-                    timings.end[seq] = monotonicMicros()
+                    timings.completed(seq)
                     let c = completed.withLockedValue {
                         $0 += 1
                         return $0
@@ -226,8 +247,8 @@ func run(_ a: Arguments) -> [String: JSON] {
             @Sendable func send(_ i: Int) {
                 timings.start[i] = monotonicMicros()
                 do {
-                    try mqtt.publish(a.topic, payload(i, size: a.size), qos: a.qos) { r in
-                        timings.end[i] = monotonicMicros()
+                    try mqtt.publish(a.topic, payloads.payload(i), qos: a.qos) { r in
+                        timings.completed(i)
                         if case .failure(let e) = r {
                             fail(e)
                             return
@@ -252,10 +273,7 @@ func run(_ a: Arguments) -> [String: JSON] {
     let tEndUnix = unixMicros()
     let c = completed.withLockedValue { $0 }
     let seconds = (t1 - t0) / 1e6
-    var latencies: [Double] = []
-    latencies.reserveCapacity(c)
-    for i in 0..<n where timings.end[i] > 0 && timings.start[i] > 0 { latencies.append(timings.end[i] - timings.start[i]) }
-    latencies.sort()
+    let latencies = timings.sortedLatencies()
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     mqtt.disconnect()
