@@ -359,7 +359,14 @@ public struct SessionMachine<Token> {
             droppedCount += 1
             finish(oldest.token, qos: oldest.publish.qos, .failure(.dropped(queueLimit: options.queueLimit)), into: &actions)
         }
-        pending.append(Pending(publish: publish, token: token, acceptedAt: now))
+        var p = Pending(publish: publish, token: token, acceptedAt: now)
+        if state == .up && pending.isEmpty && hasRoom(for: publish.qos) {
+            // Nothing waits ahead of it and the window has room: out now, not through the queue
+            // (its limits were checked above, and are again only if a preparer changes it).
+            if send(&p, now: now, limitsChecked: true, into: &actions) { actions.append(.flush) }
+            return
+        }
+        pending.append(p)
         if state == .up { sendPending(now: now, into: &actions) }
     }
 
@@ -551,49 +558,61 @@ public struct SessionMachine<Token> {
         return nil
     }
 
+    /// A QoS 1/2 message can take a packet identifier now ([MQTT-4.9.0-2] the receive maximum:
+    /// at most `window` in flight); a QoS 0 message always can.
+    private func hasRoom(for qos: QoS) -> Bool {
+        qos == .atMostOnce || (outgoing.count < window && identifiersInUse < Int(UInt16.max))
+    }
+
     private mutating func sendPending(now: UInt64, into actions: inout [Action]) {
-        let window = self.window
         var sent = false
         // Taken off the queue and put back if the window is full: `pending.first` copied every
         // message once more just to look at its QoS.
         while var p = pending.popFirst() {
-            if p.publish.qos != .atMostOnce && (outgoing.count >= window || identifiersInUse >= Int(UInt16.max)) {
+            guard hasRoom(for: p.publish.qos) else {
                 pending.prepend(p)
                 break
             }
-            if hasPreparer { prepare(&p.publish) }
-            if let problem = violatesBrokerLimits(p.publish) {
-                finish(p.token, qos: p.publish.qos, .failure(.brokerLimit(problem)), into: &actions)
-                continue
-            }
-            if let expiry = p.publish.properties.messageExpiryInterval {
-                // 5.0 §3.3.2.3.3: a message past its expiry is not sent; one sent later than
-                // accepted carries the time it has left.
-                let waited = UInt32(clamping: (now &- p.acceptedAt) / 1_000_000_000)
-                if waited >= expiry {
-                    finish(p.token, qos: p.publish.qos, .failure(.expired(seconds: expiry)), into: &actions)
-                    continue
-                }
-                p.publish.properties.messageExpiryInterval = expiry - waited
-            }
-            if p.publish.qos == .atMostOnce {
-                send(.publish(aliased(p.publish)), now: now, into: &actions)
-                actions.append(.qos0Sent(p.token))
-            } else {
-                let id = allocateID()!  // the loop's guard: an identifier is free
-                p.publish.packetID = id
-                p.publish.dup = false
-                order &+= 1
-                outgoing[id] = OutFlow(
-                    publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
-                    token: p.token, order: order)
-                if p.publish.qos == .exactlyOnce { actions.append(.assigned(p.token, packetID: id)) }
-                if options.timeRoundTrips && timed == nil { timed = (id, now) }
-                send(.publish(aliased(p.publish)), now: now, into: &actions)
-            }
-            sent = true
+            if send(&p, now: now, limitsChecked: false, into: &actions) { sent = true }
         }
         if sent { actions.append(.flush) }
+    }
+
+    /// Sends one message that has room in the window (or ends it, if the broker's limits or its
+    /// expiry say so); true when it went out. `limitsChecked`: the broker's limits were checked
+    /// against it as it is now (again only if the preparer changes its payload).
+    private mutating func send(_ p: inout Pending, now: UInt64, limitsChecked: Bool, into actions: inout [Action]) -> Bool {
+        if hasPreparer { prepare(&p.publish) }
+        if !limitsChecked || hasPreparer, let problem = violatesBrokerLimits(p.publish) {
+            finish(p.token, qos: p.publish.qos, .failure(.brokerLimit(problem)), into: &actions)
+            return false
+        }
+        if let expiry = p.publish.properties.messageExpiryInterval {
+            // 5.0 §3.3.2.3.3: a message past its expiry is not sent; one sent later than
+            // accepted carries the time it has left.
+            let waited = UInt32(clamping: (now &- p.acceptedAt) / 1_000_000_000)
+            if waited >= expiry {
+                finish(p.token, qos: p.publish.qos, .failure(.expired(seconds: expiry)), into: &actions)
+                return false
+            }
+            p.publish.properties.messageExpiryInterval = expiry - waited
+        }
+        if p.publish.qos == .atMostOnce {
+            send(.publish(aliased(p.publish)), now: now, into: &actions)
+            actions.append(.qos0Sent(p.token))
+        } else {
+            let id = allocateID()!  // `hasRoom`: an identifier is free
+            p.publish.packetID = id
+            p.publish.dup = false
+            order &+= 1
+            outgoing[id] = OutFlow(
+                publish: p.publish, state: p.publish.qos == .atLeastOnce ? .awaitingPuback : .awaitingPubrec,
+                token: p.token, order: order)
+            if p.publish.qos == .exactlyOnce { actions.append(.assigned(p.token, packetID: id)) }
+            if options.timeRoundTrips && timed == nil { timed = (id, now) }
+            send(.publish(aliased(p.publish)), now: now, into: &actions)
+        }
+        return true
     }
 
     /// The preparer's payload, if it has one for this message (once, before its first transmission).
