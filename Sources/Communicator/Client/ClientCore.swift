@@ -309,36 +309,24 @@ final class ClientCore: @unchecked Sendable {
             // Room in the queue is given back before the completion callbacks run, so a caller
             // that publishes again from (or right after) a callback finds it.
             // (Stored messages gave their room back when they were stored; QoS 0: when written.)
-            // The batch's ends are counted here, in locals, and added to `tally` once (a field of
+            // The batch's ends are counted here, in a local, and added to `tally` once (a field of
             // this class costs a dynamic exclusivity check per access); a stored message's end is
             // counted where the store says whether it is final.
-            var completed = 0
-            var anyCompleted = false
-            var (ok0, ok1, ok2, received) = (0, 0, 0, 0)
+            var counts = PublishTally.Batch()
+            for i in batch.indices { batch[i].count(into: &counts) }
+            if counts.hasOutcomes { tally.add(counts) }
+            if counts.freed > 0 { inbox.giveBack(counts.freed) }
+            // Each action is moved out of the batch (a payload-free one left in its place), not
+            // copied out and the copy destroyed after.
             for i in batch.indices {
-                switch batch[i] {
-                case .publishCompleted(let token, let result, let qos):
-                    anyCompleted = true
-                    guard !token.isStored else { continue }
-                    completed += 1
-                    switch (result, qos) {
-                    case (.failure(let f), _): tally.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] += 1
-                    case (.success, .atMostOnce): ok0 += 1
-                    case (.success, .atLeastOnce): ok1 += 1
-                    case (.success, .exactlyOnce): ok2 += 1
-                    }
-                case .qos0Sent: ok0 += 1
-                case .deliver: received += 1
-                default: continue
-                }
+                var action = SessionMachine<Completion>.Action.flush
+                swap(&action, &batch[i])
+                perform(action)
             }
-            if ok0 | ok1 | ok2 | received != 0 { tally.add(ok: (ok0, ok1, ok2), received: received) }
-            if completed > 0 { inbox.giveBack(completed) }
-            for i in batch.indices { perform(batch[i]) }
             batch.removeAll(keepingCapacity: true)
             swap(&batch, &spare)
             // The window opened: stored messages go next.
-            if anyCompleted, let outbox { outbox.feed(&machine, now: now(), into: &actions) }
+            if counts.ended, let outbox { outbox.feed(&machine, now: now(), into: &actions) }
         }
         performing = false  // before the write: what its completions publish runs at once
         if flushDue && !inReadBatch { writeOut() }
@@ -410,7 +398,7 @@ final class ClientCore: @unchecked Sendable {
         for w in waiters { complete(w, .failure(mapFailure(.connectionLost))) }
     }
 
-    private func perform(_ action: SessionMachine<Completion>.Action) {
+    private func perform(_ action: consuming SessionMachine<Completion>.Action) {
         switch action {
         case .send(let packet):
             if case .ack(let a) = packet, a.kind == .pubrel, let outbox { outbox.noteRelease(packetID: a.packetID) }

@@ -46,11 +46,50 @@ struct PublishTally: Sendable, Equatable {
 
     init() {}
 
-    mutating func add(ok: (Int, Int, Int), received: Int) {
-        completed[0] &+= ok.0
-        completed[1] &+= ok.1
-        completed[2] &+= ok.2
-        self.received &+= received
+    /// One batch of the core's actions, counted in locals before it is added.
+    struct Batch {
+        var ok = (0, 0, 0)
+        var failed: [Outcome: Int] = [:]
+        var received = 0
+        /// Publishes that ended (stored ones too), and those among them whose room in the
+        /// publish queue is given back now.
+        var ended = false
+        var freed = 0
+        var hasOutcomes: Bool { ok.0 | ok.1 | ok.2 | received != 0 || !failed.isEmpty }
+    }
+
+    mutating func add(_ b: Batch) {
+        completed[0] &+= b.ok.0
+        completed[1] &+= b.ok.1
+        completed[2] &+= b.ok.2
+        received &+= b.received
+        for (outcome, n) in b.failed { failed[outcome, default: 0] &+= n }
+    }
+}
+
+extension SessionMachine<Completion>.Action {
+    /// Adds what this action ends to a batch's counts (a stored message's end is counted where
+    /// the store says whether it is final). A method on the element in place: a `switch` over
+    /// `batch[i]` copied each action out, and destroyed the copy.
+    func count(into b: inout PublishTally.Batch) {
+        switch self {
+        case .publishCompleted(.stored, _, _): b.ended = true
+        case .publishCompleted(_, .success, let qos):
+            b.ended = true
+            b.freed += 1
+            switch qos {
+            case .atMostOnce: b.ok.0 += 1
+            case .atLeastOnce: b.ok.1 += 1
+            case .exactlyOnce: b.ok.2 += 1
+            }
+        case .publishCompleted(_, .failure(let f), let qos):
+            b.ended = true
+            b.freed += 1
+            b.failed[.init(qos: Int(qos.rawValue), reason: f.metricName), default: 0] += 1
+        case .qos0Sent: b.ok.0 += 1
+        case .deliver: b.received += 1
+        default: break
+        }
     }
 }
 
