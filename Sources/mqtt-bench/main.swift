@@ -2,6 +2,7 @@ import Communicator
 import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -92,7 +93,11 @@ func sequenceNumber(_ payload: ByteBuffer) -> Int? {
     }
 }
 
-func monotonicMicros() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1000 }
+func monotonicMicros() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1000
+}
 func unixMicros() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
@@ -175,6 +180,13 @@ final class Timings: @unchecked Sendable {
     }
 }
 
+/// The next sequence number to publish and the number completed: claimed and counted from the
+/// main thread (the first W) and the network thread (the rest).
+final class Counters: Sendable {
+    let next = Atomic(0)
+    let completed = Atomic(0)
+}
+
 func run(_ a: Arguments) -> [String: JSON] {
     var result: [String: JSON] = [
         "client": .string("edge"), "lib": .string("Communicator (SwiftNIO)"), "mode": .string(a.mode), "qos": .int(a.qos),
@@ -200,7 +212,7 @@ func run(_ a: Arguments) -> [String: JSON] {
     let n = a.count
     let timings = Timings(n)
     let payloads = Payloads(size: a.size)
-    let completed = NIOLockedValueBox(0)
+    let counters = Counters()
     let failure = NIOLockedValueBox<String?>(nil)
     let done = DispatchSemaphore(value: 0)
     let deadline = DispatchTime.now() + a.timeout
@@ -211,14 +223,10 @@ func run(_ a: Arguments) -> [String: JSON] {
         // Like the peers' bench clients, the next message goes out from the callback of the last
         // one, on the network thread: no hand-off between threads per message. The main thread
         // only starts the first W and waits for the end.
-        let next = NIOLockedValueBox(0)
         /// Claims the next sequence number, nil when all N were started.
         @Sendable func claim() -> Int? {
-            next.withLockedValue { i in
-                guard i < n else { return nil }
-                defer { i += 1 }
-                return i
-            }
+            let i = counters.next.wrappingAdd(1, ordering: .relaxed).oldValue
+            return i < n ? i : nil
         }
         @Sendable func fail(_ e: any Error) {
             failure.withLockedValue { $0 = $0 ?? "\(e)" }
@@ -234,10 +242,7 @@ func run(_ a: Arguments) -> [String: JSON] {
                 onMessage: { m in
                     guard let seq = sequenceNumber(m.payload), seq < n else { return }
                     timings.completed(seq)
-                    let c = completed.withLockedValue {
-                        $0 += 1
-                        return $0
-                    }
+                    let c = counters.completed.wrappingAdd(1, ordering: .relaxed).newValue
                     if c == n { done.signal() } else if let i = claim() { send(i) }
                 })
             t0 = monotonicMicros()
@@ -253,10 +258,7 @@ func run(_ a: Arguments) -> [String: JSON] {
                             fail(e)
                             return
                         }
-                        let c = completed.withLockedValue {
-                            $0 += 1
-                            return $0
-                        }
+                        let c = counters.completed.wrappingAdd(1, ordering: .relaxed).newValue
                         if c == n { done.signal() } else if let j = claim() { send(j) }
                     }
                 } catch { fail(error) }
@@ -265,13 +267,15 @@ func run(_ a: Arguments) -> [String: JSON] {
             tStartUnix = unixMicros()
             for _ in 0..<a.inflight { if let i = claim() { send(i) } }
         }
-        if done.wait(timeout: deadline) == .timedOut { throw BenchError("timeout with \(completed.withLockedValue { $0 }) completed") }
+        if done.wait(timeout: deadline) == .timedOut {
+            throw BenchError("timeout with \(counters.completed.load(ordering: .relaxed)) completed")
+        }
     } catch {
         failure.withLockedValue { $0 = $0 ?? "\(error)" }
     }
     let t1 = monotonicMicros()
     let tEndUnix = unixMicros()
-    let c = completed.withLockedValue { $0 }
+    let c = counters.completed.load(ordering: .relaxed)
     let seconds = (t1 - t0) / 1e6
     let latencies = timings.sortedLatencies()
     var usage = rusage()
